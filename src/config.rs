@@ -1,0 +1,223 @@
+//! Command line and environment configuration.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// tusker: a resumable upload server (tus 1.0) storing on local disk.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tusker",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `serve`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the upload server (the default).
+    Serve(ServeArgs),
+}
+
+/// Options of the server. Each is also read from `TUSKER_<OPTION>`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (host:port).
+    #[arg(long, env = "TUSKER_LISTEN", default_value = "127.0.0.1:1080")]
+    pub listen: String,
+    /// URL path under which uploads live.
+    #[arg(long, env = "TUSKER_BASE_PATH", default_value = "/files/")]
+    pub base_path: String,
+    /// Directory for state (DIR/meta, sled) and bytes (DIR/uploads).
+    #[arg(long, env = "TUSKER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Largest upload accepted, in bytes (suffixes K, M, G, T, KiB, MiB, GiB,
+    /// TiB allowed); advertised as Tus-Max-Size. Unlimited when unset.
+    #[arg(long, env = "TUSKER_MAX_SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+    /// Unfinished uploads are removed this long after their last write
+    /// (e.g. 24h, 90m); "off" keeps them forever.
+    #[arg(long, env = "TUSKER_EXPIRE_AFTER", default_value = "24h", value_parser = parse_optional_duration)]
+    pub expire_after: OptionalDuration,
+    /// Origins allowed by CORS, comma separated; "*" allows any.
+    #[arg(
+        long,
+        env = "TUSKER_CORS_ALLOW_ORIGIN",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origin: Vec<String>,
+    /// Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto from a reverse
+    /// proxy when building upload URLs.
+    #[arg(long, env = "TUSKER_BEHIND_PROXY")]
+    pub behind_proxy: bool,
+    /// How long a request waits for an upload busy with another request
+    /// (which is asked to stop) before answering 423.
+    #[arg(long, env = "TUSKER_LOCK_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+    /// A request body that sends nothing for this long is treated as broken
+    /// (the bytes received so far are kept).
+    #[arg(long, env = "TUSKER_BODY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_idle_timeout: Duration,
+    /// Worker threads (default: one per CPU core).
+    #[arg(long, env = "TUSKER_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// A duration that may be switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalDuration(pub Option<Duration>);
+
+fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
+    match s.trim() {
+        "off" | "never" | "0" => Ok(OptionalDuration(None)),
+        s => humantime::parse_duration(s)
+            .map(|d| OptionalDuration(Some(d)))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Parses a byte size: `1048576`, `10M` (decimal), `10MiB` (binary).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1000 * 1000 * 1000 * 1000,
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub base_path: String,
+    pub data_dir: PathBuf,
+    pub max_size: Option<u64>,
+    pub expire_after: Option<Duration>,
+    pub cors_allow_origin: Vec<String>,
+    pub behind_proxy: bool,
+    pub lock_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub workers: Option<usize>,
+    /// How often expired uploads are swept.
+    pub sweep_interval: Duration,
+}
+
+impl Config {
+    /// Defaults for a server storing under `data_dir` (used by tests).
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Config::from(ServeArgs::parse_from(["tusker"]));
+        config.data_dir = data_dir.into();
+        config
+    }
+}
+
+impl ServeArgs {
+    fn parse_from<I: IntoIterator<Item = &'static str>>(args: I) -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Only::parse_from(args).serve
+    }
+}
+
+/// `/files` → `/files/`; always starts and ends with `/`.
+pub fn normalize_base_path(p: &str) -> String {
+    let trimmed = p.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        "/".to_owned()
+    } else {
+        format!("/{trimmed}/")
+    }
+}
+
+impl From<ServeArgs> for Config {
+    fn from(a: ServeArgs) -> Self {
+        let sweep_interval = a
+            .expire_after
+            .0
+            .map(|d| (d / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)))
+            .unwrap_or(Duration::from_secs(60));
+        Config {
+            listen: a.listen,
+            base_path: normalize_base_path(&a.base_path),
+            data_dir: a.data_dir,
+            max_size: a.max_size,
+            expire_after: a.expire_after.0,
+            cors_allow_origin: a.cors_allow_origin,
+            behind_proxy: a.behind_proxy,
+            lock_timeout: a.lock_timeout,
+            body_idle_timeout: a.body_idle_timeout,
+            workers: a.workers,
+            sweep_interval,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("2G"), Ok(2_000_000_000));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn base_paths() {
+        assert_eq!(normalize_base_path("/files/"), "/files/");
+        assert_eq!(normalize_base_path("files"), "/files/");
+        assert_eq!(normalize_base_path("/"), "/");
+        assert_eq!(normalize_base_path("/a/b"), "/a/b/");
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::new("/tmp/x");
+        assert_eq!(c.listen, "127.0.0.1:1080");
+        assert_eq!(c.base_path, "/files/");
+        assert_eq!(c.expire_after, Some(Duration::from_secs(86400)));
+        assert!(!c.behind_proxy);
+    }
+
+    #[test]
+    fn cli_parses() {
+        Cli::parse_from([
+            "tusker",
+            "--listen",
+            "0.0.0.0:1",
+            "--max-size",
+            "1GiB",
+            "--expire-after",
+            "off",
+        ]);
+        let cli = Cli::parse_from(["tusker", "serve", "--behind-proxy"]);
+        assert!(matches!(cli.command, Some(Command::Serve(a)) if a.behind_proxy));
+    }
+}

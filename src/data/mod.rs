@@ -1,0 +1,74 @@
+//! Upload bytes. Local files are the embedded default; object storage
+//! implements the same traits.
+
+pub mod file;
+
+use crate::model::UploadInfo;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+pub use file::FileStore;
+
+/// A stream of stored bytes (GET).
+pub type ByteStream = BoxStream<'static, Result<Bytes, DataError>>;
+
+/// Errors of a data store.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored data for upload {0} is missing")]
+    Missing(String),
+    /// A transient backend failure; the client should retry later.
+    #[error("storage temporarily unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// What a writer has made durable: the upload's offset and the store state
+/// that must be persisted with it before the offset is reported to anyone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Durable {
+    pub offset: u64,
+    pub storage: serde_json::Value,
+}
+
+/// Where the bytes of uploads live.
+#[async_trait]
+pub trait DataStore: Send + Sync + 'static {
+    /// Short name used in logs and hook payloads (`file`, `s3`, …).
+    fn kind(&self) -> &'static str;
+    /// Prepares storage for a new upload; returns the initial store state.
+    async fn create(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError>;
+    /// Opens a writer that appends at `info.offset`. Bytes stored beyond
+    /// the offset by an earlier, unacknowledged write are discarded.
+    async fn writer(&self, info: &UploadInfo) -> Result<Box<dyn UploadWriter>, DataError>;
+    /// Seals an upload whose every byte is stored; returns the new state.
+    async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError>;
+    /// Streams bytes `start..end` of a finished upload.
+    async fn read(&self, info: &UploadInfo, start: u64, end: u64) -> Result<ByteStream, DataError>;
+    /// Removes everything stored for the upload. Idempotent.
+    async fn delete(&self, info: &UploadInfo) -> Result<(), DataError>;
+    /// Builds `target`'s bytes from the finished `parts`, in order, without
+    /// holding them in memory; returns the target's store state.
+    async fn concatenate(
+        &self,
+        target: &UploadInfo,
+        parts: &[UploadInfo],
+    ) -> Result<serde_json::Value, DataError>;
+    /// Checks the backend is reachable (readiness).
+    async fn ping(&self) -> Result<(), DataError>;
+}
+
+/// Appends one request's bytes to an upload.
+#[async_trait]
+pub trait UploadWriter: Send {
+    /// Accepts the next bytes; they are not durable until `sync`.
+    async fn write(&mut self, chunk: Bytes) -> Result<(), DataError>;
+    /// Makes every byte written so far durable.
+    async fn sync(&mut self) -> Result<Durable, DataError>;
+    /// Forgets bytes written since the last `sync` (e.g. checksum mismatch).
+    async fn discard(&mut self) -> Result<Durable, DataError>;
+}

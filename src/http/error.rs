@@ -1,0 +1,166 @@
+//! The one mapping from errors of every layer to an HTTP status, a stable
+//! error code and a plain-text body (`ERR_CODE: message`).
+
+use crate::data::DataError;
+use crate::protocol::{ProtocolError, TUS_VERSION};
+use crate::upload::UploadError;
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use std::fmt;
+
+/// tus checksum extension: the body did not match `Upload-Checksum`.
+pub const CHECKSUM_MISMATCH: u16 = 460;
+
+/// An error answered to a client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable, documented code (`ERR_MISMATCHED_OFFSET` style).
+    pub code: &'static str,
+    pub message: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl ToString) -> Self {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            self.headers.push((HeaderName::from_static(name), v));
+        }
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 412: missing or unsupported `Tus-Resumable`.
+    pub fn unsupported_version() -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "ERR_UNSUPPORTED_VERSION",
+            format!("Tus-Resumable must be {TUS_VERSION}"),
+        )
+        .with_header("tus-version", TUS_VERSION)
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "ERR_INVALID_CONTENT_TYPE",
+            "Content-Type must be application/offset+octet-stream",
+        )
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "ERR_UPLOAD_NOT_FOUND",
+            "upload not found",
+        )
+    }
+
+    fn internal(code: &'static str, err: &dyn fmt::Display) -> Self {
+        tracing::error!(error = %err, code, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code,
+            "internal server error; see the server log",
+        )
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        res.insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"));
+        for (name, value) in &self.headers {
+            res.insert_header((name.clone(), value.clone()));
+        }
+        res.body(format!("{self}\n"))
+    }
+}
+
+impl From<ProtocolError> for ApiError {
+    fn from(e: ProtocolError) -> Self {
+        let code = match &e {
+            ProtocolError::InvalidInteger { header, .. } => match *header {
+                "Upload-Length" => "ERR_INVALID_UPLOAD_LENGTH",
+                "Upload-Offset" => "ERR_INVALID_UPLOAD_OFFSET",
+                _ => "ERR_INVALID_HEADER",
+            },
+            ProtocolError::InvalidDeferLength => "ERR_INVALID_UPLOAD_DEFER_LENGTH",
+            ProtocolError::InvalidMetadata(_) => "ERR_INVALID_METADATA",
+            ProtocolError::InvalidChecksum(_) => "ERR_INVALID_CHECKSUM",
+            ProtocolError::UnsupportedChecksumAlgorithm(_) => "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM",
+            ProtocolError::InvalidConcat(_) => "ERR_INVALID_CONCAT",
+            ProtocolError::InvalidId => return ApiError::not_found(),
+        };
+        ApiError::bad_request(code, e.to_string())
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        use UploadError as E;
+        let (status, code) = match &e {
+            E::NotFound => return ApiError::not_found(),
+            E::Gone => (StatusCode::GONE, "ERR_UPLOAD_GONE"),
+            E::OffsetMismatch { current, .. } => {
+                return ApiError::new(StatusCode::CONFLICT, "ERR_MISMATCHED_OFFSET", e.to_string())
+                    .with_header("upload-offset", current)
+            }
+            E::Locked => {
+                return ApiError::new(StatusCode::LOCKED, "ERR_UPLOAD_LOCKED", e.to_string())
+                    .with_header("retry-after", 1)
+            }
+            E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "ERR_MAX_SIZE_EXCEEDED"),
+            E::ExceedsLength { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "ERR_UPLOAD_LENGTH_EXCEEDED")
+            }
+            E::LengthImmutable(_) => (StatusCode::BAD_REQUEST, "ERR_UPLOAD_LENGTH_IMMUTABLE"),
+            E::LengthBelowOffset { .. } => (StatusCode::BAD_REQUEST, "ERR_INVALID_UPLOAD_LENGTH"),
+            E::ChecksumMismatch => (
+                StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
+                "ERR_CHECKSUM_MISMATCH",
+            ),
+            E::FinalNotPatchable => (StatusCode::FORBIDDEN, "ERR_FINAL_UPLOAD_IMMUTABLE"),
+            E::NotFinished => (StatusCode::CONFLICT, "ERR_UPLOAD_NOT_FINISHED"),
+            E::PartNotFound(_) => (StatusCode::BAD_REQUEST, "ERR_CONCAT_PART_NOT_FOUND"),
+            E::PartNotPartial(_) => (StatusCode::BAD_REQUEST, "ERR_CONCAT_PART_NOT_PARTIAL"),
+            E::Body(_) => (StatusCode::BAD_REQUEST, "ERR_BODY_INCOMPLETE"),
+            E::Meta(err) => return ApiError::internal("ERR_META_STORE", err),
+            E::Data(DataError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "storage unavailable");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ERR_STORAGE_UNAVAILABLE",
+                    "storage temporarily unavailable; retry later",
+                )
+                .with_header(RETRY_AFTER.as_str(), 5);
+            }
+            E::Data(DataError::Missing(_)) => return ApiError::internal("ERR_DATA_MISSING", &e),
+            E::Data(err) => return ApiError::internal("ERR_STORAGE", err),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}

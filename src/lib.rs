@@ -1,0 +1,117 @@
+//! tusker: a resumable upload server.
+//!
+//! Layers, top to bottom: [`http`] (actix-web glue) → [`upload`] (the engine)
+//! → [`meta`] (upload state) and [`data`] (upload bytes); [`protocol`] is
+//! pure header grammar used by the http layer.
+
+pub mod config;
+pub mod data;
+pub mod http;
+pub mod meta;
+pub mod model;
+pub mod protocol;
+pub mod upload;
+
+use actix_web::{web, HttpServer};
+use config::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use upload::{Engine, EngineConfig};
+
+/// Errors while starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open meta store: {0}")]
+    Meta(#[from] meta::MetaError),
+    #[error("cannot open data store: {0}")]
+    Data(#[from] data::DataError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::stop`]
+/// or wait for a signal with [`RunningServer::wait`].
+pub struct RunningServer {
+    addrs: Vec<SocketAddr>,
+    handle: actix_web::dev::ServerHandle,
+    server: actix_web::dev::Server,
+    sweeper: tokio::task::JoinHandle<()>,
+    meta: meta::SledMetaStore,
+}
+
+impl RunningServer {
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// A handle that can stop the server from elsewhere.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until the server stops (SIGINT/SIGTERM or a handle's `stop`),
+    /// then flushes the meta store.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.sweeper.abort();
+        if let Err(e) = self.meta.flush().await {
+            tracing::error!(error = %e, "final meta flush failed");
+        }
+        tracing::info!("server stopped");
+        result
+    }
+}
+
+/// Opens the stores and binds the listener. Must run inside an actix
+/// system (e.g. `#[actix_web::main]` or `actix_rt::System::new().block_on`).
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let meta = meta::SledMetaStore::open(&config.data_dir.join("meta"))?;
+    let data = data::FileStore::open(config.data_dir.join("uploads"))?;
+    let engine = Arc::new(Engine::new(
+        Arc::new(meta.clone()),
+        Arc::new(data),
+        EngineConfig {
+            max_size: config.max_size,
+            expire_after: config.expire_after,
+            lock_timeout: config.lock_timeout,
+            body_idle_timeout: config.body_idle_timeout,
+            ..EngineConfig::default()
+        },
+    ));
+    let state = web::Data::new(http::AppState {
+        engine: engine.clone(),
+        settings: http::HttpSettings {
+            base_path: config.base_path.clone(),
+            behind_proxy: config.behind_proxy,
+            cors_allow_origin: config.cors_allow_origin.clone(),
+        },
+    });
+    let mut server = HttpServer::new(move || http::app(state.clone()));
+    if let Some(n) = config.workers {
+        server = server.workers(n.max(1));
+    }
+    let server = server
+        .bind(&config.listen)
+        .map_err(|source| StartError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let addrs = server.addrs();
+    let server = server.run();
+    let sweeper =
+        tokio::task::spawn_local(upload::expiry::run_sweeper(engine, config.sweep_interval));
+    for addr in &addrs {
+        tracing::info!(%addr, base_path = %config.base_path, data_dir = %config.data_dir.display(), "tusker listening");
+    }
+    Ok(RunningServer {
+        addrs,
+        handle: server.handle(),
+        server,
+        sweeper,
+        meta,
+    })
+}

@@ -1,0 +1,404 @@
+//! `MetaStore` on sled 0.34: one tree per concern, JSON values, a flush
+//! before every write returns.
+
+use super::{Lookup, MetaError, MetaStore};
+use crate::model::{now_secs, UploadInfo};
+use crate::protocol::UploadId;
+use async_trait::async_trait;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::path::Path;
+
+/// Bumped when the on-disk layout changes incompatibly.
+const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// Sled-backed meta store (the embedded default).
+#[derive(Clone)]
+pub struct SledMetaStore {
+    db: sled::Db,
+    /// id → UploadInfo (JSON)
+    uploads: sled::Tree,
+    /// expires_at (u64 BE) ++ id → ()
+    expiry: sled::Tree,
+    /// id → removal time (u64 BE)
+    tombstones: sled::Tree,
+    /// partial id ++ 0x00 ++ final id → ()
+    waiters: sled::Tree,
+}
+
+impl SledMetaStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, MetaError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(backend)?;
+        match db.get(SCHEMA_KEY).map_err(backend)? {
+            None => {
+                db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(backend)?;
+                db.flush().map_err(backend)?;
+            }
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(v) => return Err(MetaError::Backend(format!(
+                "meta database at {} has schema version {:?}, this build expects {SCHEMA_VERSION}",
+                dir.display(),
+                v.as_ref()
+            ))),
+        }
+        Ok(SledMetaStore {
+            uploads: db.open_tree("uploads").map_err(backend)?,
+            expiry: db.open_tree("expiry").map_err(backend)?,
+            tombstones: db.open_tree("tombstones").map_err(backend)?,
+            waiters: db.open_tree("waiters").map_err(backend)?,
+            db,
+        })
+    }
+
+    /// Waits until every write so far is on disk.
+    pub async fn flush(&self) -> Result<(), MetaError> {
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// Runs blocking sled work off the async executor.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(SledMetaStore) -> Result<T, MetaError> + Send + 'static,
+    {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(me))
+            .await
+            .map_err(|e| MetaError::Backend(format!("blocking task failed: {e}")))?
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> MetaError {
+    MetaError::Backend(e.to_string())
+}
+
+fn expiry_key(at: u64, id: &UploadId) -> Vec<u8> {
+    let mut k = at.to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
+}
+
+fn waiter_key(partial: &UploadId, final_id: &UploadId) -> Vec<u8> {
+    let mut k = partial.as_str().as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(final_id.as_str().as_bytes());
+    k
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Result<UploadInfo, MetaError> {
+    serde_json::from_slice(value).map_err(|e| MetaError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode(info: &UploadInfo) -> Result<Vec<u8>, MetaError> {
+    serde_json::to_vec(info).map_err(backend)
+}
+
+/// Unwraps a sled transaction result whose abort type is `MetaError`.
+fn tx<T>(r: Result<T, TransactionError<MetaError>>) -> Result<T, MetaError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => backend(e),
+    })
+}
+
+#[async_trait]
+impl MetaStore for SledMetaStore {
+    async fn create(&self, info: &UploadInfo) -> Result<(), MetaError> {
+        let info = info.clone();
+        self.blocking(move |s| {
+            let value = encode(&info)?;
+            let key = info.id.as_str().as_bytes().to_vec();
+            tx(
+                (&s.uploads, &s.expiry, &s.tombstones).transaction(|(uploads, expiry, tombs)| {
+                    if uploads.get(&key)?.is_some() || tombs.get(&key)?.is_some() {
+                        return Err(ConflictableTransactionError::Abort(
+                            MetaError::AlreadyExists(info.id.clone()),
+                        ));
+                    }
+                    uploads.insert(key.as_slice(), value.as_slice())?;
+                    if let Some(at) = info.expires_at.filter(|_| !info.finished) {
+                        expiry.insert(expiry_key(at, &info.id), &[])?;
+                    }
+                    Ok(())
+                }),
+            )
+        })
+        .await?;
+        self.flush().await
+    }
+
+    async fn get(&self, id: &UploadId) -> Result<Option<Lookup>, MetaError> {
+        let id = id.clone();
+        self.blocking(move |s| {
+            let key = id.as_str().as_bytes();
+            if let Some(v) = s.uploads.get(key).map_err(backend)? {
+                return Ok(Some(Lookup::Live(Box::new(decode(key, &v)?))));
+            }
+            if s.tombstones.get(key).map_err(backend)?.is_some() {
+                return Ok(Some(Lookup::Gone));
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    async fn save(&self, info: &UploadInfo) -> Result<(), MetaError> {
+        let info = info.clone();
+        self.blocking(move |s| {
+            let value = encode(&info)?;
+            let key = info.id.as_str().as_bytes().to_vec();
+            tx((&s.uploads, &s.expiry).transaction(|(uploads, expiry)| {
+                let old = uploads.get(&key)?.ok_or_else(|| {
+                    ConflictableTransactionError::Abort(MetaError::NotFound(info.id.clone()))
+                })?;
+                let old = decode(&key, &old).map_err(ConflictableTransactionError::Abort)?;
+                if let Some(at) = old.expires_at.filter(|_| !old.finished) {
+                    expiry.remove(expiry_key(at, &info.id))?;
+                }
+                if let Some(at) = info.expires_at.filter(|_| !info.finished) {
+                    expiry.insert(expiry_key(at, &info.id), &[])?;
+                }
+                uploads.insert(key.as_slice(), value.as_slice())?;
+                Ok(())
+            }))
+        })
+        .await?;
+        self.flush().await
+    }
+
+    async fn remove(&self, id: &UploadId) -> Result<(), MetaError> {
+        let id = id.clone();
+        self.blocking(move |s| {
+            let key = id.as_str().as_bytes().to_vec();
+            let now = now_secs().to_be_bytes();
+            tx(
+                (&s.uploads, &s.expiry, &s.tombstones).transaction(|(uploads, expiry, tombs)| {
+                    if let Some(old) = uploads.remove(key.as_slice())? {
+                        let old =
+                            decode(&key, &old).map_err(ConflictableTransactionError::Abort)?;
+                        if let Some(at) = old.expires_at {
+                            expiry.remove(expiry_key(at, &id))?;
+                        }
+                    }
+                    tombs.insert(key.as_slice(), &now)?;
+                    Ok(())
+                }),
+            )
+        })
+        .await?;
+        self.flush().await
+    }
+
+    async fn expired(&self, now: u64, limit: usize) -> Result<Vec<UploadId>, MetaError> {
+        self.blocking(move |s| {
+            let end = (now.saturating_add(1)).to_be_bytes();
+            let mut out = Vec::new();
+            for item in s.expiry.range(..end.as_slice()).take(limit) {
+                let (k, _) = item.map_err(backend)?;
+                let id = std::str::from_utf8(&k[8..])
+                    .ok()
+                    .and_then(|s| UploadId::parse(s).ok())
+                    .ok_or_else(|| MetaError::Corrupt {
+                        key: format!("{:?}", k.as_ref()),
+                        reason: "bad expiry key".into(),
+                    })?;
+                out.push(id);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn prune_tombstones(&self, before: u64) -> Result<usize, MetaError> {
+        let n = self
+            .blocking(move |s| {
+                let mut n = 0;
+                for item in s.tombstones.iter() {
+                    let (k, v) = item.map_err(backend)?;
+                    let at = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                    if at < before {
+                        s.tombstones.remove(k).map_err(backend)?;
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await?;
+        if n > 0 {
+            self.flush().await?;
+        }
+        Ok(n)
+    }
+
+    async fn add_concat_waiters(
+        &self,
+        final_id: &UploadId,
+        partials: &[UploadId],
+    ) -> Result<(), MetaError> {
+        let (final_id, partials) = (final_id.clone(), partials.to_vec());
+        self.blocking(move |s| {
+            let mut batch = sled::Batch::default();
+            for p in &partials {
+                batch.insert(waiter_key(p, &final_id), &[]);
+            }
+            s.waiters.apply_batch(batch).map_err(backend)
+        })
+        .await?;
+        self.flush().await
+    }
+
+    async fn concat_waiters(&self, partial: &UploadId) -> Result<Vec<UploadId>, MetaError> {
+        let partial = partial.clone();
+        self.blocking(move |s| {
+            let mut prefix = partial.as_str().as_bytes().to_vec();
+            prefix.push(0);
+            let mut out = Vec::new();
+            for item in s.waiters.scan_prefix(&prefix) {
+                let (k, _) = item.map_err(backend)?;
+                if let Some(id) = std::str::from_utf8(&k[prefix.len()..])
+                    .ok()
+                    .and_then(|s| UploadId::parse(s).ok())
+                {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn remove_concat_waiters(
+        &self,
+        final_id: &UploadId,
+        partials: &[UploadId],
+    ) -> Result<(), MetaError> {
+        let (final_id, partials) = (final_id.clone(), partials.to_vec());
+        self.blocking(move |s| {
+            let mut batch = sled::Batch::default();
+            for p in &partials {
+                batch.remove(waiter_key(p, &final_id));
+            }
+            s.waiters.apply_batch(batch).map_err(backend)
+        })
+        .await?;
+        self.flush().await
+    }
+
+    async fn ping(&self) -> Result<(), MetaError> {
+        self.blocking(|s| s.db.get(SCHEMA_KEY).map(|_| ()).map_err(backend))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Concat;
+
+    fn info(id: &UploadId, expires_at: Option<u64>) -> UploadInfo {
+        UploadInfo {
+            id: id.clone(),
+            length: Some(10),
+            offset: 0,
+            metadata: None,
+            concat: Concat::None,
+            created_at: 1,
+            expires_at,
+            finished: false,
+            storage: serde_json::Value::Null,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_expiry_and_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetaStore::open(dir.path()).unwrap();
+        let a = UploadId::generate();
+        let b = UploadId::generate();
+        store.create(&info(&a, Some(100))).await.unwrap();
+        store.create(&info(&b, Some(300))).await.unwrap();
+        assert!(matches!(
+            store.create(&info(&a, None)).await,
+            Err(MetaError::AlreadyExists(_))
+        ));
+        assert_eq!(store.expired(200, 10).await.unwrap(), vec![a.clone()]);
+
+        // Moving the expiry moves the index entry.
+        let mut moved = info(&a, Some(500));
+        moved.offset = 5;
+        store.save(&moved).await.unwrap();
+        assert_eq!(
+            store.expired(200, 10).await.unwrap(),
+            Vec::<UploadId>::new()
+        );
+        assert_eq!(
+            store.get(&a).await.unwrap(),
+            Some(Lookup::Live(Box::new(moved.clone())))
+        );
+
+        // Finished uploads leave the index.
+        moved.finished = true;
+        store.save(&moved).await.unwrap();
+        assert_eq!(store.expired(1000, 10).await.unwrap(), vec![b.clone()]);
+
+        store.remove(&b).await.unwrap();
+        assert_eq!(store.get(&b).await.unwrap(), Some(Lookup::Gone));
+        assert!(matches!(
+            store.save(&info(&b, None)).await,
+            Err(MetaError::NotFound(_))
+        ));
+        assert_eq!(
+            store.expired(1000, 10).await.unwrap(),
+            Vec::<UploadId>::new()
+        );
+        assert_eq!(store.prune_tombstones(u64::MAX).await.unwrap(), 1);
+        assert_eq!(store.get(&b).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn concat_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetaStore::open(dir.path()).unwrap();
+        let (f, p1, p2) = (
+            UploadId::generate(),
+            UploadId::generate(),
+            UploadId::generate(),
+        );
+        store
+            .add_concat_waiters(&f, &[p1.clone(), p2.clone()])
+            .await
+            .unwrap();
+        assert_eq!(store.concat_waiters(&p1).await.unwrap(), vec![f.clone()]);
+        store
+            .remove_concat_waiters(&f, &[p1.clone(), p2.clone()])
+            .await
+            .unwrap();
+        assert!(store.concat_waiters(&p2).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = UploadId::generate();
+        {
+            let store = SledMetaStore::open(dir.path()).unwrap();
+            store.create(&info(&id, None)).await.unwrap();
+        }
+        let store = SledMetaStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            store.get(&id).await.unwrap(),
+            Some(Lookup::Live(_))
+        ));
+    }
+}

@@ -1,0 +1,68 @@
+//! The upload record shared by the engine and the stores beneath it.
+
+use crate::protocol::UploadId;
+use serde::{Deserialize, Serialize};
+
+/// Role of an upload in the concatenation extension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Concat {
+    #[default]
+    None,
+    Partial,
+    /// A final upload made of these partial uploads, in order.
+    Final {
+        parts: Vec<UploadId>,
+    },
+}
+
+/// Everything the server knows about one upload. Persisted by a `MetaStore`
+/// as JSON, so fields are only ever added with `#[serde(default)]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadInfo {
+    pub id: UploadId,
+    /// Declared length; `None` while the length is deferred.
+    pub length: Option<u64>,
+    /// Bytes durably stored. Never decreases.
+    pub offset: u64,
+    /// `Upload-Metadata` exactly as the client sent it at creation.
+    #[serde(default)]
+    pub metadata: Option<String>,
+    #[serde(default)]
+    pub concat: Concat,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds after which an unfinished upload is gone.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    /// True once every byte is stored and the data store has sealed it
+    /// (for object storage: the multipart upload is completed).
+    #[serde(default)]
+    pub finished: bool,
+    /// Data-store specific state (multipart id, part ETags, staged tail…).
+    #[serde(default)]
+    pub storage: serde_json::Value,
+}
+
+impl UploadInfo {
+    /// Whether every declared byte has arrived (sealing may still be pending).
+    pub fn is_complete(&self) -> bool {
+        self.length == Some(self.offset)
+    }
+
+    pub fn is_final(&self) -> bool {
+        matches!(self.concat, Concat::Final { .. })
+    }
+
+    pub fn is_expired(&self, now: u64) -> bool {
+        !self.finished && self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// Current time in unix seconds.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

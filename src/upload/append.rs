@@ -1,0 +1,234 @@
+//! Appending a request body to an upload (PATCH, creation-with-upload).
+
+use super::lock::{Contend, LockGuard};
+use super::{Engine, UploadError};
+use crate::data::UploadWriter;
+use crate::model::UploadInfo;
+use crate::protocol::{Checksum, UploadId};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::fmt::Display;
+
+/// An append after header parsing.
+#[derive(Debug, Clone, Default)]
+pub struct AppendRequest {
+    /// `Upload-Offset` of the request.
+    pub offset: u64,
+    /// `Upload-Length` sent with the PATCH, for deferred-length uploads.
+    pub length: Option<u64>,
+    /// `Upload-Checksum` of the body.
+    pub checksum: Option<Checksum>,
+    /// `Content-Length` of the body, when known.
+    pub content_length: Option<u64>,
+}
+
+/// How the body loop ended.
+enum End {
+    Complete,
+    /// Another request asked this one to stop.
+    Stopped,
+    Broken(String),
+    /// The body ran past the length (or the size limit when deferred).
+    TooMuch,
+}
+
+impl Engine {
+    /// Appends `body` to upload `id` at `req.offset`. Every byte reported in
+    /// the returned offset is durable. When another request asks this one to
+    /// stop, the bytes so far are kept and `Ok` reports the shorter offset.
+    pub async fn append<S, E>(
+        &self,
+        id: &UploadId,
+        req: AppendRequest,
+        body: S,
+    ) -> Result<UploadInfo, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let lock = self.lock(id, Contend::StopHolder).await?;
+        let info = self.load(id).await?;
+        let info = self.append_locked(&lock, info, req, body).await?;
+        drop(lock);
+        if info.finished {
+            self.on_finished(&info).await;
+        }
+        Ok(info)
+    }
+
+    async fn append_locked<S, E>(
+        &self,
+        lock: &LockGuard<'_>,
+        mut info: UploadInfo,
+        req: AppendRequest,
+        mut body: S,
+    ) -> Result<UploadInfo, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        if info.is_final() {
+            return Err(UploadError::FinalNotPatchable);
+        }
+        if req.offset != info.offset {
+            return Err(UploadError::OffsetMismatch {
+                requested: req.offset,
+                current: info.offset,
+            });
+        }
+        if let Some(length) = req.length {
+            match info.length {
+                Some(current) if current != length => {
+                    return Err(UploadError::LengthImmutable(current))
+                }
+                Some(_) => {}
+                None => {
+                    self.check_size(length)?;
+                    if length < info.offset {
+                        return Err(UploadError::LengthBelowOffset {
+                            length,
+                            offset: info.offset,
+                        });
+                    }
+                    info.length = Some(length);
+                }
+            }
+        }
+        // Most bytes this upload may hold in total.
+        let limit = info.length.or(self.config.max_size);
+        let too_much = |info: &UploadInfo| match (info.length, self.config.max_size) {
+            (Some(length), _) => UploadError::ExceedsLength { length },
+            (None, Some(max)) => UploadError::TooLarge { max },
+            (None, None) => UploadError::TooLarge { max: u64::MAX },
+        };
+        if let (Some(cl), Some(limit)) = (req.content_length, limit) {
+            if info.offset.saturating_add(cl) > limit {
+                return Err(too_much(&info));
+            }
+        }
+
+        let mut hasher = req.checksum.as_ref().map(|c| c.algorithm.hasher());
+        let mut writer: Option<Box<dyn UploadWriter>> = None;
+        let mut position = info.offset;
+        let mut since_checkpoint = 0u64;
+        let idle = self.config.body_idle_timeout;
+
+        let end = loop {
+            let next = tokio::select! {
+                biased;
+                _ = lock.stop_requested() => break End::Stopped,
+                next = tokio::time::timeout(idle, body.next()) => next,
+            };
+            let chunk = match next {
+                Err(_) => break End::Broken(format!("no data for {}s", idle.as_secs())),
+                Ok(None) => break End::Complete,
+                Ok(Some(Err(e))) => break End::Broken(e.to_string()),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            if chunk.is_empty() {
+                continue;
+            }
+            let len = chunk.len() as u64;
+            if limit.is_some_and(|limit| position.saturating_add(len) > limit) {
+                break End::TooMuch;
+            }
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
+            let w = match writer.as_mut() {
+                Some(w) => w,
+                None => writer.insert(self.data.writer(&info).await?),
+            };
+            if let Err(e) = w.write(chunk).await {
+                let _ = w.discard().await;
+                return Err(e.into());
+            }
+            position += len;
+            since_checkpoint += len;
+            if hasher.is_none() && since_checkpoint >= self.config.checkpoint_bytes {
+                since_checkpoint = 0;
+                self.persist(&mut info, w.as_mut()).await?;
+            }
+        };
+
+        let discard = |writer: Option<Box<dyn UploadWriter>>| async move {
+            if let Some(mut w) = writer {
+                w.discard().await?;
+            }
+            Ok::<(), UploadError>(())
+        };
+        match end {
+            End::TooMuch => {
+                discard(writer).await?;
+                return Err(too_much(&info));
+            }
+            End::Complete => {
+                if let (Some(h), Some(expected)) = (hasher.take(), req.checksum.as_ref()) {
+                    if h.finalize() != expected.digest {
+                        discard(writer).await?;
+                        return Err(UploadError::ChecksumMismatch);
+                    }
+                }
+            }
+            End::Stopped | End::Broken(_) if hasher.is_some() => {
+                // Bytes that cannot be verified never count.
+                discard(writer).await?;
+                return match end {
+                    End::Broken(e) => Err(UploadError::Body(e)),
+                    _ => Ok(info),
+                };
+            }
+            End::Stopped | End::Broken(_) => {}
+        }
+
+        match writer.as_mut() {
+            Some(w) => self.persist(&mut info, w.as_mut()).await?,
+            None => self.save_progress(&mut info).await?,
+        }
+        if info.is_complete() && !info.finished {
+            self.seal(&mut info).await?;
+        }
+        tracing::debug!(upload = %info.id, offset = info.offset, "append persisted");
+        match end {
+            End::Broken(e) => {
+                tracing::info!(upload = %info.id, offset = info.offset, error = %e, "request body broke off; received bytes kept");
+                Err(UploadError::Body(e))
+            }
+            End::Stopped => {
+                tracing::info!(upload = %info.id, offset = info.offset, "append stopped for a newer request");
+                Ok(info)
+            }
+            _ => Ok(info),
+        }
+    }
+
+    /// Makes the writer's bytes durable, then records the new offset.
+    async fn persist(
+        &self,
+        info: &mut UploadInfo,
+        writer: &mut dyn UploadWriter,
+    ) -> Result<(), UploadError> {
+        let durable = writer.sync().await?;
+        info.offset = durable.offset;
+        info.storage = durable.storage;
+        self.save_progress(info).await
+    }
+
+    async fn save_progress(&self, info: &mut UploadInfo) -> Result<(), UploadError> {
+        if !info.finished {
+            info.expires_at = self.expiry_from_now();
+        }
+        self.meta.save(info).await?;
+        Ok(())
+    }
+
+    /// Seals a complete upload in the data store, then records it finished.
+    pub(crate) async fn seal(&self, info: &mut UploadInfo) -> Result<(), UploadError> {
+        info.storage = self.data.finish(info).await?;
+        info.finished = true;
+        info.expires_at = None;
+        self.meta.save(info).await?;
+        tracing::info!(upload = %info.id, length = info.offset, "upload finished");
+        Ok(())
+    }
+}

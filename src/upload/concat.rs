@@ -1,0 +1,136 @@
+//! The concatenation extension: final uploads built from partial uploads,
+//! possibly before those are finished (concatenation-unfinished).
+
+use super::lock::Contend;
+use super::{Engine, UploadError};
+use crate::model::{Concat, UploadInfo};
+use crate::protocol::UploadId;
+
+impl Engine {
+    /// Creates a final upload from `parts`. It is assembled at once when
+    /// every part is finished, else when the last one finishes.
+    pub(super) async fn create_final(
+        &self,
+        mut info: UploadInfo,
+        parts: Vec<UploadId>,
+    ) -> Result<UploadInfo, UploadError> {
+        let loaded = self.load_parts(&parts).await?;
+        let known: Option<u64> = loaded
+            .iter()
+            .try_fold(0u64, |sum, p| p.length.map(|l| sum.saturating_add(l)));
+        if let Some(total) = known {
+            self.check_size(total)?;
+        }
+        info.length = known;
+        info.concat = Concat::Final {
+            parts: parts.clone(),
+        };
+        // A final upload lives as long as its parts: it is removed with them.
+        info.expires_at = None;
+        info.storage = self.data.create(&info).await?;
+        self.meta.add_concat_waiters(&info.id, &parts).await?;
+        self.meta.create(&info).await?;
+        tracing::info!(upload = %info.id, parts = parts.len(), "final upload created");
+        // Parts may have finished while the waiters were being recorded:
+        // look again now that any later finish will find them.
+        Ok(self.try_assemble(&info.id).await?.unwrap_or(info))
+    }
+
+    async fn load_parts(&self, parts: &[UploadId]) -> Result<Vec<UploadInfo>, UploadError> {
+        let mut loaded = Vec::with_capacity(parts.len());
+        for id in parts {
+            let part = match self.load(id).await {
+                Ok(p) => p,
+                Err(UploadError::NotFound | UploadError::Gone) => {
+                    return Err(UploadError::PartNotFound(id.clone()))
+                }
+                Err(e) => return Err(e),
+            };
+            if part.concat != Concat::Partial {
+                return Err(UploadError::PartNotPartial(id.clone()));
+            }
+            loaded.push(part);
+        }
+        Ok(loaded)
+    }
+
+    /// Assembles final upload `id` if all its parts are finished. Returns
+    /// the final's state when it is (now or already) finished.
+    pub(super) async fn try_assemble(
+        &self,
+        id: &UploadId,
+    ) -> Result<Option<UploadInfo>, UploadError> {
+        let _lock = self.lock(id, Contend::Wait).await?;
+        let mut info = self.load(id).await?;
+        if info.finished {
+            return Ok(Some(info));
+        }
+        let Concat::Final { parts } = info.concat.clone() else {
+            return Ok(None);
+        };
+        let loaded = self.load_parts(&parts).await?;
+        if !loaded.iter().all(|p| p.finished) {
+            return Ok(None);
+        }
+        let total = loaded.iter().map(|p| p.offset).sum::<u64>();
+        info.length = Some(total);
+        info.storage = self.data.concatenate(&info, &loaded).await?;
+        info.offset = total;
+        info.finished = true;
+        self.meta.save(&info).await?;
+        self.meta.remove_concat_waiters(&info.id, &parts).await?;
+        tracing::info!(upload = %info.id, length = total, "final upload assembled");
+        Ok(Some(info))
+    }
+
+    /// After partial upload `partial` finished: assembles the finals that
+    /// were waiting for it. Failures are logged; a later request retries.
+    pub(super) async fn assemble_waiting_finals(&self, partial: &UploadId) {
+        let finals = match self.meta.concat_waiters(partial).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(upload = %partial, error = %e, "listing waiting final uploads failed");
+                return;
+            }
+        };
+        for final_id in finals {
+            if let Err(e) = self.try_assemble(&final_id).await {
+                tracing::error!(upload = %final_id, error = %e, "assembling final upload failed");
+            }
+        }
+    }
+
+    /// After `removed` was terminated or expired: a final upload waiting
+    /// for it can never complete, so it goes too.
+    pub(crate) async fn cascade_removal(&self, removed: &UploadInfo) {
+        if removed.concat != Concat::Partial {
+            return;
+        }
+        let finals = match self.meta.concat_waiters(&removed.id).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(upload = %removed.id, error = %e, "listing waiting final uploads failed");
+                return;
+            }
+        };
+        for final_id in finals {
+            let result = async {
+                let _lock = self.lock(&final_id, Contend::Wait).await?;
+                let info = self.load(&final_id).await?;
+                if !info.finished {
+                    self.remove(&info).await?;
+                }
+                Ok::<_, UploadError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    tracing::info!(upload = %final_id, part = %removed.id, "final upload removed with its part")
+                }
+                Err(e) => {
+                    tracing::error!(upload = %final_id, error = %e, "removing final upload failed")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Background removal of expired unfinished uploads.
+
+use super::lock::Contend;
+use super::{Engine, UploadError};
+use crate::model::now_secs;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Uploads examined per sweep batch.
+const BATCH: usize = 256;
+/// How long terminated/expired ids keep answering 410 before 404.
+const TOMBSTONE_TTL: u64 = 7 * 24 * 3600;
+
+impl Engine {
+    /// Removes expired uploads (bytes, then state). Uploads busy with a
+    /// request are left for the next sweep. Returns how many were removed.
+    pub async fn sweep_expired(&self) -> Result<usize, UploadError> {
+        let now = now_secs();
+        let mut removed = 0;
+        for id in self.meta.expired(now, BATCH).await? {
+            let Ok(lock) = self.locks.acquire(&id, Duration::ZERO, Contend::Wait).await else {
+                continue;
+            };
+            let info = match self.meta.get(&id).await? {
+                Some(crate::meta::Lookup::Live(info)) if info.is_expired(now) => *info,
+                _ => continue,
+            };
+            self.remove(&info).await?;
+            drop(lock);
+            tracing::info!(upload = %id, "expired upload removed");
+            self.cascade_removal(&info).await;
+            removed += 1;
+        }
+        self.meta
+            .prune_tombstones(now.saturating_sub(TOMBSTONE_TTL))
+            .await?;
+        Ok(removed)
+    }
+}
+
+/// Runs `sweep_expired` every `interval` until the task is dropped.
+pub async fn run_sweeper(engine: Arc<Engine>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match engine.sweep_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expiry sweep"),
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+        }
+    }
+}

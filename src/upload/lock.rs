@@ -1,0 +1,175 @@
+//! One writer per upload within this process. A second request for a busy
+//! upload may ask the holder to stop (it persists what it has and returns),
+//! then waits a bounded time for the lock.
+
+use crate::protocol::UploadId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, OwnedMutexGuard};
+
+/// The lock could not be taken within the wait.
+#[derive(Debug, thiserror::Error)]
+#[error("upload is locked by another request")]
+pub struct Locked;
+
+/// Whether to ask the current holder to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contend {
+    /// Ask the holder to stop and persist (PATCH, HEAD, DELETE).
+    StopHolder,
+    /// Wait politely (background work such as expiry).
+    Wait,
+}
+
+struct Slot {
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    /// Signal of the current holder.
+    stop: Mutex<Arc<Notify>>,
+}
+
+/// Per-upload locks.
+#[derive(Default)]
+pub struct Locks {
+    slots: Mutex<HashMap<UploadId, Arc<Slot>>>,
+}
+
+/// Holds an upload's lock until dropped.
+pub struct LockGuard<'a> {
+    locks: &'a Locks,
+    id: UploadId,
+    slot: Arc<Slot>,
+    guard: Option<OwnedMutexGuard<()>>,
+    stop: Arc<Notify>,
+}
+
+impl Locks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<UploadId, Arc<Slot>>> {
+        // A panic while holding this map lock cannot leave it inconsistent.
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the lock of `id`, waiting at most `wait`.
+    pub async fn acquire(
+        &self,
+        id: &UploadId,
+        wait: Duration,
+        contend: Contend,
+    ) -> Result<LockGuard<'_>, Locked> {
+        let slot = self
+            .slots()
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    mutex: Arc::new(tokio::sync::Mutex::new(())),
+                    stop: Mutex::new(Arc::new(Notify::new())),
+                })
+            })
+            .clone();
+        let guard = match slot.mutex.clone().try_lock_owned() {
+            Ok(g) => Ok(g),
+            Err(_) => {
+                if contend == Contend::StopHolder {
+                    slot.stop
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .notify_one();
+                }
+                tokio::time::timeout(wait, slot.mutex.clone().lock_owned())
+                    .await
+                    .map_err(|_| Locked)
+            }
+        };
+        let guard = match guard {
+            Ok(g) => g,
+            Err(e) => {
+                self.release_slot(id, &slot);
+                return Err(e);
+            }
+        };
+        let stop = Arc::new(Notify::new());
+        *slot.stop.lock().unwrap_or_else(|p| p.into_inner()) = stop.clone();
+        Ok(LockGuard {
+            locks: self,
+            id: id.clone(),
+            slot,
+            guard: Some(guard),
+            stop,
+        })
+    }
+
+    /// Forgets the slot when nobody else refers to it.
+    fn release_slot(&self, id: &UploadId, slot: &Arc<Slot>) {
+        let mut slots = self.slots();
+        // One reference in the map, one held by the caller.
+        if Arc::strong_count(slot) == 2 {
+            slots.remove(id);
+        }
+    }
+
+    /// Number of uploads with a lock entry (held or awaited).
+    pub fn len(&self) -> usize {
+        self.slots().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl LockGuard<'_> {
+    /// Resolves when another request asks this holder to stop.
+    pub async fn stop_requested(&self) {
+        self.stop.notified().await
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.locks.release_slot(&self.id, &self.slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn second_acquirer_stops_the_first() {
+        let locks = Locks::new();
+        let id = UploadId::generate();
+        let first = locks
+            .acquire(&id, Duration::from_secs(1), Contend::StopHolder)
+            .await
+            .unwrap();
+        let holder = async {
+            first.stop_requested().await;
+            drop(first);
+        };
+        let second = locks.acquire(&id, Duration::from_secs(5), Contend::StopHolder);
+        let (_, second) = tokio::join!(holder, second);
+        assert!(second.is_ok());
+        drop(second);
+        assert!(locks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn times_out_when_holder_does_not_stop() {
+        let locks = Locks::new();
+        let id = UploadId::generate();
+        let _first = locks
+            .acquire(&id, Duration::from_secs(1), Contend::Wait)
+            .await
+            .unwrap();
+        assert!(locks
+            .acquire(&id, Duration::from_millis(50), Contend::Wait)
+            .await
+            .is_err());
+        assert_eq!(locks.len(), 1);
+    }
+}

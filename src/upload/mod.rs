@@ -1,0 +1,257 @@
+//! The upload engine: create, append, finish, terminate, concatenate and
+//! expire uploads on top of a `MetaStore` and a `DataStore`. Knows nothing of
+//! HTTP; the protocol front ends (tus 1.0, the IETF draft) translate to it.
+
+mod append;
+mod concat;
+pub mod expiry;
+pub mod lock;
+
+use crate::data::{DataError, DataStore};
+use crate::meta::{Lookup, MetaError, MetaStore};
+use crate::model::{now_secs, Concat, UploadInfo};
+use crate::protocol::UploadId;
+use lock::{Contend, Locks};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use append::AppendRequest;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Largest upload accepted; `None` for no limit.
+    pub max_size: Option<u64>,
+    /// Unfinished uploads are removed this long after their last write.
+    pub expire_after: Option<Duration>,
+    /// How long a request waits for a busy upload before `Locked`.
+    pub lock_timeout: Duration,
+    /// A request body that sends nothing for this long is treated as broken.
+    pub body_idle_timeout: Duration,
+    /// During a long PATCH, bytes are made durable (and the offset recorded)
+    /// at least this often, so a crash loses little.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_size: None,
+            expire_after: Some(Duration::from_secs(24 * 3600)),
+            lock_timeout: Duration::from_secs(3),
+            body_idle_timeout: Duration::from_secs(60),
+            checkpoint_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Engine errors; the http layer maps each to a status and an error code.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("upload not found")]
+    NotFound,
+    #[error("upload is gone (terminated or expired)")]
+    Gone,
+    #[error("upload offset {requested} does not match current offset {current}")]
+    OffsetMismatch { requested: u64, current: u64 },
+    #[error("upload is busy with another request")]
+    Locked,
+    #[error("upload size exceeds the maximum of {max} bytes")]
+    TooLarge { max: u64 },
+    #[error("request body runs past the upload length {length}")]
+    ExceedsLength { length: u64 },
+    #[error("upload length is already set to {0} and cannot change")]
+    LengthImmutable(u64),
+    #[error("upload length {length} is smaller than the current offset {offset}")]
+    LengthBelowOffset { length: u64, offset: u64 },
+    #[error("checksum mismatch: the chunk was discarded")]
+    ChecksumMismatch,
+    #[error("a final upload cannot be patched")]
+    FinalNotPatchable,
+    #[error("upload is not finished")]
+    NotFinished,
+    #[error("partial upload {0} not found")]
+    PartNotFound(UploadId),
+    #[error("upload {0} is not a partial upload")]
+    PartNotPartial(UploadId),
+    #[error("reading the request body failed: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+}
+
+/// A creation request after header parsing.
+#[derive(Debug, Clone, Default)]
+pub struct NewUpload {
+    /// `None` means deferred length.
+    pub length: Option<u64>,
+    /// Raw `Upload-Metadata` as sent (already validated).
+    pub metadata: Option<String>,
+    pub concat: NewConcat,
+}
+
+/// Concatenation role requested at creation.
+#[derive(Debug, Clone, Default)]
+pub enum NewConcat {
+    #[default]
+    None,
+    Partial,
+    Final(Vec<UploadId>),
+}
+
+/// The upload engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    pub(crate) meta: Arc<dyn MetaStore>,
+    pub(crate) data: Arc<dyn DataStore>,
+    pub(crate) locks: Locks,
+    pub(crate) config: EngineConfig,
+}
+
+impl Engine {
+    pub fn new(meta: Arc<dyn MetaStore>, data: Arc<dyn DataStore>, config: EngineConfig) -> Self {
+        Engine {
+            meta,
+            data,
+            locks: Locks::new(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.meta
+    }
+
+    pub fn data(&self) -> &Arc<dyn DataStore> {
+        &self.data
+    }
+
+    fn expiry_from_now(&self) -> Option<u64> {
+        self.config
+            .expire_after
+            .map(|d| now_secs().saturating_add(d.as_secs().max(1)))
+    }
+
+    fn check_size(&self, length: u64) -> Result<(), UploadError> {
+        match self.config.max_size {
+            Some(max) if length > max => Err(UploadError::TooLarge { max }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Loads a live, unexpired upload.
+    pub(crate) async fn load(&self, id: &UploadId) -> Result<UploadInfo, UploadError> {
+        match self.meta.get(id).await? {
+            Some(Lookup::Live(info)) if info.is_expired(now_secs()) => Err(UploadError::Gone),
+            Some(Lookup::Live(info)) => Ok(*info),
+            Some(Lookup::Gone) => Err(UploadError::Gone),
+            None => Err(UploadError::NotFound),
+        }
+    }
+
+    /// Creates an upload (the bytes, if any, follow through `append`).
+    pub async fn create(&self, new: NewUpload) -> Result<UploadInfo, UploadError> {
+        if let Some(length) = new.length {
+            self.check_size(length)?;
+        }
+        let id = UploadId::generate();
+        let mut info = UploadInfo {
+            id,
+            length: new.length,
+            offset: 0,
+            metadata: new.metadata,
+            concat: Concat::None,
+            created_at: now_secs(),
+            expires_at: self.expiry_from_now(),
+            finished: false,
+            storage: serde_json::Value::Null,
+        };
+        match new.concat {
+            NewConcat::None => {}
+            NewConcat::Partial => info.concat = Concat::Partial,
+            NewConcat::Final(parts) => return self.create_final(info, parts).await,
+        }
+        info.storage = self.data.create(&info).await?;
+        if info.length == Some(0) {
+            info.storage = self.data.finish(&info).await?;
+            info.finished = true;
+            info.expires_at = None;
+        }
+        self.meta.create(&info).await?;
+        tracing::info!(upload = %info.id, length = ?info.length, "upload created");
+        if info.finished {
+            self.on_finished(&info).await;
+        }
+        Ok(info)
+    }
+
+    /// The current state of an upload. A running PATCH on it is asked to
+    /// stop first, so the answer reflects everything received so far.
+    pub async fn head(&self, id: &UploadId) -> Result<UploadInfo, UploadError> {
+        let _lock = self.lock(id, Contend::StopHolder).await?;
+        self.load(id).await
+    }
+
+    /// The state of a finished upload, for download.
+    pub async fn finished(&self, id: &UploadId) -> Result<UploadInfo, UploadError> {
+        let info = self.load(id).await?;
+        if !info.finished {
+            return Err(UploadError::NotFinished);
+        }
+        Ok(info)
+    }
+
+    /// Removes an upload, its bytes and any final upload waiting for it.
+    pub async fn terminate(&self, id: &UploadId) -> Result<(), UploadError> {
+        let info = {
+            let _lock = self.lock(id, Contend::StopHolder).await?;
+            let info = self.load(id).await?;
+            self.remove(&info).await?;
+            info
+        };
+        tracing::info!(upload = %id, "upload terminated");
+        self.cascade_removal(&info).await;
+        Ok(())
+    }
+
+    /// Deletes bytes then state of an upload whose lock the caller holds.
+    pub(crate) async fn remove(&self, info: &UploadInfo) -> Result<(), UploadError> {
+        self.data.delete(info).await?;
+        self.meta.remove(&info.id).await?;
+        if let Concat::Final { parts } = &info.concat {
+            self.meta.remove_concat_waiters(&info.id, parts).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn lock(
+        &self,
+        id: &UploadId,
+        contend: Contend,
+    ) -> Result<lock::LockGuard<'_>, UploadError> {
+        self.locks
+            .acquire(id, self.config.lock_timeout, contend)
+            .await
+            .map_err(|_| UploadError::Locked)
+    }
+
+    /// Called once an upload is finished: completes final uploads that
+    /// were waiting for it.
+    async fn on_finished(&self, info: &UploadInfo) {
+        if info.concat == Concat::Partial {
+            self.assemble_waiting_finals(&info.id).await;
+        }
+    }
+
+    /// Readiness of both stores.
+    pub async fn ready(&self) -> Result<(), UploadError> {
+        self.meta.ping().await?;
+        self.data.ping().await?;
+        Ok(())
+    }
+}
