@@ -69,6 +69,39 @@ pub struct ServeArgs {
     /// Worker threads (default: one per CPU core).
     #[arg(long, env = "TUSKER_WORKERS")]
     pub workers: Option<usize>,
+    /// Where upload bytes go: file://DIR (default: DATA_DIR/uploads),
+    /// s3://bucket/prefix, gs://bucket/prefix or az://container/prefix.
+    /// Credentials come from the usual AWS_*, GOOGLE_* and AZURE_* variables.
+    #[arg(long, env = "TUSKER_STORAGE")]
+    pub storage: Option<String>,
+    /// S3 endpoint for MinIO, Cloudflare R2 or another S3-compatible server
+    /// (otherwise AWS_ENDPOINT; plain http:// is allowed for it).
+    #[arg(long, env = "TUSKER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (otherwise AWS_REGION / AWS_DEFAULT_REGION; R2 uses "auto").
+    #[arg(long, env = "TUSKER_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Object-storage part size; at least 5MiB, raised per upload so the
+    /// declared length fits in 10,000 parts. Deferred-length uploads use it
+    /// as is, so they can reach 10,000 x this size.
+    #[arg(long, env = "TUSKER_PART_SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub part_size: u64,
+    /// Parts of one upload sent to object storage at once.
+    #[arg(long, env = "TUSKER_PART_CONCURRENCY", default_value_t = 4)]
+    pub part_concurrency: usize,
+    /// Memory for part buffers across all uploads; beyond it, request bodies
+    /// are read more slowly instead of buffering more.
+    #[arg(long, env = "TUSKER_BUFFER_MEMORY", default_value = "512MiB", value_parser = parse_size)]
+    pub buffer_memory: u64,
+    /// Attempts per object-storage call before the request fails with 503.
+    #[arg(long, env = "TUSKER_STORAGE_RETRIES", default_value_t = 6)]
+    pub storage_retries: usize,
+    /// Longest pause between two attempts (exponential backoff with jitter).
+    #[arg(long, env = "TUSKER_STORAGE_RETRY_MAX_DELAY", default_value = "8s", value_parser = humantime::parse_duration)]
+    pub storage_retry_max_delay: Duration,
+    /// Timeout of one object-storage request (e.g. one part upload).
+    #[arg(long, env = "TUSKER_STORAGE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub storage_timeout: Duration,
 }
 
 /// A duration that may be switched off.
@@ -121,6 +154,9 @@ pub struct Config {
     pub workers: Option<usize>,
     /// How often expired uploads are swept.
     pub sweep_interval: Duration,
+    /// `--storage`; `None` is local files under `data_dir/uploads`.
+    pub storage: Option<String>,
+    pub storage_options: crate::data::open::StorageOptions,
 }
 
 impl Config {
@@ -172,6 +208,19 @@ impl From<ServeArgs> for Config {
             body_idle_timeout: a.body_idle_timeout,
             workers: a.workers,
             sweep_interval,
+            storage: a.storage,
+            storage_options: crate::data::open::StorageOptions {
+                s3_endpoint: a.s3_endpoint,
+                s3_region: a.s3_region,
+                request_timeout: Some(a.storage_timeout),
+                tuning: crate::data::object::ObjectTuning {
+                    part_size: a.part_size,
+                    part_concurrency: a.part_concurrency.max(1),
+                    buffer_memory: a.buffer_memory,
+                    retry_attempts: a.storage_retries.max(1),
+                    retry_max_delay: a.storage_retry_max_delay,
+                },
+            },
         }
     }
 }

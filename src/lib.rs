@@ -70,10 +70,14 @@ impl RunningServer {
 /// system (e.g. `#[actix_web::main]` or `actix_rt::System::new().block_on`).
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let meta = meta::SledMetaStore::open(&config.data_dir.join("meta"))?;
-    let data = data::FileStore::open(config.data_dir.join("uploads"))?;
+    let data = data::open::open(
+        config.storage.as_deref(),
+        &config.data_dir,
+        &config.storage_options,
+    )?;
     let engine = Arc::new(Engine::new(
         Arc::new(meta.clone()),
-        Arc::new(data),
+        data,
         EngineConfig {
             max_size: config.max_size,
             expire_after: config.expire_after,

@@ -2,6 +2,8 @@
 //! implements the same traits.
 
 pub mod file;
+pub mod object;
+pub mod open;
 
 use crate::model::UploadInfo;
 use async_trait::async_trait;
@@ -25,6 +27,9 @@ pub enum DataError {
     Unavailable(String),
     #[error("storage backend: {0}")]
     Backend(String),
+    /// The upload outgrew what the backend can hold (e.g. 10,000 parts).
+    #[error("storage limit exceeded: {0}")]
+    LimitExceeded(String),
 }
 
 /// What a writer has made durable: the upload's offset and the store state
@@ -71,4 +76,7 @@ pub trait UploadWriter: Send {
     async fn sync(&mut self) -> Result<Durable, DataError>;
     /// Forgets bytes written since the last `sync` (e.g. checksum mismatch).
     async fn discard(&mut self) -> Result<Durable, DataError>;
+    /// Called after the state returned by `sync` has been persisted: the
+    /// writer may now drop what that state no longer refers to.
+    async fn committed(&mut self) {}
 }

@@ -158,6 +158,9 @@ impl From<UploadError> for ApiError {
                 )
                 .with_header(RETRY_AFTER.as_str(), 5);
             }
+            E::Data(DataError::LimitExceeded(_)) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "ERR_STORAGE_LIMIT_EXCEEDED")
+            }
             E::Data(DataError::Missing(_)) => return ApiError::internal("ERR_DATA_MISSING", &e),
             E::Data(err) => return ApiError::internal("ERR_STORAGE", err),
         };

@@ -211,7 +211,9 @@ impl Engine {
         let durable = writer.sync().await?;
         info.offset = durable.offset;
         info.storage = durable.storage;
-        self.save_progress(info).await
+        self.save_progress(info).await?;
+        writer.committed().await;
+        Ok(())
     }
 
     async fn save_progress(&self, info: &mut UploadInfo) -> Result<(), UploadError> {

@@ -193,8 +193,21 @@ impl Engine {
     /// The current state of an upload. A running PATCH on it is asked to
     /// stop first, so the answer reflects everything received so far.
     pub async fn head(&self, id: &UploadId) -> Result<UploadInfo, UploadError> {
-        let _lock = self.lock(id, Contend::StopHolder).await?;
-        self.load(id).await
+        let (info, sealed) = {
+            let _lock = self.lock(id, Contend::StopHolder).await?;
+            let mut info = self.load(id).await?;
+            let unsealed = info.is_complete() && !info.finished && !info.is_final();
+            if unsealed {
+                // Every byte arrived but sealing did not happen (a crash, or
+                // the backend failed): finish it now.
+                self.seal(&mut info).await?;
+            }
+            (info, unsealed)
+        };
+        if sealed {
+            self.on_finished(&info).await;
+        }
+        Ok(info)
     }
 
     /// The state of a finished upload, for download.

@@ -1,0 +1,595 @@
+//! `DataStore` on object storage (S3, R2, MinIO, GCS, Azure) through
+//! object_store's `MultipartStore`.
+//!
+//! Each upload is one multipart upload. The server cuts the incoming bytes
+//! into parts of one fixed size per upload, whatever the PATCH sizes are
+//! (S3 rejects small non-last parts, R2 wants equal ones). The remainder
+//! smaller than a part is staged as small "segment" objects beside the
+//! upload, so every instance can continue it; the next part consumes them.
+//! The multipart id, every part's ETag and the segment list are returned as
+//! store state, which the engine persists before acknowledging the bytes.
+
+use super::{ByteStream, DataError, DataStore, Durable, UploadWriter};
+use crate::model::UploadInfo;
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+/// Smallest non-last part S3 accepts.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Most parts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+/// Granularity of the global buffer-memory semaphore.
+const PERMIT_UNIT: u64 = 64 * 1024;
+
+/// Anything that is both an object store and a multipart store.
+pub trait Backend: ObjectStore + MultipartStore {}
+impl<T: ObjectStore + MultipartStore> Backend for T {}
+
+/// Tuning of the object-storage data path.
+#[derive(Debug, Clone)]
+pub struct ObjectTuning {
+    /// Preferred part size (raised to 5 MiB, and as needed to fit the
+    /// declared length into 10,000 parts).
+    pub part_size: u64,
+    /// Parts of one upload in flight at once.
+    pub part_concurrency: usize,
+    /// Bytes of part buffers allowed across all uploads; when used up,
+    /// request bodies are read more slowly (backpressure).
+    pub buffer_memory: u64,
+    /// Attempts per backend call (first try included).
+    pub retry_attempts: usize,
+    /// Longest pause between attempts.
+    pub retry_max_delay: Duration,
+}
+
+impl Default for ObjectTuning {
+    fn default() -> Self {
+        ObjectTuning {
+            part_size: 16 * 1024 * 1024,
+            part_concurrency: 4,
+            buffer_memory: 512 * 1024 * 1024,
+            retry_attempts: 6,
+            retry_max_delay: Duration::from_secs(8),
+        }
+    }
+}
+
+/// Upload bytes in an object store.
+#[derive(Clone)]
+pub struct ObjectData {
+    store: Arc<dyn Backend>,
+    /// Key prefix, empty or ending with `/`.
+    prefix: String,
+    kind: &'static str,
+    tuning: ObjectTuning,
+    memory: Arc<Semaphore>,
+}
+
+/// Persisted per-upload state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    /// Object key of the finished upload.
+    key: String,
+    multipart_id: String,
+    part_size: u64,
+    /// ETags of parts 0..n, all exactly `part_size` bytes.
+    parts: Vec<String>,
+    /// Staged bytes following the parts, in order.
+    segments: Vec<Segment>,
+    /// Next segment sequence number (keys are never reused).
+    next_segment: u64,
+    /// The multipart upload is completed (or replaced by a single PUT).
+    completed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Segment {
+    key: String,
+    len: u64,
+}
+
+impl State {
+    fn staged(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    fn offset(&self) -> u64 {
+        self.parts.len() as u64 * self.part_size + self.staged()
+    }
+
+    fn load(info: &UploadInfo) -> Result<State, DataError> {
+        serde_json::from_value(info.storage.clone())
+            .map_err(|e| DataError::Backend(format!("bad object-store state of {}: {e}", info.id)))
+    }
+
+    fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Classifies an object_store error: transient ones are retried and, when
+/// retries are exhausted, answered with 503.
+fn is_transient(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+    )
+}
+
+fn convert(e: object_store::Error) -> DataError {
+    match e {
+        object_store::Error::NotFound { path, .. } => DataError::Missing(path),
+        e if is_transient(&e) => DataError::Unavailable(e.to_string()),
+        e => DataError::Backend(e.to_string()),
+    }
+}
+
+/// Calls `f` with exponential backoff and jitter on transient errors.
+async fn retry<T, F, Fut>(
+    tuning: &ObjectTuning,
+    what: &'static str,
+    f: F,
+) -> Result<T, object_store::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, object_store::Error>>,
+{
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(tuning.retry_max_delay)
+        .with_max_times(tuning.retry_attempts.saturating_sub(1))
+        .with_jitter();
+    f.retry(policy)
+        .when(is_transient)
+        .notify(|e, pause| {
+            tracing::warn!(operation = what, error = %e, retry_in_ms = pause.as_millis() as u64, "storage call failed; retrying")
+        })
+        .await
+}
+
+impl ObjectData {
+    /// Wraps a store; `prefix` is prepended to every key.
+    pub fn new(
+        store: Arc<dyn Backend>,
+        prefix: &str,
+        kind: &'static str,
+        tuning: ObjectTuning,
+    ) -> Self {
+        let prefix = prefix.trim_matches('/');
+        let permits =
+            (tuning.buffer_memory / PERMIT_UNIT).clamp(1, Semaphore::MAX_PERMITS as u64) as usize;
+        ObjectData {
+            store,
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            kind,
+            memory: Arc::new(Semaphore::new(permits)),
+            tuning,
+        }
+    }
+
+    /// The part size for an upload of `length` bytes (or unknown length).
+    pub fn part_size_for(&self, length: Option<u64>) -> u64 {
+        let mut size = self.tuning.part_size.max(MIN_PART_SIZE);
+        if let Some(length) = length {
+            let needed = length.div_ceil(MAX_PARTS);
+            if needed > size {
+                // Round up to whole MiB.
+                size = needed.div_ceil(1 << 20) << 20;
+            }
+        }
+        size
+    }
+
+    fn staging_prefix(&self, info: &UploadInfo) -> String {
+        format!("{}.tusker-staging/{}/", self.prefix, info.id)
+    }
+
+    async fn read_segments(&self, segments: &[Segment]) -> Result<Vec<Bytes>, DataError> {
+        let mut out = Vec::with_capacity(segments.len());
+        for s in segments {
+            let path = Path::from(s.key.as_str());
+            let bytes = retry(&self.tuning, "get segment", || async {
+                self.store.get(&path).await?.bytes().await
+            })
+            .await
+            .map_err(convert)?;
+            if bytes.len() as u64 != s.len {
+                return Err(DataError::Backend(format!(
+                    "staged segment {} has {} bytes, expected {}",
+                    s.key,
+                    bytes.len(),
+                    s.len
+                )));
+            }
+            out.push(bytes);
+        }
+        Ok(out)
+    }
+
+    /// Deletes every object under the upload's staging prefix.
+    async fn delete_staging(&self, info: &UploadInfo) {
+        let prefix = Path::from(self.staging_prefix(info).trim_end_matches('/'));
+        let listed: Vec<_> = match self.store.list(Some(&prefix)).try_collect().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(upload = %info.id, error = %e, "listing staged segments failed");
+                return;
+            }
+        };
+        for meta in listed {
+            if let Err(e) = self.store.delete(&meta.location).await {
+                tracing::warn!(upload = %info.id, key = %meta.location, error = %e, "deleting staged segment failed");
+            }
+        }
+    }
+
+    async fn abort(&self, state: &State) -> Result<(), DataError> {
+        let path = Path::from(state.key.as_str());
+        let id = state.multipart_id.clone();
+        match retry(&self.tuning, "abort multipart", || {
+            self.store.abort_multipart(&path, &id)
+        })
+        .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(convert(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl DataStore for ObjectData {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    async fn create(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
+        let key = format!("{}{}", self.prefix, info.id);
+        let path = Path::from(key.as_str());
+        let multipart_id = retry(&self.tuning, "create multipart", || {
+            self.store.create_multipart(&path)
+        })
+        .await
+        .map_err(convert)?;
+        Ok(State {
+            key,
+            multipart_id,
+            part_size: self.part_size_for(info.length),
+            ..State::default()
+        }
+        .to_value())
+    }
+
+    async fn writer(&self, info: &UploadInfo) -> Result<Box<dyn UploadWriter>, DataError> {
+        let state = State::load(info)?;
+        if state.offset() != info.offset {
+            return Err(DataError::Backend(format!(
+                "object-store state of {} covers {} bytes, the record says {}",
+                info.id,
+                state.offset(),
+                info.offset
+            )));
+        }
+        Ok(Box::new(ObjectWriter {
+            data: self.clone(),
+            staging: self.staging_prefix(info),
+            completed: Vec::new(),
+            current: state.clone(),
+            durable: state,
+            pending: Vec::new(),
+            pending_len: 0,
+            inflight: JoinSet::new(),
+            garbage: Vec::new(),
+        }))
+    }
+
+    async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
+        let mut state = State::load(info)?;
+        if state.completed {
+            return Ok(state.to_value());
+        }
+        let path = Path::from(state.key.as_str());
+        let tail = self.read_segments(&state.segments).await?;
+        let tail = PutPayload::from_iter(tail);
+        if state.parts.is_empty() {
+            // Fits in one request: a plain PUT, and the multipart upload goes.
+            retry(&self.tuning, "put object", || {
+                self.store.put(&path, tail.clone())
+            })
+            .await
+            .map_err(convert)?;
+            self.abort(&state).await?;
+        } else {
+            let mut parts: Vec<PartId> = state
+                .parts
+                .iter()
+                .map(|etag| PartId {
+                    content_id: etag.clone(),
+                })
+                .collect();
+            if tail.content_length() > 0 {
+                let idx = parts.len();
+                let id = state.multipart_id.clone();
+                let part = retry(&self.tuning, "put last part", || {
+                    self.store.put_part(&path, &id, idx, tail.clone())
+                })
+                .await
+                .map_err(convert)?;
+                parts.push(part);
+            }
+            let id = state.multipart_id.clone();
+            let completed = retry(&self.tuning, "complete multipart", || {
+                self.store.complete_multipart(&path, &id, parts.clone())
+            })
+            .await;
+            if let Err(e) = completed {
+                // Completed before a crash, with the record not yet saved?
+                match self.store.head(&path).await {
+                    Ok(meta) if meta.size == info.offset => {
+                        tracing::info!(upload = %info.id, "multipart upload was already completed")
+                    }
+                    _ => return Err(convert(e)),
+                }
+            }
+        }
+        state.completed = true;
+        state.segments.clear();
+        self.delete_staging(info).await;
+        Ok(state.to_value())
+    }
+
+    async fn read(&self, info: &UploadInfo, start: u64, end: u64) -> Result<ByteStream, DataError> {
+        let state = State::load(info)?;
+        let path = Path::from(state.key.as_str());
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(start..end)),
+            ..GetOptions::default()
+        };
+        let result = retry(&self.tuning, "get object", || {
+            self.store.get_opts(&path, options.clone())
+        })
+        .await
+        .map_err(convert)?;
+        Ok(result.into_stream().map_err(convert).boxed())
+    }
+
+    async fn delete(&self, info: &UploadInfo) -> Result<(), DataError> {
+        let state = match State::load(info) {
+            Ok(s) => s,
+            // Never got as far as creating storage.
+            Err(_) if info.storage.is_null() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !state.completed {
+            self.abort(&state).await?;
+        }
+        self.delete_staging(info).await;
+        let path = Path::from(state.key.as_str());
+        match retry(&self.tuning, "delete object", || self.store.delete(&path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(convert(e)),
+        }
+    }
+
+    async fn concatenate(
+        &self,
+        target: &UploadInfo,
+        parts: &[UploadInfo],
+    ) -> Result<serde_json::Value, DataError> {
+        // Stream every part through a writer of the target: parts are cut
+        // and uploaded as usual, so memory stays bounded.
+        let mut writer = self.writer(target).await?;
+        for part in parts {
+            let mut stream = self.read(part, 0, part.offset).await?;
+            while let Some(chunk) = stream.next().await {
+                writer.write(chunk?).await?;
+            }
+        }
+        let durable = writer.sync().await?;
+        let mut sealed = target.clone();
+        sealed.offset = durable.offset;
+        sealed.storage = durable.storage;
+        self.finish(&sealed).await
+    }
+
+    async fn ping(&self) -> Result<(), DataError> {
+        let probe = Path::from(format!("{}.tusker-staging", self.prefix).as_str());
+        match self.store.head(&probe).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(convert(e)),
+        }
+    }
+}
+
+type PartResult = (usize, Result<PartId, object_store::Error>);
+
+struct ObjectWriter {
+    data: ObjectData,
+    staging: String,
+    /// ETags of parts finished during this request, by index.
+    completed: Vec<Option<String>>,
+    /// State as of the last `sync`.
+    durable: State,
+    /// `durable` plus what this request consumed/started: `parts` counts
+    /// only parts whose upload has finished and been ordered in.
+    current: State,
+    /// Bytes after `current.segments` and the parts cut so far.
+    pending: Vec<Bytes>,
+    pending_len: u64,
+    inflight: JoinSet<PartResult>,
+    /// Segments consumed by parts: deleted once the new state is persisted.
+    garbage: Vec<String>,
+}
+
+impl ObjectWriter {
+    fn parts_started(&self) -> usize {
+        self.current.parts.len() + self.completed.len()
+    }
+
+    fn tuning(&self) -> &ObjectTuning {
+        &self.data.tuning
+    }
+
+    /// Takes exactly `n` bytes from the front of `pending`.
+    fn take_pending(&mut self, mut n: u64) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while n > 0 {
+            let Some(first) = self.pending.first_mut() else {
+                break;
+            };
+            if (first.len() as u64) <= n {
+                n -= first.len() as u64;
+                out.push(self.pending.remove(0));
+            } else {
+                out.push(first.split_to(n as usize));
+                n = 0;
+            }
+        }
+        self.pending_len -= out.iter().map(|b| b.len() as u64).sum::<u64>();
+        out
+    }
+
+    /// Cuts one part (staged segments + pending bytes) and starts its upload.
+    async fn cut_part(&mut self) -> Result<(), DataError> {
+        let part_size = self.current.part_size;
+        let idx = self.parts_started();
+        if idx as u64 >= MAX_PARTS {
+            return Err(DataError::LimitExceeded(format!(
+                "upload exceeds {MAX_PARTS} parts of {part_size} bytes"
+            )));
+        }
+        while self.inflight.len() >= self.tuning().part_concurrency.max(1) {
+            self.reap_one().await?;
+        }
+        let units = part_size
+            .div_ceil(PERMIT_UNIT)
+            .min(Semaphore::MAX_PERMITS as u64) as u32;
+        let permit: OwnedSemaphorePermit = self
+            .data
+            .memory
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| DataError::Backend("buffer memory semaphore closed".into()))?;
+        let segments = std::mem::take(&mut self.current.segments);
+        let staged: u64 = segments.iter().map(|s| s.len).sum();
+        let mut chunks = self.data.read_segments(&segments).await?;
+        self.garbage.extend(segments.into_iter().map(|s| s.key));
+        chunks.extend(self.take_pending(part_size - staged));
+        let payload = PutPayload::from_iter(chunks);
+        debug_assert_eq!(payload.content_length() as u64, part_size);
+
+        let (store, tuning) = (self.data.store.clone(), self.data.tuning.clone());
+        let path = Path::from(self.current.key.as_str());
+        let id = self.current.multipart_id.clone();
+        self.completed.push(None);
+        self.inflight.spawn(async move {
+            let result = retry(&tuning, "put part", || {
+                store.put_part(&path, &id, idx, payload.clone())
+            })
+            .await;
+            drop(permit);
+            (idx, result)
+        });
+        Ok(())
+    }
+
+    /// Waits for one in-flight part.
+    async fn reap_one(&mut self) -> Result<(), DataError> {
+        let Some(joined) = self.inflight.join_next().await else {
+            return Ok(());
+        };
+        let (idx, result) =
+            joined.map_err(|e| DataError::Backend(format!("part upload task failed: {e}")))?;
+        let part = result.map_err(convert)?;
+        let slot = idx - self.current.parts.len();
+        self.completed[slot] = Some(part.content_id);
+        Ok(())
+    }
+
+    /// Moves finished parts, in order, into `current.parts`.
+    fn order_parts(&mut self) {
+        let done = self.completed.iter().take_while(|c| c.is_some()).count();
+        for etag in self.completed.drain(..done).flatten() {
+            self.current.parts.push(etag);
+        }
+    }
+}
+
+#[async_trait]
+impl UploadWriter for ObjectWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), DataError> {
+        self.pending_len += chunk.len() as u64;
+        self.pending.push(chunk);
+        while self.current.staged() + self.pending_len >= self.current.part_size {
+            self.cut_part().await?;
+        }
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<Durable, DataError> {
+        while !self.inflight.is_empty() {
+            self.reap_one().await?;
+        }
+        self.order_parts();
+        if self.pending_len > 0 {
+            let key = format!("{}{:08}", self.staging, self.current.next_segment);
+            let payload = PutPayload::from_iter(std::mem::take(&mut self.pending));
+            let len = self.pending_len;
+            let path = Path::from(key.as_str());
+            let store = self.data.store.clone();
+            retry(self.tuning(), "put segment", || {
+                store.put(&path, payload.clone())
+            })
+            .await
+            .map_err(convert)?;
+            self.pending_len = 0;
+            self.current.next_segment += 1;
+            self.current.segments.push(Segment { key, len });
+        }
+        self.durable = self.current.clone();
+        Ok(Durable {
+            offset: self.durable.offset(),
+            storage: self.durable.to_value(),
+        })
+    }
+
+    async fn committed(&mut self) {
+        for key in std::mem::take(&mut self.garbage) {
+            if let Err(e) = self.data.store.delete(&Path::from(key.as_str())).await {
+                tracing::warn!(%key, error = %e, "deleting consumed segment failed");
+            }
+        }
+    }
+
+    async fn discard(&mut self) -> Result<Durable, DataError> {
+        // Parts started here may still land; their numbers are simply
+        // uploaded again later, replacing them.
+        self.inflight.abort_all();
+        while self.inflight.join_next().await.is_some() {}
+        self.completed.clear();
+        self.pending.clear();
+        self.pending_len = 0;
+        self.garbage.clear();
+        self.current = self.durable.clone();
+        Ok(Durable {
+            offset: self.durable.offset(),
+            storage: self.durable.to_value(),
+        })
+    }
+}

@@ -1,0 +1,174 @@
+//! Choosing and building the data store from `--storage`.
+
+use super::object::{Backend, ObjectData, ObjectTuning};
+use super::{DataError, DataStore, FileStore};
+use object_store::{ClientOptions, RetryConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where uploads are stored, parsed from a storage URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageUrl {
+    /// `file://DIR` (or a plain path).
+    File(PathBuf),
+    /// `s3://bucket/prefix`
+    S3 { bucket: String, prefix: String },
+    /// `gs://bucket/prefix`
+    Gcs { bucket: String, prefix: String },
+    /// `az://container/prefix`
+    Azure { container: String, prefix: String },
+}
+
+impl StorageUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Ok(StorageUrl::File(PathBuf::from(url)));
+        };
+        let split = |rest: &str| -> Result<(String, String), String> {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("{url:?} names no bucket"));
+            }
+            Ok((bucket.to_owned(), prefix.trim_matches('/').to_owned()))
+        };
+        match scheme {
+            "file" => Ok(StorageUrl::File(PathBuf::from(rest))),
+            "s3" => split(rest).map(|(bucket, prefix)| StorageUrl::S3 { bucket, prefix }),
+            "gs" => split(rest).map(|(bucket, prefix)| StorageUrl::Gcs { bucket, prefix }),
+            "az" => split(rest).map(|(container, prefix)| StorageUrl::Azure { container, prefix }),
+            other => Err(format!(
+                "unsupported storage scheme {other:?} (file, s3, gs, az)"
+            )),
+        }
+    }
+}
+
+/// Settings for building a data store.
+#[derive(Debug, Clone, Default)]
+pub struct StorageOptions {
+    /// S3 endpoint (MinIO, R2, a local S3 server); otherwise AWS_ENDPOINT.
+    pub s3_endpoint: Option<String>,
+    /// S3 region; otherwise AWS_REGION / AWS_DEFAULT_REGION.
+    pub s3_region: Option<String>,
+    /// Timeout of one storage request (a whole part upload).
+    pub request_timeout: Option<Duration>,
+    pub tuning: ObjectTuning,
+}
+
+fn client_options(options: &StorageOptions, allow_http: bool) -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout(options.request_timeout.unwrap_or(Duration::from_secs(300)))
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_allow_http(allow_http)
+}
+
+/// Retries happen in tusker (backon, per call); object_store's own retry
+/// layer is off so the two never multiply.
+fn no_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 0,
+        ..RetryConfig::default()
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name)
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
+fn backend_err(e: object_store::Error) -> DataError {
+    DataError::Backend(e.to_string())
+}
+
+/// Builds the data store for `url`; a relative `file://` path is taken as is,
+/// the default is `DATA_DIR/uploads`.
+pub fn open(
+    url: Option<&str>,
+    data_dir: &Path,
+    options: &StorageOptions,
+) -> Result<Arc<dyn DataStore>, DataError> {
+    let url = match url {
+        Some(u) => StorageUrl::parse(u).map_err(DataError::Backend)?,
+        None => StorageUrl::File(data_dir.join("uploads")),
+    };
+    let tuning = options.tuning.clone();
+    let (store, prefix, kind): (Arc<dyn Backend>, String, &'static str) = match url {
+        StorageUrl::File(dir) => return Ok(Arc::new(FileStore::open(dir)?)),
+        StorageUrl::S3 { bucket, prefix } => {
+            let mut builder =
+                object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let endpoint = options
+                .s3_endpoint
+                .clone()
+                .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+            if let Some(endpoint) = &options.s3_endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let Some(region) = &options.s3_region {
+                builder = builder.with_region(region);
+            }
+            let allow_http =
+                env_flag("AWS_ALLOW_HTTP") || endpoint.is_some_and(|e| e.starts_with("http://"));
+            let store = builder
+                .with_client_options(client_options(options, allow_http))
+                .with_retry(no_retries())
+                .build()
+                .map_err(backend_err)?;
+            (Arc::new(store), prefix, "s3")
+        }
+        StorageUrl::Gcs { bucket, prefix } => {
+            let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_client_options(client_options(options, false))
+                .with_retry(no_retries())
+                .build()
+                .map_err(backend_err)?;
+            (Arc::new(store), prefix, "gcs")
+        }
+        StorageUrl::Azure { container, prefix } => {
+            let store = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(container)
+                .with_client_options(client_options(options, env_flag("AZURE_ALLOW_HTTP")))
+                .with_retry(no_retries())
+                .build()
+                .map_err(backend_err)?;
+            (Arc::new(store), prefix, "azure")
+        }
+    };
+    Ok(Arc::new(ObjectData::new(store, &prefix, kind, tuning)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            StorageUrl::parse("s3://b/videos/in/"),
+            Ok(StorageUrl::S3 {
+                bucket: "b".into(),
+                prefix: "videos/in".into()
+            })
+        );
+        assert_eq!(
+            StorageUrl::parse("gs://b"),
+            Ok(StorageUrl::Gcs {
+                bucket: "b".into(),
+                prefix: String::new()
+            })
+        );
+        assert_eq!(
+            StorageUrl::parse("file:///srv/up"),
+            Ok(StorageUrl::File("/srv/up".into()))
+        );
+        assert_eq!(
+            StorageUrl::parse("./up"),
+            Ok(StorageUrl::File("./up".into()))
+        );
+        assert!(StorageUrl::parse("s3://").is_err());
+        assert!(StorageUrl::parse("ftp://x/y").is_err());
+    }
+}
