@@ -1,5 +1,6 @@
 //! Command line and environment configuration.
 
+use crate::hooks::{HookConfig, HookType};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,7 +57,7 @@ pub struct ServeArgs {
     pub cors_allow_origin: Vec<String>,
     /// Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto from a reverse
     /// proxy when building upload URLs.
-    #[arg(long, env = "TUSKER_BEHIND_PROXY")]
+    #[arg(long, env = "TUSKER_BEHIND_PROXY", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub behind_proxy: bool,
     /// How long a request waits for an upload busy with another request
     /// (which is asked to stop) before answering 423.
@@ -102,6 +103,32 @@ pub struct ServeArgs {
     /// Timeout of one object-storage request (e.g. one part upload).
     #[arg(long, env = "TUSKER_STORAGE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub storage_timeout: Duration,
+    /// URL that receives hook events as JSON POSTs in the format of tusd's
+    /// HTTP hooks.
+    #[arg(long, env = "TUSKER_HOOKS_HTTP")]
+    pub hooks_http: Option<String>,
+    /// Events sent to the hook receiver, comma separated (default: all but
+    /// pre-access): pre-create, post-create, post-receive, pre-finish,
+    /// post-finish, pre-terminate, post-terminate, pre-access.
+    #[arg(long, env = "TUSKER_HOOKS_ENABLED_EVENTS", value_delimiter = ',', value_parser = parse_hook_type)]
+    pub hooks_enabled_events: Vec<HookType>,
+    /// Client request header copied onto hook requests (repeatable), e.g.
+    /// Authorization.
+    #[arg(long, env = "TUSKER_HOOKS_FORWARD_HEADER", value_delimiter = ',')]
+    pub hooks_forward_header: Vec<String>,
+    /// Timeout of one hook call; a pre-hook never holds a request longer.
+    #[arg(long, env = "TUSKER_HOOKS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub hooks_timeout: Duration,
+    /// Attempts to deliver a post-hook (exponential backoff with jitter).
+    #[arg(long, env = "TUSKER_HOOKS_RETRIES", default_value_t = 5)]
+    pub hooks_retries: usize,
+    /// post-receive hooks at most this often per upload.
+    #[arg(long, env = "TUSKER_PROGRESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub progress_interval: Duration,
+}
+
+fn parse_hook_type(s: &str) -> Result<HookType, String> {
+    HookType::parse(s).ok_or_else(|| format!("unknown hook event {s:?}"))
 }
 
 /// A duration that may be switched off.
@@ -157,6 +184,8 @@ pub struct Config {
     /// `--storage`; `None` is local files under `data_dir/uploads`.
     pub storage: Option<String>,
     pub storage_options: crate::data::open::StorageOptions,
+    /// Hook delivery; `None` when no receiver is configured.
+    pub hooks: Option<HookConfig>,
 }
 
 impl Config {
@@ -209,6 +238,18 @@ impl From<ServeArgs> for Config {
             workers: a.workers,
             sweep_interval,
             storage: a.storage,
+            hooks: a.hooks_http.map(|url| HookConfig {
+                url,
+                enabled: if a.hooks_enabled_events.is_empty() {
+                    HookType::DEFAULT.into_iter().collect()
+                } else {
+                    a.hooks_enabled_events.into_iter().collect()
+                },
+                forward_headers: a.hooks_forward_header,
+                timeout: a.hooks_timeout,
+                post_attempts: a.hooks_retries.max(1),
+                progress_interval: a.progress_interval,
+            }),
             storage_options: crate::data::open::StorageOptions {
                 s3_endpoint: a.s3_endpoint,
                 s3_region: a.s3_region,

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod data;
+pub mod hooks;
 pub mod http;
 pub mod meta;
 pub mod model;
@@ -25,6 +26,8 @@ pub enum StartError {
     Meta(#[from] meta::MetaError),
     #[error("cannot open data store: {0}")]
     Data(#[from] data::DataError),
+    #[error("cannot set up hooks: {0}")]
+    Hooks(#[from] hooks::HookError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -75,7 +78,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         &config.data_dir,
         &config.storage_options,
     )?;
-    let engine = Arc::new(Engine::new(
+    let mut engine = Engine::new(
         Arc::new(meta.clone()),
         data,
         EngineConfig {
@@ -85,7 +88,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             body_idle_timeout: config.body_idle_timeout,
             ..EngineConfig::default()
         },
-    ));
+    );
+    if let Some(hooks) = &config.hooks {
+        tracing::info!(url = %hooks.url, events = ?hooks.enabled, "hooks enabled");
+        engine = engine.with_hooks(Arc::new(hooks::Hooks::new(hooks.clone())?));
+    }
+    let engine = Arc::new(engine);
+    match engine.resume_finish_hooks().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "re-delivering owed post-finish hooks"),
+        Err(e) => tracing::error!(error = %e, "listing owed post-finish hooks failed"),
+    }
     let state = web::Data::new(http::AppState {
         engine: engine.clone(),
         settings: http::HttpSettings {

@@ -42,6 +42,13 @@ pub struct UploadInfo {
     /// Data-store specific state (multipart id, part ETags, staged tail…).
     #[serde(default)]
     pub storage: serde_json::Value,
+    /// Where the finished upload lands, relative to the storage root, when
+    /// a pre-create hook chose it; otherwise the upload id.
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// The post-finish hook is owed and not yet delivered.
+    #[serde(default)]
+    pub finish_hook_pending: bool,
 }
 
 impl UploadInfo {

@@ -32,10 +32,16 @@ impl FileStore {
         Ok(FileStore { root })
     }
 
-    /// The file holding an upload's bytes. Ids are validated to
-    /// `[A-Za-z0-9_-]`, so this never leaves `root`.
+    /// The file holding an upload's bytes: `root/<id>` while it is being
+    /// written, `root/<destination>` once a finished upload was moved to
+    /// the destination a hook chose. Ids are `[A-Za-z0-9_-]` and
+    /// destinations are validated relative paths, so this never leaves
+    /// `root`.
     pub fn path(&self, info: &UploadInfo) -> PathBuf {
-        self.root.join(info.id.as_str())
+        match info.storage.get("path").and_then(|p| p.as_str()) {
+            Some(dest) => self.root.join(dest),
+            None => self.root.join(info.id.as_str()),
+        }
     }
 }
 
@@ -69,6 +75,14 @@ impl DataStore for FileStore {
     }
 
     async fn create(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
+        if let Some(dest) = &info.destination {
+            if tokio::fs::symlink_metadata(self.root.join(dest))
+                .await
+                .is_ok()
+            {
+                return Err(DataError::AlreadyExists(dest.clone()));
+            }
+        }
         let (path, root) = (self.path(info), self.root.clone());
         blocking(move || {
             OpenOptions::new()
@@ -90,7 +104,15 @@ impl DataStore for FileStore {
             let file = OpenOptions::new().write(true).open(&path)?;
             // Bytes past the acknowledged offset were never reported to a
             // client (crash, discarded chunk): drop them.
-            if file.metadata()?.len() != offset {
+            let len = file.metadata()?.len();
+            if len < offset {
+                // Acknowledged bytes are gone: never pad them with zeros.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("upload file holds {len} bytes, {offset} were acknowledged"),
+                ));
+            }
+            if len > offset {
                 file.set_len(offset)?;
             }
             Ok(file)
@@ -108,7 +130,33 @@ impl DataStore for FileStore {
     }
 
     async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
-        Ok(info.storage.clone())
+        let Some(dest) = info.destination.clone() else {
+            return Ok(info.storage.clone());
+        };
+        if info.storage.get("path").is_some() {
+            return Ok(info.storage.clone());
+        }
+        let (from, to) = (self.path(info), self.root.join(&dest));
+        blocking(move || {
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // A hard link fails if the destination exists: never overwrite.
+            std::fs::hard_link(&from, &to)?;
+            std::fs::remove_file(&from)?;
+            if let Some(parent) = to.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            DataError::Io(io) if io.kind() == std::io::ErrorKind::AlreadyExists => {
+                DataError::AlreadyExists(dest.clone())
+            }
+            e => e,
+        })?;
+        Ok(serde_json::json!({ "path": dest }))
     }
 
     async fn read(&self, info: &UploadInfo, start: u64, end: u64) -> Result<ByteStream, DataError> {
@@ -163,6 +211,13 @@ impl DataStore for FileStore {
     async fn ping(&self) -> Result<(), DataError> {
         tokio::fs::metadata(&self.root).await?;
         Ok(())
+    }
+
+    fn describe(&self, info: &UploadInfo) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([
+            ("Type".to_owned(), "filestore".to_owned()),
+            ("Path".to_owned(), self.path(info).display().to_string()),
+        ])
     }
 }
 

@@ -30,6 +30,9 @@ pub enum DataError {
     /// The upload outgrew what the backend can hold (e.g. 10,000 parts).
     #[error("storage limit exceeded: {0}")]
     LimitExceeded(String),
+    /// The destination chosen for an upload is already occupied.
+    #[error("{0} already exists in storage")]
+    AlreadyExists(String),
 }
 
 /// What a writer has made durable: the upload's offset and the store state
@@ -65,6 +68,8 @@ pub trait DataStore: Send + Sync + 'static {
     ) -> Result<serde_json::Value, DataError>;
     /// Checks the backend is reachable (readiness).
     async fn ping(&self) -> Result<(), DataError>;
+    /// Where the upload is stored, for hook payloads (`Event.Upload.Storage`).
+    fn describe(&self, info: &UploadInfo) -> std::collections::BTreeMap<String, String>;
 }
 
 /// Appends one request's bytes to an upload.

@@ -259,8 +259,18 @@ impl DataStore for ObjectData {
     }
 
     async fn create(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
-        let key = format!("{}{}", self.prefix, info.id);
+        let key = match &info.destination {
+            Some(dest) => format!("{}{dest}", self.prefix),
+            None => format!("{}{}", self.prefix, info.id),
+        };
         let path = Path::from(key.as_str());
+        if info.destination.is_some() {
+            match self.store.head(&path).await {
+                Err(object_store::Error::NotFound { .. }) => {}
+                Ok(_) => return Err(DataError::AlreadyExists(key)),
+                Err(e) => return Err(convert(e)),
+            }
+        }
         let multipart_id = retry(&self.tuning, "create multipart", || {
             self.store.create_multipart(&path)
         })
@@ -405,6 +415,16 @@ impl DataStore for ObjectData {
         sealed.offset = durable.offset;
         sealed.storage = durable.storage;
         self.finish(&sealed).await
+    }
+
+    fn describe(&self, info: &UploadInfo) -> std::collections::BTreeMap<String, String> {
+        let mut out =
+            std::collections::BTreeMap::from([("Type".to_owned(), format!("{}store", self.kind))]);
+        if let Ok(state) = State::load(info) {
+            out.insert("Key".to_owned(), state.key);
+            out.insert("MultipartUpload".to_owned(), state.multipart_id);
+        }
+        out
     }
 
     async fn ping(&self) -> Result<(), DataError> {

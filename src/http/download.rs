@@ -2,7 +2,7 @@
 //! Content-Type and an RFC 6266 Content-Disposition.
 
 use super::range::{self, RangeOutcome};
-use super::request::upload_id;
+use super::request::{request_info, upload_id};
 use super::{ApiError, AppState};
 use crate::model::UploadInfo;
 use crate::protocol::Metadata;
@@ -115,7 +115,7 @@ fn etag(info: &UploadInfo) -> String {
 /// GET: the bytes of a finished upload.
 pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let id = upload_id(&req)?;
-    let info = state.engine.finished(&id).await?;
+    let info = state.engine.finished(&id, &request_info(&req)).await?;
     let tag = etag(&info);
     let not_modified = req
         .headers()

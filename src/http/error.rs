@@ -20,6 +20,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Body sent instead of `CODE: message` (a hook's own answer).
+    pub raw_body: Option<String>,
 }
 
 impl ApiError {
@@ -29,6 +31,7 @@ impl ApiError {
             code,
             message: message.into(),
             headers: Vec::new(),
+            raw_body: None,
         }
     }
 
@@ -79,6 +82,33 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The response a hook asked for when it rejected a request (default
+    /// 403 with a stable code when it gave none).
+    fn from_hook(answer: &crate::hooks::HookHttpResponse) -> Self {
+        let status = answer
+            .status_code
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .unwrap_or(StatusCode::FORBIDDEN);
+        let mut err = ApiError::new(
+            status,
+            "ERR_REJECTED_BY_HOOK",
+            "rejected by the application",
+        );
+        err.raw_body = answer.body.clone();
+        for (name, value) in answer.header.iter().flatten() {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::from_str(value),
+            ) {
+                err.headers.push((n, v));
+            }
+        }
+        err
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
@@ -96,18 +126,27 @@ impl ResponseError for ApiError {
         for (name, value) in &self.headers {
             res.insert_header((name.clone(), value.clone()));
         }
-        res.body(format!("{self}\n"))
+        match &self.raw_body {
+            Some(body) => res.body(body.clone()),
+            None => res.body(format!("{self}\n")),
+        }
     }
 }
 
 impl From<ProtocolError> for ApiError {
     fn from(e: ProtocolError) -> Self {
         let code = match &e {
-            ProtocolError::InvalidInteger { header, .. } => match *header {
-                "Upload-Length" => "ERR_INVALID_UPLOAD_LENGTH",
-                "Upload-Offset" => "ERR_INVALID_UPLOAD_OFFSET",
-                _ => "ERR_INVALID_HEADER",
-            },
+            ProtocolError::InvalidInteger { header, .. }
+                if header.eq_ignore_ascii_case("upload-length") =>
+            {
+                "ERR_INVALID_UPLOAD_LENGTH"
+            }
+            ProtocolError::InvalidInteger { header, .. }
+                if header.eq_ignore_ascii_case("upload-offset") =>
+            {
+                "ERR_INVALID_UPLOAD_OFFSET"
+            }
+            ProtocolError::InvalidInteger { .. } => "ERR_INVALID_HEADER",
             ProtocolError::InvalidDeferLength => "ERR_INVALID_UPLOAD_DEFER_LENGTH",
             ProtocolError::InvalidMetadata(_) => "ERR_INVALID_METADATA",
             ProtocolError::InvalidChecksum(_) => "ERR_INVALID_CHECKSUM",
@@ -147,7 +186,28 @@ impl From<UploadError> for ApiError {
             E::NotFinished => (StatusCode::CONFLICT, "ERR_UPLOAD_NOT_FINISHED"),
             E::PartNotFound(_) => (StatusCode::BAD_REQUEST, "ERR_CONCAT_PART_NOT_FOUND"),
             E::PartNotPartial(_) => (StatusCode::BAD_REQUEST, "ERR_CONCAT_PART_NOT_PARTIAL"),
-            E::Body(_) => (StatusCode::BAD_REQUEST, "ERR_BODY_INCOMPLETE"),
+            E::Body(_) => {
+                // Usually the client is gone; if not, a 5xx makes it resume.
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ERR_BODY_INCOMPLETE",
+                    e.to_string(),
+                )
+                .with_header("retry-after", 1);
+            }
+            E::HookRejected(answer) => return ApiError::from_hook(answer),
+            E::HookFailed(_) => {
+                tracing::error!(error = %e, "hook failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "ERR_HOOK_FAILED")
+            }
+            E::StoppedByHook => (StatusCode::BAD_REQUEST, "ERR_UPLOAD_STOPPED"),
+            E::InvalidDestination(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_HOOK_INVALID_DESTINATION",
+            ),
+            E::DestinationTaken(_) | E::Data(DataError::AlreadyExists(_)) => {
+                (StatusCode::CONFLICT, "ERR_DESTINATION_TAKEN")
+            }
             E::Meta(err) => return ApiError::internal("ERR_META_STORE", err),
             E::Data(DataError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "storage unavailable");

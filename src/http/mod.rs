@@ -99,10 +99,11 @@ fn cors(settings: &HttpSettings) -> Cors {
     cors
 }
 
-/// `X-HTTP-Method-Override` on a POST replaces the method (for clients and
-/// proxies that cannot send PATCH or DELETE).
+/// `X-HTTP-Method-Override` replaces the method, as tus 1.0 requires (for
+/// clients and proxies that cannot send PATCH or DELETE). CORS preflights
+/// are left alone.
 fn method_override(req: &mut ServiceRequest) {
-    if req.method() != Method::POST {
+    if req.method() == Method::OPTIONS {
         return;
     }
     let Some(method) = req

@@ -2,6 +2,7 @@
 //! absolute URL of an upload.
 
 use super::{ApiError, HttpSettings};
+use crate::hooks::RequestInfo;
 use crate::protocol::{self, concat, headers, UploadId};
 use actix_web::http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use actix_web::HttpRequest;
@@ -13,6 +14,26 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&
         Some(v) => v.to_str().map(Some).map_err(|_| {
             ApiError::bad_request("ERR_INVALID_HEADER", format!("{name} is not valid ASCII"))
         }),
+    }
+}
+
+/// What hooks learn about the request (`Event.HTTPRequest`).
+pub fn request_info(req: &HttpRequest) -> RequestInfo {
+    let mut header: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for (name, value) in req.headers() {
+        if let Ok(v) = value.to_str() {
+            header
+                .entry(name.as_str().to_owned())
+                .or_default()
+                .push(v.to_owned());
+        }
+    }
+    RequestInfo {
+        method: req.method().to_string(),
+        uri: req.uri().to_string(),
+        remote_addr: req.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+        header,
     }
 }
 

@@ -1,8 +1,8 @@
 //! tus 1.0 handlers: OPTIONS, POST (creation), HEAD, PATCH, DELETE.
 
 use super::request::{
-    concat_ids, content_length, has_body, has_offset_content_type, header, require_tus, u64_header,
-    upload_id, upload_path, upload_url,
+    concat_ids, content_length, has_body, has_offset_content_type, header, request_info,
+    require_tus, u64_header, upload_id, upload_path, upload_url,
 };
 use super::{ApiError, AppState};
 use crate::model::{Concat, UploadInfo};
@@ -108,7 +108,8 @@ pub async fn create(
         }
     };
     let content_length = content_length(hdrs)?;
-    let mut info = state.engine.create(new).await?;
+    let ctx = request_info(&req);
+    let mut info = state.engine.create(new, &ctx).await?;
     if with_body {
         let append = AppendRequest {
             offset: 0,
@@ -116,13 +117,13 @@ pub async fn create(
             checksum,
             content_length,
         };
-        match state.engine.append(&info.id, append, body).await {
+        match state.engine.append(&info.id, append, body, &ctx).await {
             Ok(after) => info = after,
             Err(e) => {
                 // The upload exists: answer with its URL and what was kept,
                 // so the client resumes with PATCH instead of starting over.
                 tracing::warn!(upload = %info.id, error = %e, "data sent with creation was not (fully) stored");
-                if let Ok(after) = state.engine.head(&info.id).await {
+                if let Ok(after) = state.engine.head(&info.id, &ctx).await {
                     info = after;
                 }
             }
@@ -142,7 +143,7 @@ pub async fn create(
 pub async fn head(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     require_tus(&req)?;
     let id = upload_id(&req)?;
-    let info = state.engine.head(&id).await?;
+    let info = state.engine.head(&id, &request_info(&req)).await?;
     let mut res = HttpResponse::Ok();
     res.insert_header((CACHE_CONTROL, "no-store"));
     // A final upload has no offset until it is assembled.
@@ -199,7 +200,10 @@ pub async fn patch(
         checksum: checksum(&req)?,
         content_length: content_length(hdrs)?,
     };
-    let info = state.engine.append(&id, append, body).await?;
+    let info = state
+        .engine
+        .append(&id, append, body, &request_info(&req))
+        .await?;
     let mut res = HttpResponse::NoContent();
     res.insert_header(("upload-offset", info.offset.to_string()));
     expires(&mut res, &info);
@@ -213,6 +217,6 @@ pub async fn terminate(
 ) -> Result<HttpResponse, ApiError> {
     require_tus(&req)?;
     let id = upload_id(&req)?;
-    state.engine.terminate(&id).await?;
+    state.engine.terminate(&id, &request_info(&req)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

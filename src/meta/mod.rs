@@ -58,6 +58,13 @@ pub trait MetaStore: Send + Sync + 'static {
         final_id: &UploadId,
         partials: &[UploadId],
     ) -> Result<(), MetaError>;
+    /// Reserves `destination` for upload `id`; false if another upload
+    /// holds it.
+    async fn claim_destination(&self, destination: &str, id: &UploadId) -> Result<bool, MetaError>;
+    /// Frees a destination reserved by `id` (terminated or expired upload).
+    async fn release_destination(&self, destination: &str, id: &UploadId) -> Result<(), MetaError>;
+    /// Finished uploads whose post-finish hook is still owed.
+    async fn pending_finish_hooks(&self, limit: usize) -> Result<Vec<UploadId>, MetaError>;
     /// Checks the backend is usable (readiness).
     async fn ping(&self) -> Result<(), MetaError>;
 }

@@ -25,6 +25,10 @@ pub struct SledMetaStore {
     tombstones: sled::Tree,
     /// partial id ++ 0x00 ++ final id → ()
     waiters: sled::Tree,
+    /// destination → id of the upload holding it
+    destinations: sled::Tree,
+    /// id → () for finished uploads whose post-finish hook is owed
+    outbox: sled::Tree,
 }
 
 impl SledMetaStore {
@@ -55,6 +59,8 @@ impl SledMetaStore {
             expiry: db.open_tree("expiry").map_err(backend)?,
             tombstones: db.open_tree("tombstones").map_err(backend)?,
             waiters: db.open_tree("waiters").map_err(backend)?,
+            destinations: db.open_tree("destinations").map_err(backend)?,
+            outbox: db.open_tree("outbox").map_err(backend)?,
             db,
         })
     }
@@ -160,20 +166,27 @@ impl MetaStore for SledMetaStore {
         self.blocking(move |s| {
             let value = encode(&info)?;
             let key = info.id.as_str().as_bytes().to_vec();
-            tx((&s.uploads, &s.expiry).transaction(|(uploads, expiry)| {
-                let old = uploads.get(&key)?.ok_or_else(|| {
-                    ConflictableTransactionError::Abort(MetaError::NotFound(info.id.clone()))
-                })?;
-                let old = decode(&key, &old).map_err(ConflictableTransactionError::Abort)?;
-                if let Some(at) = old.expires_at.filter(|_| !old.finished) {
-                    expiry.remove(expiry_key(at, &info.id))?;
-                }
-                if let Some(at) = info.expires_at.filter(|_| !info.finished) {
-                    expiry.insert(expiry_key(at, &info.id), &[])?;
-                }
-                uploads.insert(key.as_slice(), value.as_slice())?;
-                Ok(())
-            }))
+            tx(
+                (&s.uploads, &s.expiry, &s.outbox).transaction(|(uploads, expiry, outbox)| {
+                    let old = uploads.get(&key)?.ok_or_else(|| {
+                        ConflictableTransactionError::Abort(MetaError::NotFound(info.id.clone()))
+                    })?;
+                    let old = decode(&key, &old).map_err(ConflictableTransactionError::Abort)?;
+                    if let Some(at) = old.expires_at.filter(|_| !old.finished) {
+                        expiry.remove(expiry_key(at, &info.id))?;
+                    }
+                    if let Some(at) = info.expires_at.filter(|_| !info.finished) {
+                        expiry.insert(expiry_key(at, &info.id), &[])?;
+                    }
+                    if info.finish_hook_pending {
+                        outbox.insert(key.as_slice(), &[])?;
+                    } else if old.finish_hook_pending {
+                        outbox.remove(key.as_slice())?;
+                    }
+                    uploads.insert(key.as_slice(), value.as_slice())?;
+                    Ok(())
+                }),
+            )
         })
         .await?;
         self.flush().await
@@ -297,6 +310,64 @@ impl MetaStore for SledMetaStore {
         self.flush().await
     }
 
+    async fn claim_destination(&self, destination: &str, id: &UploadId) -> Result<bool, MetaError> {
+        let (destination, id) = (destination.to_owned(), id.clone());
+        let claimed = self
+            .blocking(move |s| {
+                let won = s
+                    .destinations
+                    .compare_and_swap(
+                        destination.as_bytes(),
+                        None as Option<&[u8]>,
+                        Some(id.as_str().as_bytes()),
+                    )
+                    .map_err(backend)?;
+                Ok(match won {
+                    Ok(()) => true,
+                    // Claimed before by the same upload (a retried create).
+                    Err(current) => current.current.as_deref() == Some(id.as_str().as_bytes()),
+                })
+            })
+            .await?;
+        self.flush().await?;
+        Ok(claimed)
+    }
+
+    async fn release_destination(&self, destination: &str, id: &UploadId) -> Result<(), MetaError> {
+        let (destination, id) = (destination.to_owned(), id.clone());
+        self.blocking(move |s| {
+            // Only the holder may release.
+            let _ = s
+                .destinations
+                .compare_and_swap(
+                    destination.as_bytes(),
+                    Some(id.as_str().as_bytes()),
+                    None as Option<&[u8]>,
+                )
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await?;
+        self.flush().await
+    }
+
+    async fn pending_finish_hooks(&self, limit: usize) -> Result<Vec<UploadId>, MetaError> {
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            for item in s.outbox.iter().take(limit) {
+                let (k, _) = item.map_err(backend)?;
+                if let Some(id) = std::str::from_utf8(&k)
+                    .ok()
+                    .and_then(|s| UploadId::parse(s).ok())
+                {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), MetaError> {
         self.blocking(|s| s.db.get(SCHEMA_KEY).map(|_| ()).map_err(backend))
             .await
@@ -319,6 +390,8 @@ mod tests {
             expires_at,
             finished: false,
             storage: serde_json::Value::Null,
+            destination: None,
+            finish_hook_pending: false,
         }
     }
 
@@ -387,6 +460,33 @@ mod tests {
             .await
             .unwrap();
         assert!(store.concat_waiters(&p2).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn destinations_and_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetaStore::open(dir.path()).unwrap();
+        let (a, b) = (UploadId::generate(), UploadId::generate());
+        assert!(store.claim_destination("v/x.mp4", &a).await.unwrap());
+        assert!(store.claim_destination("v/x.mp4", &a).await.unwrap());
+        assert!(!store.claim_destination("v/x.mp4", &b).await.unwrap());
+        store.release_destination("v/x.mp4", &b).await.unwrap();
+        assert!(!store.claim_destination("v/x.mp4", &b).await.unwrap());
+        store.release_destination("v/x.mp4", &a).await.unwrap();
+        assert!(store.claim_destination("v/x.mp4", &b).await.unwrap());
+
+        let mut rec = info(&a, None);
+        store.create(&rec).await.unwrap();
+        rec.finished = true;
+        rec.finish_hook_pending = true;
+        store.save(&rec).await.unwrap();
+        assert_eq!(
+            store.pending_finish_hooks(10).await.unwrap(),
+            vec![a.clone()]
+        );
+        rec.finish_hook_pending = false;
+        store.save(&rec).await.unwrap();
+        assert!(store.pending_finish_hooks(10).await.unwrap().is_empty());
     }
 
     #[tokio::test]

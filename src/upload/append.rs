@@ -3,6 +3,7 @@
 use super::lock::{Contend, LockGuard};
 use super::{Engine, UploadError};
 use crate::data::UploadWriter;
+use crate::hooks::{HookType, RequestInfo};
 use crate::model::UploadInfo;
 use crate::protocol::{Checksum, UploadId};
 use bytes::Bytes;
@@ -41,14 +42,19 @@ impl Engine {
         id: &UploadId,
         req: AppendRequest,
         body: S,
+        ctx: &RequestInfo,
     ) -> Result<UploadInfo, UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
+        self.check_access(id, ctx).await?;
         let lock = self.lock(id, Contend::StopHolder).await?;
         let info = self.load(id).await?;
-        let info = self.append_locked(&lock, info, req, body).await?;
+        if self.take_stop_request(id) {
+            return self.stop_by_hook(&info, ctx).await;
+        }
+        let info = self.append_locked(&lock, info, req, body, ctx).await?;
         drop(lock);
         if info.finished {
             self.on_finished(&info).await;
@@ -62,6 +68,7 @@ impl Engine {
         mut info: UploadInfo,
         req: AppendRequest,
         mut body: S,
+        ctx: &RequestInfo,
     ) -> Result<UploadInfo, UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -145,6 +152,7 @@ impl Engine {
             }
             position += len;
             since_checkpoint += len;
+            self.progress(&info, position, ctx);
             if hasher.is_none() && since_checkpoint >= self.config.checkpoint_bytes {
                 since_checkpoint = 0;
                 self.persist(&mut info, w.as_mut()).await?;
@@ -185,8 +193,11 @@ impl Engine {
             Some(w) => self.persist(&mut info, w.as_mut()).await?,
             None => self.save_progress(&mut info).await?,
         }
+        if matches!(end, End::Stopped) && self.take_stop_request(&info.id) {
+            return self.stop_by_hook(&info, ctx).await;
+        }
         if info.is_complete() && !info.finished {
-            self.seal(&mut info).await?;
+            self.seal(&mut info, ctx).await?;
         }
         tracing::debug!(upload = %info.id, offset = info.offset, "append persisted");
         match end {
@@ -225,12 +236,33 @@ impl Engine {
     }
 
     /// Seals a complete upload in the data store, then records it finished.
-    pub(crate) async fn seal(&self, info: &mut UploadInfo) -> Result<(), UploadError> {
+    /// The pre-finish hook runs first; if it rejects or fails, the upload
+    /// stays complete but unsealed and a later HEAD or PATCH tries again.
+    pub(crate) async fn seal(
+        &self,
+        info: &mut UploadInfo,
+        ctx: &RequestInfo,
+    ) -> Result<(), UploadError> {
+        self.pre_hook(HookType::PreFinish, info, ctx).await?;
         info.storage = self.data.finish(info).await?;
         info.finished = true;
         info.expires_at = None;
+        info.finish_hook_pending = self.owes_finish_hook();
         self.meta.save(info).await?;
         tracing::info!(upload = %info.id, length = info.offset, "upload finished");
+        self.deliver_finish_hook(info, ctx);
         Ok(())
+    }
+
+    /// A post-receive answer said `StopUpload`: the upload is removed.
+    async fn stop_by_hook(
+        &self,
+        info: &UploadInfo,
+        ctx: &RequestInfo,
+    ) -> Result<UploadInfo, UploadError> {
+        self.remove(info).await?;
+        tracing::info!(upload = %info.id, "upload stopped and removed at the hook's request");
+        self.post_hook(HookType::PostTerminate, info, ctx);
+        Err(UploadError::StoppedByHook)
     }
 }

@@ -76,10 +76,14 @@ impl Engine {
         info.length = Some(total);
         info.storage = self.data.concatenate(&info, &loaded).await?;
         info.offset = total;
+        // Moves the result to a hook-chosen destination where there is one.
+        info.storage = self.data.finish(&info).await?;
         info.finished = true;
+        info.finish_hook_pending = self.owes_finish_hook();
         self.meta.save(&info).await?;
         self.meta.remove_concat_waiters(&info.id, &parts).await?;
         tracing::info!(upload = %info.id, length = total, "final upload assembled");
+        self.deliver_finish_hook(&info, &crate::hooks::RequestInfo::default());
         Ok(Some(info))
     }
 

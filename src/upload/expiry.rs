@@ -25,7 +25,10 @@ impl Engine {
                 Some(crate::meta::Lookup::Live(info)) if info.is_expired(now) => *info,
                 _ => continue,
             };
-            self.remove(&info).await?;
+            if let Err(e) = self.remove(&info).await {
+                tracing::warn!(upload = %id, error = %e, "removing expired upload failed; retried next sweep");
+                continue;
+            }
             drop(lock);
             tracing::info!(upload = %id, "expired upload removed");
             self.cascade_removal(&info).await;

@@ -111,6 +111,16 @@ impl Locks {
         }
     }
 
+    /// Asks the current holder of `id`'s lock, if any, to stop.
+    pub fn signal_stop(&self, id: &UploadId) {
+        if let Some(slot) = self.slots().get(id) {
+            slot.stop
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .notify_one();
+        }
+    }
+
     /// Number of uploads with a lock entry (held or awaited).
     pub fn len(&self) -> usize {
         self.slots().len()

@@ -5,9 +5,11 @@
 mod append;
 mod concat;
 pub mod expiry;
+mod hooks;
 pub mod lock;
 
 use crate::data::{DataError, DataStore};
+use crate::hooks::{HookHttpResponse, HookType, RequestInfo};
 use crate::meta::{Lookup, MetaError, MetaStore};
 use crate::model::{now_secs, Concat, UploadInfo};
 use crate::protocol::UploadId;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use append::AppendRequest;
+pub use hooks::validate_destination;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -76,6 +79,16 @@ pub enum UploadError {
     PartNotPartial(UploadId),
     #[error("reading the request body failed: {0}")]
     Body(String),
+    #[error("rejected by hook")]
+    HookRejected(HookHttpResponse),
+    #[error("hook receiver failed: {0}")]
+    HookFailed(String),
+    #[error("the upload was stopped by the application")]
+    StoppedByHook,
+    #[error("invalid destination {0}")]
+    InvalidDestination(String),
+    #[error("destination {0:?} is taken by another upload")]
+    DestinationTaken(String),
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error(transparent)]
@@ -105,8 +118,9 @@ pub enum NewConcat {
 pub struct Engine {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) data: Arc<dyn DataStore>,
-    pub(crate) locks: Locks,
+    pub(crate) locks: Arc<Locks>,
     pub(crate) config: EngineConfig,
+    pub(crate) hooks: Option<Arc<hooks::HookState>>,
 }
 
 impl Engine {
@@ -114,8 +128,9 @@ impl Engine {
         Engine {
             meta,
             data,
-            locks: Locks::new(),
+            locks: Arc::new(Locks::new()),
             config,
+            hooks: None,
         }
     }
 
@@ -155,32 +170,86 @@ impl Engine {
     }
 
     /// Creates an upload (the bytes, if any, follow through `append`).
-    pub async fn create(&self, new: NewUpload) -> Result<UploadInfo, UploadError> {
+    /// The pre-create hook may reject it, or change its id, metadata and
+    /// destination.
+    pub async fn create(
+        &self,
+        new: NewUpload,
+        ctx: &RequestInfo,
+    ) -> Result<UploadInfo, UploadError> {
         if let Some(length) = new.length {
             self.check_size(length)?;
         }
-        let id = UploadId::generate();
         let mut info = UploadInfo {
-            id,
+            id: UploadId::generate(),
             length: new.length,
             offset: 0,
             metadata: new.metadata,
-            concat: Concat::None,
+            concat: match &new.concat {
+                NewConcat::None => Concat::None,
+                NewConcat::Partial => Concat::Partial,
+                NewConcat::Final(parts) => Concat::Final {
+                    parts: parts.clone(),
+                },
+            },
             created_at: now_secs(),
             expires_at: self.expiry_from_now(),
             finished: false,
             storage: serde_json::Value::Null,
+            destination: None,
+            finish_hook_pending: false,
         };
-        match new.concat {
-            NewConcat::None => {}
-            NewConcat::Partial => info.concat = Concat::Partial,
-            NewConcat::Final(parts) => return self.create_final(info, parts).await,
+        let answer = self.pre_hook(HookType::PreCreate, &info, ctx).await?;
+        if let Some(change) = answer.change_file_info {
+            if let Some(id) = change.id.filter(|i| !i.is_empty()) {
+                info.id = UploadId::parse(&id).map_err(|_| {
+                    UploadError::HookFailed(format!("hook chose an invalid upload id {id:?}"))
+                })?;
+            }
+            if let Some(pairs) = change.meta_data {
+                info.metadata = Some(crate::protocol::Metadata::from_pairs(pairs).encode())
+                    .filter(|m| !m.is_empty());
+            }
+            if let Some(storage) = change.storage {
+                if let Some(dest) = storage.get("Key").or_else(|| storage.get("Path")) {
+                    let dest = validate_destination(dest)?;
+                    if !self.meta.claim_destination(&dest, &info.id).await? {
+                        return Err(UploadError::DestinationTaken(dest));
+                    }
+                    info.destination = Some(dest);
+                }
+            }
         }
+        let result = match new.concat {
+            NewConcat::Final(parts) => self.create_final(info.clone(), parts).await,
+            _ => self.create_plain(info.clone()).await,
+        };
+        match result {
+            Ok(created) => {
+                self.post_hook(HookType::PostCreate, &created, ctx);
+                if created.finished {
+                    self.deliver_finish_hook(&created, ctx);
+                }
+                Ok(created)
+            }
+            Err(e) => {
+                if let Some(dest) = &info.destination {
+                    if let Err(release) = self.meta.release_destination(dest, &info.id).await {
+                        tracing::warn!(error = %release, "releasing destination failed");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_plain(&self, mut info: UploadInfo) -> Result<UploadInfo, UploadError> {
         info.storage = self.data.create(&info).await?;
         if info.length == Some(0) {
             info.storage = self.data.finish(&info).await?;
             info.finished = true;
             info.expires_at = None;
+            info.finish_hook_pending = self.owes_finish_hook();
         }
         self.meta.create(&info).await?;
         tracing::info!(upload = %info.id, length = ?info.length, "upload created");
@@ -192,7 +261,8 @@ impl Engine {
 
     /// The current state of an upload. A running PATCH on it is asked to
     /// stop first, so the answer reflects everything received so far.
-    pub async fn head(&self, id: &UploadId) -> Result<UploadInfo, UploadError> {
+    pub async fn head(&self, id: &UploadId, ctx: &RequestInfo) -> Result<UploadInfo, UploadError> {
+        self.check_access(id, ctx).await?;
         let (info, sealed) = {
             let _lock = self.lock(id, Contend::StopHolder).await?;
             let mut info = self.load(id).await?;
@@ -200,18 +270,29 @@ impl Engine {
             if unsealed {
                 // Every byte arrived but sealing did not happen (a crash, or
                 // the backend failed): finish it now.
-                self.seal(&mut info).await?;
+                self.seal(&mut info, ctx).await?;
             }
             (info, unsealed)
         };
         if sealed {
             self.on_finished(&info).await;
         }
+        if info.is_final() && !info.finished {
+            // Assembly may have failed or been interrupted: try again.
+            if let Some(assembled) = self.try_assemble(id).await? {
+                return Ok(assembled);
+            }
+        }
         Ok(info)
     }
 
     /// The state of a finished upload, for download.
-    pub async fn finished(&self, id: &UploadId) -> Result<UploadInfo, UploadError> {
+    pub async fn finished(
+        &self,
+        id: &UploadId,
+        ctx: &RequestInfo,
+    ) -> Result<UploadInfo, UploadError> {
+        self.check_access(id, ctx).await?;
         let info = self.load(id).await?;
         if !info.finished {
             return Err(UploadError::NotFinished);
@@ -220,7 +301,11 @@ impl Engine {
     }
 
     /// Removes an upload, its bytes and any final upload waiting for it.
-    pub async fn terminate(&self, id: &UploadId) -> Result<(), UploadError> {
+    pub async fn terminate(&self, id: &UploadId, ctx: &RequestInfo) -> Result<(), UploadError> {
+        self.check_access(id, ctx).await?;
+        let before = self.load(id).await?;
+        // Asked before the lock is taken: a slow receiver holds up nobody.
+        self.pre_hook(HookType::PreTerminate, &before, ctx).await?;
         let info = {
             let _lock = self.lock(id, Contend::StopHolder).await?;
             let info = self.load(id).await?;
@@ -228,6 +313,7 @@ impl Engine {
             info
         };
         tracing::info!(upload = %id, "upload terminated");
+        self.post_hook(HookType::PostTerminate, &info, ctx);
         self.cascade_removal(&info).await;
         Ok(())
     }
@@ -239,6 +325,10 @@ impl Engine {
         if let Concat::Final { parts } = &info.concat {
             self.meta.remove_concat_waiters(&info.id, parts).await?;
         }
+        if let Some(dest) = &info.destination {
+            self.meta.release_destination(dest, &info.id).await?;
+        }
+        self.forget_hook_state(&info.id);
         Ok(())
     }
 

@@ -1,0 +1,371 @@
+//! Hook dispatch from the engine: pre-hooks decide, post-hooks inform.
+//!
+//! Ordering per upload: post-receive events pass through a per-upload gate
+//! that post-finish closes, so no post-receive is ever sent after the
+//! post-finish of the same upload. post-finish is owed durably
+//! (`finish_hook_pending` in the record, indexed by the meta store) and
+//! re-delivered after a restart until the receiver accepts it.
+
+use super::lock::{Contend, Locks};
+use super::{Engine, UploadError};
+use crate::hooks::{
+    FileInfo, HookEvent, HookHttpResponse, HookResponse, HookType, Hooks, RequestInfo,
+};
+use crate::meta::{Lookup, MetaStore};
+use crate::model::{Concat, UploadInfo};
+use crate::protocol::{Metadata, UploadId};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Per-upload ordering state for notifications.
+struct Lane {
+    /// Held while a post-receive or post-finish is being sent; true once
+    /// post-finish started.
+    gate: Arc<tokio::sync::Mutex<bool>>,
+    /// post-receive tasks spawned and not yet done.
+    pending: usize,
+    last_progress: Option<Instant>,
+}
+
+/// Hook state shared with background delivery tasks.
+pub(crate) struct HookState {
+    pub(crate) hooks: Arc<Hooks>,
+    lanes: Mutex<HashMap<UploadId, Lane>>,
+    /// Uploads a post-receive answer asked to stop (`StopUpload`).
+    stop_requests: Mutex<HashSet<UploadId>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl HookState {
+    pub(crate) fn new(hooks: Arc<Hooks>) -> Self {
+        HookState {
+            hooks,
+            lanes: Mutex::new(HashMap::new()),
+            stop_requests: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn gate(&self, id: &UploadId) -> Arc<tokio::sync::Mutex<bool>> {
+        lock(&self.lanes)
+            .entry(id.clone())
+            .or_insert_with(|| Lane {
+                gate: Arc::new(tokio::sync::Mutex::new(false)),
+                pending: 0,
+                last_progress: None,
+            })
+            .gate
+            .clone()
+    }
+
+    /// Forgets a lane once it is closed and nothing is queued on it.
+    fn settle(&self, id: &UploadId, finished: bool) {
+        let mut lanes = lock(&self.lanes);
+        if let Some(lane) = lanes.get(id) {
+            if lane.pending == 0 && finished {
+                lanes.remove(id);
+            }
+        }
+    }
+
+    pub(crate) fn forget(&self, id: &UploadId) {
+        lock(&self.lanes).remove(id);
+        lock(&self.stop_requests).remove(id);
+    }
+
+    pub(crate) fn take_stop_request(&self, id: &UploadId) -> bool {
+        lock(&self.stop_requests).remove(id)
+    }
+}
+
+/// Checks a destination chosen by a hook: a relative path of safe
+/// segments that cannot leave the storage root or hit tusker's own keys.
+pub fn validate_destination(dest: &str) -> Result<String, UploadError> {
+    let invalid = |why: &str| UploadError::InvalidDestination(format!("{dest:?}: {why}"));
+    let dest = dest.trim();
+    if dest.is_empty() || dest.len() > 1024 {
+        return Err(invalid("must be 1 to 1024 bytes"));
+    }
+    if dest.starts_with('/') || dest.ends_with('/') {
+        return Err(invalid("must be relative and name a file"));
+    }
+    for segment in dest.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(invalid("empty, \".\" and \"..\" segments are not allowed"));
+        }
+        if segment.starts_with(".tusker") {
+            return Err(invalid("reserved name"));
+        }
+        if segment.chars().any(|c| c.is_control() || c == '\\') {
+            return Err(invalid(
+                "control characters and backslashes are not allowed",
+            ));
+        }
+    }
+    Ok(dest.to_owned())
+}
+
+impl Engine {
+    /// Enables hooks.
+    pub fn with_hooks(mut self, hooks: Arc<Hooks>) -> Self {
+        self.hooks = Some(Arc::new(HookState::new(hooks)));
+        self
+    }
+
+    fn hook_enabled(&self, kind: HookType) -> bool {
+        self.hooks.as_ref().is_some_and(|h| h.hooks.enabled(kind))
+    }
+
+    /// `Event.Upload` for an upload.
+    pub(crate) fn file_info(&self, info: &UploadInfo) -> FileInfo {
+        let meta_data = info
+            .metadata
+            .as_deref()
+            .and_then(|raw| Metadata::parse(raw).ok())
+            .map(|m| m.to_string_map())
+            .unwrap_or_default();
+        FileInfo {
+            id: info.id.to_string(),
+            size: info.length.unwrap_or(0),
+            size_is_deferred: info.length.is_none() && !info.is_final(),
+            offset: info.offset,
+            meta_data,
+            is_partial: info.concat == Concat::Partial,
+            is_final: info.is_final(),
+            partial_uploads: match &info.concat {
+                Concat::Final { parts } => Some(parts.iter().map(|p| p.to_string()).collect()),
+                _ => None,
+            },
+            storage: self.data.describe(info),
+        }
+    }
+
+    fn event(&self, info: &UploadInfo, ctx: &RequestInfo) -> HookEvent {
+        HookEvent {
+            upload: self.file_info(info),
+            http_request: ctx.clone(),
+        }
+    }
+
+    /// Runs a blocking hook. A rejection, or an unreachable receiver,
+    /// becomes an error for the client.
+    pub(crate) async fn pre_hook(
+        &self,
+        kind: HookType,
+        info: &UploadInfo,
+        ctx: &RequestInfo,
+    ) -> Result<HookResponse, UploadError> {
+        let Some(state) = self.hooks.as_ref().filter(|h| h.hooks.enabled(kind)) else {
+            return Ok(HookResponse::default());
+        };
+        let response = state.hooks.call(kind, &self.event(info, ctx)).await.map_err(|e| {
+            tracing::error!(event = kind.name(), upload = %info.id, error = %e, "pre-hook failed");
+            UploadError::HookFailed(e.to_string())
+        })?;
+        let status = response.http_response.as_ref().and_then(|r| r.status_code);
+        let rejected = match kind {
+            HookType::PreTerminate => response.reject_termination,
+            _ => response.reject_upload,
+        } || status.is_some_and(|s| s >= 400);
+        if rejected {
+            tracing::info!(event = kind.name(), upload = %info.id, "rejected by hook");
+            return Err(UploadError::HookRejected(
+                response
+                    .http_response
+                    .clone()
+                    .unwrap_or_else(HookHttpResponse::default),
+            ));
+        }
+        Ok(response)
+    }
+
+    /// Sends a notification in the background (with retries).
+    pub(crate) fn post_hook(&self, kind: HookType, info: &UploadInfo, ctx: &RequestInfo) {
+        let Some(state) = self.hooks.clone().filter(|h| h.hooks.enabled(kind)) else {
+            return;
+        };
+        let event = self.event(info, ctx);
+        tokio::spawn(async move {
+            if let Err(e) = state.hooks.notify(kind, &event).await {
+                tracing::error!(event = kind.name(), upload = %event.upload.id, error = %e, "hook not delivered");
+            }
+        });
+    }
+
+    /// post-receive, at most every progress interval per upload.
+    pub(crate) fn progress(&self, info: &UploadInfo, offset: u64, ctx: &RequestInfo) {
+        let Some(state) = self
+            .hooks
+            .clone()
+            .filter(|h| h.hooks.enabled(HookType::PostReceive))
+        else {
+            return;
+        };
+        let interval = state.hooks.config().progress_interval;
+        {
+            let mut lanes = lock(&state.lanes);
+            let lane = lanes.entry(info.id.clone()).or_insert_with(|| Lane {
+                gate: Arc::new(tokio::sync::Mutex::new(false)),
+                pending: 0,
+                last_progress: None,
+            });
+            if lane.last_progress.is_some_and(|t| t.elapsed() < interval) {
+                return;
+            }
+            lane.last_progress = Some(Instant::now());
+            lane.pending += 1;
+        }
+        let mut event = self.event(info, ctx);
+        event.upload.offset = offset;
+        let (id, locks) = (info.id.clone(), self.locks.clone());
+        tokio::spawn(async move {
+            let gate = state.gate(&id);
+            let closed = {
+                let finished = gate.lock().await;
+                if !*finished {
+                    match state.hooks.notify(HookType::PostReceive, &event).await {
+                        Ok(r) if r.stop_upload => {
+                            tracing::info!(upload = %id, "post-receive hook asked to stop the upload");
+                            lock(&state.stop_requests).insert(id.clone());
+                            locks.signal_stop(&id);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(upload = %id, error = %e, "post-receive not delivered")
+                        }
+                    }
+                }
+                *finished
+            };
+            if let Some(lane) = lock(&state.lanes).get_mut(&id) {
+                lane.pending = lane.pending.saturating_sub(1);
+            }
+            state.settle(&id, closed);
+        });
+    }
+
+    /// Whether an upload finishing now owes a post-finish hook.
+    pub(crate) fn owes_finish_hook(&self) -> bool {
+        self.hook_enabled(HookType::PostFinish)
+    }
+
+    /// Delivers an owed post-finish in the background; the debt is cleared
+    /// in the meta store only once the receiver accepted it.
+    pub(crate) fn deliver_finish_hook(&self, info: &UploadInfo, ctx: &RequestInfo) {
+        let Some(state) = self.hooks.clone() else {
+            return;
+        };
+        if !info.finish_hook_pending {
+            return;
+        }
+        let event = self.event(info, ctx);
+        let (id, meta, locks, lock_wait) = (
+            info.id.clone(),
+            self.meta.clone(),
+            self.locks.clone(),
+            self.config.lock_timeout,
+        );
+        tokio::spawn(async move {
+            let gate = state.gate(&id);
+            {
+                let mut finished = gate.lock().await;
+                *finished = true;
+                if let Err(e) = state.hooks.notify(HookType::PostFinish, &event).await {
+                    tracing::error!(upload = %id, error = %e, "post-finish not delivered; retried at the next start");
+                    return;
+                }
+            }
+            state.settle(&id, true);
+            if let Err(e) = clear_finish_debt(&*meta, &locks, &id, lock_wait).await {
+                tracing::error!(upload = %id, error = %e, "recording post-finish delivery failed");
+            }
+        });
+    }
+
+    /// Re-delivers post-finish hooks owed from before a restart.
+    pub async fn resume_finish_hooks(&self) -> Result<usize, UploadError> {
+        if self.hooks.is_none() {
+            return Ok(0);
+        }
+        let ids = self.meta.pending_finish_hooks(10_000).await?;
+        for id in &ids {
+            if let Some(Lookup::Live(info)) = self.meta.get(id).await? {
+                self.deliver_finish_hook(&info, &RequestInfo::default());
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// pre-access for HEAD, PATCH, GET and DELETE, before any lock is taken.
+    pub(crate) async fn check_access(
+        &self,
+        id: &UploadId,
+        ctx: &RequestInfo,
+    ) -> Result<(), UploadError> {
+        if !self.hook_enabled(HookType::PreAccess) {
+            return Ok(());
+        }
+        let info = self.load(id).await?;
+        self.pre_hook(HookType::PreAccess, &info, ctx)
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) fn forget_hook_state(&self, id: &UploadId) {
+        if let Some(state) = &self.hooks {
+            state.forget(id);
+        }
+    }
+
+    pub(crate) fn take_stop_request(&self, id: &UploadId) -> bool {
+        self.hooks.as_ref().is_some_and(|s| s.take_stop_request(id))
+    }
+}
+
+async fn clear_finish_debt(
+    meta: &dyn MetaStore,
+    locks: &Locks,
+    id: &UploadId,
+    wait: std::time::Duration,
+) -> Result<(), UploadError> {
+    let _lock = locks
+        .acquire(id, wait, Contend::Wait)
+        .await
+        .map_err(|_| UploadError::Locked)?;
+    if let Some(Lookup::Live(mut info)) = meta.get(id).await? {
+        if info.finish_hook_pending {
+            info.finish_hook_pending = false;
+            meta.save(&info).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_destination;
+
+    #[test]
+    fn destinations() {
+        for ok in ["a.mp4", "videos/2026/a b.mp4", "é/🎬.mov"] {
+            assert!(validate_destination(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/abs",
+            "a/../b",
+            "..",
+            "a//b",
+            "dir/",
+            "./a",
+            ".tusker-staging/x",
+            "a\\b",
+            "a\nb",
+        ] {
+            assert!(validate_destination(bad).is_err(), "{bad:?}");
+        }
+    }
+}
