@@ -57,7 +57,7 @@ pub struct ServeArgs {
     pub cors_allow_origin: Vec<String>,
     /// Trust Forwarded / X-Forwarded-Host / X-Forwarded-Proto from a reverse
     /// proxy when building upload URLs.
-    #[arg(long, env = "TUSKER_BEHIND_PROXY", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    #[arg(long, env = "TUSKER_BEHIND_PROXY", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub behind_proxy: bool,
     /// How long a request waits for an upload busy with another request
     /// (which is asked to stop) before answering 423.
