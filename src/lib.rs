@@ -28,6 +28,8 @@ pub enum StartError {
     Data(#[from] data::DataError),
     #[error("cannot set up hooks: {0}")]
     Hooks(#[from] hooks::HookError),
+    #[error("cannot start the hook runtime: {0}")]
+    HookRuntime(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -43,6 +45,7 @@ pub struct RunningServer {
     server: actix_web::dev::Server,
     sweeper: tokio::task::JoinHandle<()>,
     meta: meta::SledMetaStore,
+    engine: Arc<Engine>,
 }
 
 impl RunningServer {
@@ -61,6 +64,9 @@ impl RunningServer {
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.sweeper.abort();
+        self.engine
+            .drain_hooks(std::time::Duration::from_secs(10))
+            .await;
         if let Err(e) = self.meta.flush().await {
             tracing::error!(error = %e, "final meta flush failed");
         }
@@ -91,7 +97,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     );
     if let Some(hooks) = &config.hooks {
         tracing::info!(url = %hooks.url, events = ?hooks.enabled, "hooks enabled");
-        engine = engine.with_hooks(Arc::new(hooks::Hooks::new(hooks.clone())?));
+        engine = engine
+            .with_hooks(Arc::new(hooks::Hooks::new(hooks.clone())?))
+            .map_err(StartError::HookRuntime)?;
     }
     let engine = Arc::new(engine);
     match engine.resume_finish_hooks().await {
@@ -119,8 +127,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         })?;
     let addrs = server.addrs();
     let server = server.run();
-    let sweeper =
-        tokio::task::spawn_local(upload::expiry::run_sweeper(engine, config.sweep_interval));
+    let sweeper = tokio::task::spawn_local(upload::expiry::run_sweeper(
+        engine.clone(),
+        config.sweep_interval,
+    ));
     for addr in &addrs {
         tracing::info!(%addr, base_path = %config.base_path, data_dir = %config.data_dir.display(), "tusker listening");
     }
@@ -130,5 +140,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         server,
         sweeper,
         meta,
+        engine,
     })
 }

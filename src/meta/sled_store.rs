@@ -34,11 +34,7 @@ pub struct SledMetaStore {
 impl SledMetaStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, MetaError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(backend)?;
+        let db = open_waiting_for_lock(dir)?;
         match db.get(SCHEMA_KEY).map_err(backend)? {
             None => {
                 db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
@@ -81,6 +77,32 @@ impl SledMetaStore {
         tokio::task::spawn_blocking(move || f(me))
             .await
             .map_err(|e| MetaError::Backend(format!("blocking task failed: {e}")))?
+    }
+}
+
+/// How long `open` waits for a previous owner (a process or server still
+/// shutting down) to release the database's file lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn open_waiting_for_lock(dir: &Path) -> Result<sled::Db, MetaError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            // sled reports a held lock as an I/O error of kind Other.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(dir = %dir.display(), "meta database is locked; waiting for its previous owner");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(backend(e)),
+        }
     }
 }
 

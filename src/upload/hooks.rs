@@ -16,7 +16,8 @@ use crate::model::{Concat, UploadInfo};
 use crate::protocol::{Metadata, UploadId};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio_util::task::TaskTracker;
 
 /// Per-upload ordering state for notifications.
 struct Lane {
@@ -34,6 +35,27 @@ pub(crate) struct HookState {
     lanes: Mutex<HashMap<UploadId, Lane>>,
     /// Uploads a post-receive answer asked to stop (`StopUpload`).
     stop_requests: Mutex<HashSet<UploadId>>,
+    /// Deliveries run on their own runtime so they outlive the HTTP
+    /// workers at shutdown and can be drained.
+    runtime: DeliveryRuntime,
+    tasks: TaskTracker,
+}
+
+/// A small runtime for hook deliveries; shut down without blocking.
+struct DeliveryRuntime(Option<tokio::runtime::Runtime>);
+
+impl DeliveryRuntime {
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(|r| r.handle())
+    }
+}
+
+impl Drop for DeliveryRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -41,11 +63,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl HookState {
-    pub(crate) fn new(hooks: Arc<Hooks>) -> Self {
-        HookState {
+    pub(crate) fn new(hooks: Arc<Hooks>) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tusker-hooks")
+            .enable_all()
+            .build()?;
+        Ok(HookState {
             hooks,
             lanes: Mutex::new(HashMap::new()),
             stop_requests: Mutex::new(HashSet::new()),
+            runtime: DeliveryRuntime(Some(runtime)),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Runs a delivery in the background, tracked for draining.
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) {
+        match self.runtime.handle() {
+            Some(handle) => {
+                self.tasks.spawn_on(task, handle);
+            }
+            None => tracing::error!("hook runtime is gone; delivery dropped"),
         }
     }
 
@@ -110,9 +149,26 @@ pub fn validate_destination(dest: &str) -> Result<String, UploadError> {
 
 impl Engine {
     /// Enables hooks.
-    pub fn with_hooks(mut self, hooks: Arc<Hooks>) -> Self {
-        self.hooks = Some(Arc::new(HookState::new(hooks)));
-        self
+    pub fn with_hooks(mut self, hooks: Arc<Hooks>) -> std::io::Result<Self> {
+        self.hooks = Some(Arc::new(HookState::new(hooks)?));
+        Ok(self)
+    }
+
+    /// Waits (at most `limit`) for hook deliveries still under way; called
+    /// at shutdown. Owed post-finish hooks not delivered by then are
+    /// re-delivered at the next start.
+    pub async fn drain_hooks(&self, limit: Duration) {
+        let Some(state) = &self.hooks else { return };
+        state.tasks.close();
+        if tokio::time::timeout(limit, state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pending = state.tasks.len(),
+                "hook deliveries still under way at shutdown"
+            );
+        }
     }
 
     fn hook_enabled(&self, kind: HookType) -> bool {
@@ -188,7 +244,8 @@ impl Engine {
             return;
         };
         let event = self.event(info, ctx);
-        tokio::spawn(async move {
+        let runner = state.clone();
+        runner.spawn(async move {
             if let Err(e) = state.hooks.notify(kind, &event).await {
                 tracing::error!(event = kind.name(), upload = %event.upload.id, error = %e, "hook not delivered");
             }
@@ -221,7 +278,8 @@ impl Engine {
         let mut event = self.event(info, ctx);
         event.upload.offset = offset;
         let (id, locks) = (info.id.clone(), self.locks.clone());
-        tokio::spawn(async move {
+        let runner = state.clone();
+        runner.spawn(async move {
             let gate = state.gate(&id);
             let closed = {
                 let finished = gate.lock().await;
@@ -268,7 +326,8 @@ impl Engine {
             self.locks.clone(),
             self.config.lock_timeout,
         );
-        tokio::spawn(async move {
+        let runner = state.clone();
+        runner.spawn(async move {
             let gate = state.gate(&id);
             {
                 let mut finished = gate.lock().await;
