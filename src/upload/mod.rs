@@ -62,6 +62,8 @@ pub enum UploadError {
     ExceedsLength { length: u64 },
     #[error("upload length is already set to {0} and cannot change")]
     LengthImmutable(u64),
+    #[error("the request completes the upload at {declared} bytes, but its length is {length}")]
+    InconsistentLength { length: u64, declared: u64 },
     #[error("upload length {length} is smaller than the current offset {offset}")]
     LengthBelowOffset { length: u64, offset: u64 },
     #[error("checksum mismatch: the chunk was discarded")]
@@ -85,6 +87,9 @@ pub enum UploadError {
 /// A creation request after header parsing.
 #[derive(Debug, Clone, Default)]
 pub struct NewUpload {
+    /// An id reserved by the caller (e.g. already announced to the client
+    /// in an interim response); `None` generates one.
+    pub id: Option<UploadId>,
     /// `None` means deferred length.
     pub length: Option<u64>,
     /// Raw `Upload-Metadata` as sent (already validated).
@@ -159,7 +164,7 @@ impl Engine {
         if let Some(length) = new.length {
             self.check_size(length)?;
         }
-        let id = UploadId::generate();
+        let id = new.id.unwrap_or_else(UploadId::generate);
         let mut info = UploadInfo {
             id,
             length: new.length,
