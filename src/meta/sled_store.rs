@@ -42,11 +42,13 @@ impl SledMetaStore {
                 db.flush().map_err(backend)?;
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
-            Some(v) => return Err(MetaError::Backend(format!(
+            Some(v) => {
+                return Err(MetaError::Backend(format!(
                 "meta database at {} has schema version {:?}, this build expects {SCHEMA_VERSION}",
                 dir.display(),
                 v.as_ref()
-            ))),
+            )))
+            }
         }
         Ok(SledMetaStore {
             uploads: db.open_tree("uploads").map_err(backend)?,

@@ -2,6 +2,8 @@
 //! with its own actix system, plus small HTTP helpers.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,7 +38,8 @@ impl TestServer {
         let thread = std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
                 let server = tusker::start(config).await.expect("server starts");
-                tx.send((server.addr(), server.handle())).expect("test alive");
+                tx.send((server.addr(), server.handle()))
+                    .expect("test alive");
                 server.wait().await.expect("server runs");
             })
         });
@@ -105,10 +108,17 @@ pub fn location(res: &reqwest::Response) -> String {
 }
 
 pub fn header(res: &reqwest::Response, name: &str) -> Option<String> {
-    res.headers().get(name).map(|v| v.to_str().expect("ascii").to_owned())
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("ascii").to_owned())
 }
 
-pub async fn patch(c: &reqwest::Client, url: &str, offset: u64, body: Vec<u8>) -> reqwest::Response {
+pub async fn patch(
+    c: &reqwest::Client,
+    url: &str,
+    offset: u64,
+    body: Vec<u8>,
+) -> reqwest::Response {
     c.patch(url)
         .header(TUS.0, TUS.1)
         .header(OCTET.0, OCTET.1)
@@ -122,7 +132,10 @@ pub async fn patch(c: &reqwest::Client, url: &str, offset: u64, body: Vec<u8>) -
 pub async fn offset(c: &reqwest::Client, url: &str) -> u64 {
     let res = c.head(url).header(TUS.0, TUS.1).send().await.expect("HEAD");
     assert_eq!(res.status(), 200);
-    header(&res, "upload-offset").expect("Upload-Offset").parse().expect("number")
+    header(&res, "upload-offset")
+        .expect("Upload-Offset")
+        .parse()
+        .expect("number")
 }
 
 pub async fn download(c: &reqwest::Client, url: &str) -> Vec<u8> {
@@ -133,7 +146,10 @@ pub async fn download(c: &reqwest::Client, url: &str) -> Vec<u8> {
 
 /// Deterministic pseudo-random bytes.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
