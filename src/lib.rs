@@ -115,6 +115,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .filter_map(|l| l.local_addr().ok())
         .collect();
     let mut builder = actix_server::Server::build();
+    // Lets idle keep-alive connections close at once on a graceful stop.
+    let shutdown = builder.graceful_shutdown_signal();
     if let Some(n) = config.workers {
         builder = builder.workers(n.max(1));
     }
@@ -123,10 +125,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             addr: config.listen.clone(),
             source,
         })?;
-        let state = state.clone();
+        let (state, shutdown) = (state.clone(), shutdown.clone());
         builder = builder
             .listen("tusker", listener, move || {
-                http::service(state.clone(), addr)
+                http::service(state.clone(), addr, shutdown.clone())
             })
             .map_err(|source| StartError::Bind {
                 addr: addr.to_string(),

@@ -201,11 +201,13 @@ fn ietf_guard() -> impl guard::Guard {
 }
 
 /// The per-worker service for accepted TCP connections: HTTP/1.1 (as
-/// `HttpServer` would serve it, with its default timeouts) over an
+/// `HttpServer` would serve it: its default timeouts, graceful-shutdown
+/// signal and half-close handling) over an
 /// [`interim::InterimIo`], so handlers can send 1xx responses.
 pub fn service(
     state: web::Data<AppState>,
     local: SocketAddr,
+    shutdown: actix_server::GracefulShutdownSignal,
 ) -> impl ServiceFactory<
     actix_rt::net::TcpStream,
     Config = (),
@@ -217,9 +219,14 @@ pub fn service(
     // What HttpServer passes to App: not behind TLS, host = local address.
     let app_config = move |_| AppConfig::__priv_test_new(false, local.to_string(), local);
     let http = actix_http::HttpService::build()
+        .graceful_shutdown_signal(move || {
+            let shutdown = shutdown.clone();
+            async move { shutdown.notified().await }
+        })
         .keep_alive(actix_http::KeepAlive::Timeout(Duration::from_secs(5)))
         .client_request_timeout(Duration::from_secs(5))
         .client_disconnect_timeout(Duration::from_secs(1))
+        .h1_allow_half_closed(true)
         .local_addr(local)
         .expect(fn_service(interim::expect))
         .on_connect_ext(|io: &interim::InterimIo, ext| {
