@@ -13,7 +13,7 @@ pub mod model;
 pub mod protocol;
 pub mod upload;
 
-use actix_web::{web, HttpServer};
+use actix_web::web;
 use config::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,6 +75,25 @@ impl RunningServer {
     }
 }
 
+/// Binds every address `listen` resolves to.
+fn bind(listen: &str) -> Result<Vec<std::net::TcpListener>, StartError> {
+    use std::net::ToSocketAddrs;
+    let err = |source| StartError::Bind {
+        addr: listen.to_owned(),
+        source,
+    };
+    let mut listeners = Vec::new();
+    for addr in listen.to_socket_addrs().map_err(err)? {
+        let listener = std::net::TcpListener::bind(addr).map_err(err)?;
+        listener.set_nonblocking(true).map_err(err)?;
+        listeners.push(listener);
+    }
+    if listeners.is_empty() {
+        return Err(err(std::io::ErrorKind::AddrNotAvailable.into()));
+    }
+    Ok(listeners)
+}
+
 /// Opens the stores and binds the listener. Must run inside an actix
 /// system (e.g. `#[actix_web::main]` or `actix_rt::System::new().block_on`).
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
@@ -115,18 +134,33 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             cors_allow_origin: config.cors_allow_origin.clone(),
         },
     });
-    let mut server = HttpServer::new(move || http::app(state.clone()));
+    let listeners = bind(&config.listen)?;
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let mut builder = actix_server::Server::build();
+    // Lets idle keep-alive connections close at once on a graceful stop.
+    let shutdown = builder.graceful_shutdown_signal();
     if let Some(n) = config.workers {
-        server = server.workers(n.max(1));
+        builder = builder.workers(n.max(1));
     }
-    let server = server
-        .bind(&config.listen)
-        .map_err(|source| StartError::Bind {
+    for listener in listeners {
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),
             source,
         })?;
-    let addrs = server.addrs();
-    let server = server.run();
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        builder = builder
+            .listen("tusker", listener, move || {
+                http::service(state.clone(), addr, shutdown.clone())
+            })
+            .map_err(|source| StartError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+    }
+    let server = builder.run();
     let sweeper = tokio::task::spawn_local(upload::expiry::run_sweeper(
         engine.clone(),
         config.sweep_interval,

@@ -270,7 +270,7 @@ async fn expired_uploads_leave_no_multipart_upload() {
     let bucket = bucket(&endpoint).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = s3_config(dir.path(), &endpoint, &bucket);
-    cfg.expire_after = Some(Duration::from_secs(1));
+    cfg.expire_after = Some(Duration::from_secs(3));
     cfg.sweep_interval = Duration::from_millis(300);
     let server = TestServer::start(cfg);
     let c = client();

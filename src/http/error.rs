@@ -1,5 +1,6 @@
 //! The one mapping from errors of every layer to an HTTP status, a stable
-//! error code and a plain-text body (`ERR_CODE: message`).
+//! error code and a plain-text body (`ERR_CODE: message`), or an RFC 9457
+//! problem-details body for the IETF draft's problem types.
 
 use crate::data::DataError;
 use crate::protocol::{ProtocolError, TUS_VERSION};
@@ -22,6 +23,9 @@ pub struct ApiError {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Body sent instead of `CODE: message` (a hook's own answer).
     pub raw_body: Option<String>,
+    /// When set, the body is this `application/problem+json` document
+    /// (with `code` and `detail` added) instead of plain text.
+    pub problem: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -32,6 +36,7 @@ impl ApiError {
             message: message.into(),
             headers: Vec::new(),
             raw_body: None,
+            problem: None,
         }
     }
 
@@ -39,6 +44,12 @@ impl ApiError {
         if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
             self.headers.push((HeaderName::from_static(name), v));
         }
+        self
+    }
+
+    /// Answers with an RFC 9457 problem document.
+    pub fn with_problem(mut self, problem: serde_json::Value) -> Self {
+        self.problem = Some(problem);
         self
     }
 
@@ -122,6 +133,16 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status);
+        if let Some(problem) = &self.problem {
+            let mut body = problem.clone();
+            body["code"] = self.code.into();
+            body["detail"] = self.message.as_str().into();
+            res.insert_header((CONTENT_TYPE, crate::protocol::ietf::PROBLEM_JSON));
+            for (name, value) in &self.headers {
+                res.insert_header((name.clone(), value.clone()));
+            }
+            return res.body(body.to_string());
+        }
         res.insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"));
         for (name, value) in &self.headers {
             res.insert_header((name.clone(), value.clone()));
@@ -178,6 +199,9 @@ impl From<UploadError> for ApiError {
             }
             E::LengthImmutable(_) => (StatusCode::BAD_REQUEST, "ERR_UPLOAD_LENGTH_IMMUTABLE"),
             E::LengthBelowOffset { .. } => (StatusCode::BAD_REQUEST, "ERR_INVALID_UPLOAD_LENGTH"),
+            E::InconsistentLength { .. } => {
+                (StatusCode::BAD_REQUEST, "ERR_INCONSISTENT_UPLOAD_LENGTH")
+            }
             E::ChecksumMismatch => (
                 StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
                 "ERR_CHECKSUM_MISMATCH",

@@ -4,6 +4,8 @@
 
 pub mod download;
 pub mod error;
+pub mod ietf;
+pub mod interim;
 pub mod range;
 pub mod request;
 pub mod tus;
@@ -11,12 +13,15 @@ pub mod tus;
 use crate::upload::Engine;
 use actix_cors::Cors;
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::dev::{AppConfig, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::guard::{self, GuardContext};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpResponse};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use error::ApiError;
 
@@ -158,11 +163,27 @@ pub fn app(
         .wrap(tracing_actix_web::TracingLogger::default())
         .service(
             web::resource(collection)
+                .route(web::post().guard(ietf_guard()).to(ietf::create))
+                .route(web::put().guard(ietf_guard()).to(ietf::create))
+                .route(web::patch().guard(ietf_guard()).to(ietf::create))
+                .route(
+                    web::method(Method::OPTIONS)
+                        .guard(ietf_guard())
+                        .to(ietf::options),
+                )
                 .route(web::post().to(tus::create))
                 .route(web::method(Method::OPTIONS).to(tus::options)),
         )
         .service(
             web::resource(format!("{trimmed}/{{id}}"))
+                .route(web::head().guard(ietf_guard()).to(ietf::head))
+                .route(web::patch().guard(ietf_guard()).to(ietf::append))
+                .route(web::delete().guard(ietf_guard()).to(ietf::cancel))
+                .route(
+                    web::method(Method::OPTIONS)
+                        .guard(ietf_guard())
+                        .to(ietf::options),
+                )
                 .route(web::head().to(tus::head))
                 .route(web::patch().to(tus::patch))
                 .route(web::delete().to(tus::terminate))
@@ -170,6 +191,61 @@ pub fn app(
                 .route(web::method(Method::OPTIONS).to(tus::options)),
         )
         .default_service(web::to(not_found))
+}
+
+/// Requests of the IETF draft carry `Upload-Draft-Interop-Version`; all
+/// others are tus 1.0.
+fn ietf_guard() -> impl guard::Guard {
+    guard::fn_guard(|ctx: &GuardContext<'_>| {
+        ctx.head().headers().contains_key(interim::IETF_HEADER)
+    })
+}
+
+/// The per-worker service for accepted TCP connections: HTTP/1.1 (as
+/// `HttpServer` would serve it: its default timeouts, graceful-shutdown
+/// signal and half-close handling) over an
+/// [`interim::InterimIo`], so handlers can send 1xx responses.
+pub fn service(
+    state: web::Data<AppState>,
+    local: SocketAddr,
+    shutdown: actix_server::GracefulShutdownSignal,
+) -> impl ServiceFactory<
+    actix_rt::net::TcpStream,
+    Config = (),
+    Response = (),
+    Error = actix_http::error::DispatchError,
+    InitError = (),
+> {
+    use actix_service::{fn_service, map_config, ServiceFactoryExt};
+    // What HttpServer passes to App: not behind TLS, host = local address.
+    let app_config = move |_| AppConfig::__priv_test_new(false, local.to_string(), local);
+    let http = actix_http::HttpService::build()
+        .graceful_shutdown_signal(move || {
+            let shutdown = shutdown.clone();
+            async move { shutdown.notified().await }
+        })
+        .keep_alive(actix_http::KeepAlive::Timeout(Duration::from_secs(5)))
+        .client_request_timeout(Duration::from_secs(5))
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .h1_allow_half_closed(true)
+        .local_addr(local)
+        .expect(fn_service(interim::expect))
+        .on_connect_ext(|io: &interim::InterimIo, ext| {
+            ext.insert(io.handle());
+        })
+        .finish(map_config(app(state), app_config));
+    fn_service(|io: actix_rt::net::TcpStream| async move {
+        // Interim responses are small writes that must not wait for the
+        // peer's delayed ACK.
+        let _ = io.set_nodelay(true);
+        let peer = io.peer_addr().ok();
+        Ok((
+            interim::InterimIo::new(io),
+            actix_http::Protocol::Http1,
+            peer,
+        ))
+    })
+    .and_then(http)
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -71,6 +71,7 @@ pub async fn create(
                 ));
             }
             NewUpload {
+                id: None,
                 length: None,
                 metadata,
                 concat: NewConcat::Final(concat_ids(&state.settings, &urls)?),
@@ -98,6 +99,7 @@ pub async fn create(
                 _ => {}
             }
             NewUpload {
+                id: None,
                 length,
                 metadata,
                 concat: match partial {
@@ -116,6 +118,7 @@ pub async fn create(
             length: None,
             checksum,
             content_length,
+            complete: false,
         };
         match state.engine.append(&info.id, append, body, &ctx).await {
             Ok(after) => info = after,
@@ -199,6 +202,7 @@ pub async fn patch(
         length: u64_header(hdrs, "upload-length")?,
         checksum: checksum(&req)?,
         content_length: content_length(hdrs)?,
+        complete: false,
     };
     let info = state
         .engine

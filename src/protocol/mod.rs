@@ -1,10 +1,12 @@
-//! Pure, I/O-free protocol logic: header grammars of tus 1.0 and the values the
+//! Pure, I/O-free protocol logic: header grammars of tus 1.0 and of the IETF
+//! resumable upload draft (`ietf`), and the values the
 //! server advertises. Everything here is unit- and property-testable.
 
 pub mod checksum;
 pub mod concat;
 pub mod headers;
 pub mod id;
+pub mod ietf;
 pub mod metadata;
 
 pub use checksum::{Checksum, ChecksumAlgorithm, Hasher};

@@ -21,6 +21,12 @@ pub struct AppendRequest {
     pub checksum: Option<Checksum>,
     /// `Content-Length` of the body, when known.
     pub content_length: Option<u64>,
+    /// The client says this body ends the upload (IETF `Upload-Complete: ?1`):
+    /// the upload length becomes the offset after the body. With a known
+    /// `content_length` it is fixed before the body is read, so a broken
+    /// body cannot change it later. Conflicts with a known length give
+    /// `InconsistentLength`.
+    pub complete: bool,
 }
 
 /// How the body loop ended.
@@ -98,6 +104,21 @@ impl Engine {
                         });
                     }
                     info.length = Some(length);
+                }
+            }
+        }
+        if req.complete {
+            if let Some(cl) = req.content_length {
+                let declared = info.offset.saturating_add(cl);
+                match info.length {
+                    Some(length) if length != declared => {
+                        return Err(UploadError::InconsistentLength { length, declared })
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.check_size(declared)?;
+                        info.length = Some(declared);
+                    }
                 }
             }
         }
@@ -195,6 +216,22 @@ impl Engine {
         }
         if matches!(end, End::Stopped) && self.take_stop_request(&info.id) {
             return self.stop_by_hook(&info, ctx).await;
+        }
+        if req.complete && matches!(end, End::Complete) {
+            match info.length {
+                None => {
+                    info.length = Some(info.offset);
+                    self.save_progress(&mut info).await?;
+                }
+                Some(length) if length != info.offset => {
+                    // The body ended early: what arrived is kept.
+                    return Err(UploadError::InconsistentLength {
+                        length,
+                        declared: info.offset,
+                    });
+                }
+                Some(_) => {}
+            }
         }
         if info.is_complete() && !info.finished {
             self.seal(&mut info, ctx).await?;

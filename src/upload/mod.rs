@@ -65,6 +65,8 @@ pub enum UploadError {
     ExceedsLength { length: u64 },
     #[error("upload length is already set to {0} and cannot change")]
     LengthImmutable(u64),
+    #[error("the request completes the upload at {declared} bytes, but its length is {length}")]
+    InconsistentLength { length: u64, declared: u64 },
     #[error("upload length {length} is smaller than the current offset {offset}")]
     LengthBelowOffset { length: u64, offset: u64 },
     #[error("checksum mismatch: the chunk was discarded")]
@@ -98,6 +100,9 @@ pub enum UploadError {
 /// A creation request after header parsing.
 #[derive(Debug, Clone, Default)]
 pub struct NewUpload {
+    /// An id reserved by the caller (e.g. already announced to the client
+    /// in an interim response); `None` generates one.
+    pub id: Option<UploadId>,
     /// `None` means deferred length.
     pub length: Option<u64>,
     /// Raw `Upload-Metadata` as sent (already validated).
@@ -181,7 +186,7 @@ impl Engine {
             self.check_size(length)?;
         }
         let mut info = UploadInfo {
-            id: UploadId::generate(),
+            id: new.id.clone().unwrap_or_else(UploadId::generate),
             length: new.length,
             offset: 0,
             metadata: new.metadata,

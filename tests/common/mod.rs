@@ -2,6 +2,8 @@
 //! with its own actix system, plus small HTTP helpers.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,0 +1,328 @@
+//! IETF "Resumable Uploads for HTTP" handlers (interop versions 3 to 8), on
+//! the same engine, uploads and locks as tus 1.0. Requests reach them when
+//! they carry `Upload-Draft-Interop-Version` (see `http::app`).
+
+use super::interim::Interim;
+use super::request::{content_length, header, request_info, upload_id, upload_url};
+use super::{ApiError, AppState};
+use crate::model::{now_secs, UploadInfo};
+use crate::protocol::ietf::{self, IetfError, InteropVersion, Problem, UploadLimit};
+use crate::protocol::UploadId;
+use crate::upload::{AppendRequest, NewConcat, NewUpload, UploadError};
+use actix_web::http::header::{
+    HeaderMap, CACHE_CONTROL, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING,
+};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use base64::Engine as _;
+
+impl From<IetfError> for ApiError {
+    fn from(e: IetfError) -> Self {
+        let code = match &e {
+            IetfError::UnsupportedVersion(_) => "ERR_UNSUPPORTED_INTEROP_VERSION",
+            IetfError::Missing("Upload-Offset") => "ERR_MISSING_UPLOAD_OFFSET",
+            IetfError::Missing(_) => "ERR_MISSING_HEADER",
+            IetfError::Syntax { .. } | IetfError::Type { .. } => "ERR_INVALID_HEADER",
+        };
+        ApiError::bad_request(code, e.to_string())
+    }
+}
+
+/// The interop version of the request (the routing guard saw the header).
+fn version(req: &HttpRequest) -> Result<InteropVersion, ApiError> {
+    let raw = header(req.headers(), "upload-draft-interop-version")?.unwrap_or_default();
+    Ok(InteropVersion::parse(raw)?)
+}
+
+fn sf_u64(hdrs: &HeaderMap, name: &'static str) -> Result<Option<u64>, ApiError> {
+    Ok(header(hdrs, name)?
+        .map(|v| ietf::parse_u64(name, v))
+        .transpose()?)
+}
+
+fn completes(v: InteropVersion, hdrs: &HeaderMap) -> Result<bool, ApiError> {
+    Ok(v.request_completes(
+        header(hdrs, "upload-complete")?,
+        header(hdrs, "upload-incomplete")?,
+    )?)
+}
+
+/// The problem `p`, as problem details from version 6 and as the plain
+/// error (same status) before.
+fn problem(v: InteropVersion, p: Problem, code: &'static str, message: String) -> ApiError {
+    let status = StatusCode::from_u16(p.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let err = ApiError::new(status, code, message);
+    let err = match p {
+        Problem::MismatchingOffset { expected, .. } => err.with_header("upload-offset", expected),
+        _ => err,
+    };
+    if v.is_v6_or_later() {
+        err.with_problem(p.body())
+    } else {
+        err
+    }
+}
+
+fn inconsistent(v: InteropVersion, message: String) -> ApiError {
+    problem(
+        v,
+        Problem::InconsistentLength,
+        "ERR_INCONSISTENT_UPLOAD_LENGTH",
+        message,
+    )
+}
+
+/// Engine errors in the draft's terms; everything else maps as for tus.
+fn engine_error(v: InteropVersion, e: UploadError) -> ApiError {
+    match e {
+        UploadError::OffsetMismatch { requested, current } => problem(
+            v,
+            Problem::MismatchingOffset {
+                expected: current,
+                provided: requested,
+            },
+            "ERR_MISMATCHED_OFFSET",
+            e.to_string(),
+        ),
+        UploadError::InconsistentLength { .. }
+        | UploadError::LengthImmutable(_)
+        | UploadError::LengthBelowOffset { .. }
+        | UploadError::ExceedsLength { .. } => inconsistent(v, e.to_string()),
+        e => e.into(),
+    }
+}
+
+fn limit(state: &AppState, info: Option<&UploadInfo>) -> UploadLimit {
+    let config = state.engine.config();
+    let lifetime = match info {
+        Some(info) if info.finished => None,
+        Some(info) => info.expires_at.map(|at| at.saturating_sub(now_secs())),
+        None => config.expire_after.map(|d| d.as_secs()),
+    };
+    UploadLimit {
+        max_size: config.max_size,
+        lifetime,
+    }
+}
+
+/// Headers every upload-state response carries.
+fn upload_state(
+    res: &mut HttpResponseBuilder,
+    v: InteropVersion,
+    state: &AppState,
+    info: &UploadInfo,
+) {
+    let complete = info.finished || info.is_complete();
+    res.insert_header(("upload-offset", info.offset.to_string()))
+        .insert_header(v.complete_header(complete));
+    if v.is_v6_or_later() {
+        if let Some(length) = info.length {
+            res.insert_header(("upload-length", length.to_string()));
+        }
+    }
+    if let Some(value) = limit(state, Some(info)).header_value(v) {
+        res.insert_header(("upload-limit", value));
+    }
+}
+
+/// `filetype` metadata from the representation's `Content-Type`, so GET
+/// serves the upload with it.
+fn metadata(hdrs: &HeaderMap) -> Option<String> {
+    let ct = hdrs.get(CONTENT_TYPE)?.to_str().ok()?.trim();
+    if ct.is_empty() || ietf::is_partial_upload(ct) || ct.len() > 255 {
+        return None;
+    }
+    Some(format!(
+        "filetype {}",
+        base64::engine::general_purpose::STANDARD.encode(ct)
+    ))
+}
+
+/// Sends `104 Upload Resumption Supported` on the request's connection.
+/// Failure only costs the early Location, so it is logged, not returned.
+async fn send_104(req: &HttpRequest, v: InteropVersion, location: &str, limit: &UploadLimit) {
+    let Some(interim) = req.conn_data::<Interim>() else {
+        tracing::debug!("no interim channel on this connection; 104 not sent");
+        return;
+    };
+    let Some(bytes) = ietf::interim_104(v, location, limit) else {
+        return;
+    };
+    if let Err(e) = interim.send(&bytes).await {
+        tracing::info!(error = %e, "could not send 104 Upload Resumption Supported");
+    }
+}
+
+/// Upload creation (POST, PUT or PATCH on the upload collection).
+pub async fn create(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // Nothing may await before the 104 is handed over (see http::interim).
+    let v = version(&req)?;
+    let hdrs = req.headers();
+    let complete = completes(v, hdrs)?;
+    let upload_length = if v.is_v6_or_later() {
+        sf_u64(hdrs, "upload-length")?
+    } else {
+        None
+    };
+    let chunked = hdrs.contains_key(TRANSFER_ENCODING);
+    let body_length = content_length(hdrs)?.or(if chunked { None } else { Some(0) });
+    if let (Some(total), Some(body)) = (upload_length, body_length) {
+        if body > total || (complete && body != total) {
+            return Err(inconsistent(
+                v,
+                format!("Upload-Length {total} disagrees with a body of {body} bytes"),
+            ));
+        }
+    }
+    let length = upload_length.or(if complete { body_length } else { None });
+    let id = UploadId::generate();
+    let location = upload_url(&req, &state.settings, &id);
+    send_104(&req, v, &location, &limit(&state, None)).await;
+
+    let new = NewUpload {
+        id: Some(id),
+        length,
+        metadata: metadata(hdrs),
+        concat: NewConcat::None,
+    };
+    let with_location = |e: ApiError| e.with_header("location", &location);
+    let mut info = state
+        .engine
+        .create(new, &request_info(&req))
+        .await
+        .map_err(|e| engine_error(v, e))?;
+    if !info.finished && (body_length != Some(0) || complete) {
+        let append = AppendRequest {
+            offset: 0,
+            length: None,
+            checksum: None,
+            content_length: body_length,
+            complete,
+        };
+        match state
+            .engine
+            .append(&info.id, append, body, &request_info(&req))
+            .await
+        {
+            Ok(after) => info = after,
+            Err(UploadError::Body(e)) => {
+                // The client is probably gone; what arrived is kept and
+                // resumable at the offset HEAD reports.
+                tracing::info!(upload = %info.id, error = %e, "creation body broke off");
+                if let Ok(after) = state.engine.head(&info.id, &request_info(&req)).await {
+                    info = after;
+                }
+            }
+            Err(e) => return Err(with_location(engine_error(v, e))),
+        }
+    }
+    let mut res = HttpResponse::Created();
+    res.insert_header((LOCATION, location.as_str()));
+    upload_state(&mut res, v, &state, &info);
+    Ok(res.finish())
+}
+
+/// Offset retrieval.
+pub async fn head(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let v = version(&req)?;
+    let id = upload_id(&req)?;
+    let info = state
+        .engine
+        .head(&id, &request_info(&req))
+        .await
+        .map_err(|e| engine_error(v, e))?;
+    let mut res = HttpResponse::NoContent();
+    res.insert_header((CACHE_CONTROL, "no-store"));
+    upload_state(&mut res, v, &state, &info);
+    Ok(res.finish())
+}
+
+/// Upload append (PATCH on an upload).
+pub async fn append(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let v = version(&req)?;
+    let id = upload_id(&req)?;
+    let hdrs = req.headers();
+    if v.is_v6_or_later() && !header(hdrs, "content-type")?.is_some_and(ietf::is_partial_upload) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "ERR_INVALID_CONTENT_TYPE",
+            "Content-Type must be application/partial-upload",
+        ));
+    }
+    let offset = sf_u64(hdrs, "upload-offset")?.ok_or(IetfError::Missing("Upload-Offset"))?;
+    let complete = completes(v, hdrs)?;
+    let length = if v.is_v6_or_later() {
+        sf_u64(hdrs, "upload-length")?
+    } else {
+        None
+    };
+    let current = state
+        .engine
+        .load(&id)
+        .await
+        .map_err(|e| engine_error(v, e))?;
+    if current.finished {
+        return Err(problem(
+            v,
+            Problem::CompletedUpload,
+            "ERR_UPLOAD_COMPLETED",
+            "the upload is already complete".into(),
+        )
+        .with_header("upload-offset", current.offset));
+    }
+    let append = AppendRequest {
+        offset,
+        length,
+        checksum: None,
+        content_length: content_length(hdrs)?,
+        complete,
+    };
+    let info = state
+        .engine
+        .append(&id, append, body, &request_info(&req))
+        .await
+        .map_err(|e| engine_error(v, e))?;
+    let mut res = HttpResponse::NoContent();
+    upload_state(&mut res, v, &state, &info);
+    Ok(res.finish())
+}
+
+/// Upload cancellation. Answers 204 in every version (version 8 no longer
+/// requires it, and it stays valid).
+pub async fn cancel(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let v = version(&req)?;
+    let id = upload_id(&req)?;
+    state
+        .engine
+        .terminate(&id, &request_info(&req))
+        .await
+        .map_err(|e| engine_error(v, e))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// OPTIONS: the server's limits (version 6 and later).
+pub async fn options(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let v = version(&req)?;
+    let mut res = HttpResponse::Ok();
+    if v.is_v6_or_later() {
+        res.insert_header(("accept-patch", ietf::PARTIAL_UPLOAD));
+    }
+    if let Some(value) = limit(&state, None).header_value(v) {
+        res.insert_header(("upload-limit", value));
+    }
+    Ok(res.finish())
+}
