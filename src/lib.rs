@@ -10,6 +10,7 @@ pub mod http;
 pub mod meta;
 pub mod model;
 pub mod protocol;
+pub mod telemetry;
 pub mod upload;
 
 use actix_web::{web, HttpServer};
@@ -39,7 +40,27 @@ pub struct RunningServer {
     handle: actix_web::dev::ServerHandle,
     server: actix_web::dev::Server,
     sweeper: tokio::task::JoinHandle<()>,
+    upkeep: tokio::task::JoinHandle<()>,
     meta: meta::SledMetaStore,
+    engine: Arc<Engine>,
+}
+
+/// Stops a server gracefully from anywhere (see [`RunningServer::shutdown_handle`]).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    engine: Arc<Engine>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl ShutdownHandle {
+    /// Stops accepting connections, asks running uploads to persist what
+    /// they received and answer, and waits for running requests (at most
+    /// the configured shutdown timeout). [`RunningServer::wait`] then
+    /// flushes the meta store and returns.
+    pub async fn graceful(&self) {
+        self.engine.stop_all();
+        self.handle.stop(true).await;
+    }
 }
 
 impl RunningServer {
@@ -48,16 +69,28 @@ impl RunningServer {
         self.addrs[0]
     }
 
-    /// A handle that can stop the server from elsewhere.
+    /// A handle that can stop the server from elsewhere. Its graceful
+    /// `stop(true)` waits for running requests without asking uploads to
+    /// stop; [`RunningServer::shutdown_handle`] does both.
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.handle.clone()
     }
 
-    /// Runs until the server stops (SIGINT/SIGTERM or a handle's `stop`),
-    /// then flushes the meta store.
+    /// A handle for the graceful shutdown that signals trigger.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            engine: self.engine.clone(),
+            handle: self.handle.clone(),
+        }
+    }
+
+    /// Runs until the server stops (a handle's `stop` or a
+    /// [`ShutdownHandle`]; the library installs no signal handler), then
+    /// flushes the meta store.
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.sweeper.abort();
+        self.upkeep.abort();
         if let Err(e) = self.meta.flush().await {
             tracing::error!(error = %e, "final meta flush failed");
         }
@@ -86,15 +119,30 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             ..EngineConfig::default()
         },
     ));
+    let metrics = telemetry::Metrics::new();
     let state = web::Data::new(http::AppState {
         engine: engine.clone(),
         settings: http::HttpSettings {
             base_path: config.base_path.clone(),
             behind_proxy: config.behind_proxy,
             cors_allow_origin: config.cors_allow_origin.clone(),
+            max_body_size: config.max_body_size,
         },
+        metrics: metrics.clone(),
+        upload_slots: config
+            .max_concurrent_uploads
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
     });
-    let mut server = HttpServer::new(move || http::app(state.clone()));
+    let worker_metrics = metrics.clone();
+    let mut server = HttpServer::new(move || {
+        // Runs on each worker thread as it starts.
+        worker_metrics.install_on_current_thread();
+        http::app(state.clone())
+    })
+    // Signals are handled by the binary (graceful upload stop, then exit).
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
+    .client_request_timeout(config.client_request_timeout);
     if let Some(n) = config.workers {
         server = server.workers(n.max(1));
     }
@@ -106,8 +154,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         })?;
     let addrs = server.addrs();
     let server = server.run();
-    let sweeper =
-        tokio::task::spawn_local(upload::expiry::run_sweeper(engine, config.sweep_interval));
+    let sweeper = tokio::task::spawn_local(metrics.instrument(upload::expiry::run_sweeper(
+        engine.clone(),
+        config.sweep_interval,
+    )));
+    let upkeep = tokio::task::spawn_local(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            metrics.upkeep();
+        }
+    });
     for addr in &addrs {
         tracing::info!(%addr, base_path = %config.base_path, data_dir = %config.data_dir.display(), "tusker listening");
     }
@@ -116,6 +173,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         handle: server.handle(),
         server,
         sweeper,
+        upkeep,
         meta,
+        engine,
     })
 }

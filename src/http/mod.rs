@@ -4,6 +4,7 @@
 
 pub mod download;
 pub mod error;
+pub mod ops;
 pub mod range;
 pub mod request;
 pub mod tus;
@@ -29,12 +30,18 @@ pub struct HttpSettings {
     pub behind_proxy: bool,
     /// Allowed CORS origins; `*` allows any.
     pub cors_allow_origin: Vec<String>,
+    /// Largest body of one request carrying upload bytes; `None` for none.
+    pub max_body_size: Option<u64>,
 }
 
 /// Shared state of every worker.
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub settings: HttpSettings,
+    /// This server's metrics, rendered on `/metrics`.
+    pub metrics: crate::telemetry::Metrics,
+    /// Slots for requests streaming into uploads (`--max-concurrent-uploads`).
+    pub upload_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Request headers a browser may send (CORS preflight).
@@ -154,7 +161,20 @@ pub fn app(
                     HeaderValue::from_static("nosniff"),
                 )),
         )
-        .wrap(tracing_actix_web::TracingLogger::default())
+        .wrap_fn(ops::observe)
+        // Operations endpoints first: with base path `/` the upload routes
+        // would take these paths as upload ids.
+        .service(
+            web::resource(ops::HEALTHZ)
+                .route(web::get().to(ops::healthz))
+                .route(web::head().to(ops::healthz)),
+        )
+        .service(
+            web::resource(ops::READYZ)
+                .route(web::get().to(ops::readyz))
+                .route(web::head().to(ops::readyz)),
+        )
+        .route(ops::METRICS, web::get().to(ops::metrics))
         .service(
             web::resource(collection)
                 .route(web::post().to(tus::create))

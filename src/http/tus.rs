@@ -4,7 +4,7 @@ use super::request::{
     concat_ids, content_length, has_body, has_offset_content_type, header, require_tus, u64_header,
     upload_id, upload_path, upload_url,
 };
-use super::{ApiError, AppState};
+use super::{ops, ApiError, AppState};
 use crate::model::{Concat, UploadInfo};
 use crate::protocol::{self, checksum, headers, Checksum, Metadata, UploadConcat};
 use crate::upload::{AppendRequest, NewConcat, NewUpload};
@@ -108,6 +108,10 @@ pub async fn create(
         }
     };
     let content_length = content_length(hdrs)?;
+    // Limits (body size, concurrent uploads) apply before anything is created.
+    let slot = with_body
+        .then(|| ops::begin_upload(&state, &req))
+        .transpose()?;
     let mut info = state.engine.create(new).await?;
     if with_body {
         let append = AppendRequest {
@@ -116,7 +120,10 @@ pub async fn create(
             checksum,
             content_length,
         };
-        match state.engine.append(&info.id, append, body).await {
+        let (body, _) = ops::limit_body(body, state.settings.max_body_size);
+        let appended = state.engine.append(&info.id, append, body).await;
+        drop(slot);
+        match appended {
             Ok(after) => info = after,
             Err(e) => {
                 // The upload exists: answer with its URL and what was kept,
@@ -199,7 +206,11 @@ pub async fn patch(
         checksum: checksum(&req)?,
         content_length: content_length(hdrs)?,
     };
-    let info = state.engine.append(&id, append, body).await?;
+    let slot = ops::begin_upload(&state, &req)?;
+    let (body, limit) = ops::limit_body(body, state.settings.max_body_size);
+    let appended = state.engine.append(&id, append, body).await;
+    drop(slot);
+    let info = appended.map_err(|e| limit.error(e))?;
     let mut res = HttpResponse::NoContent();
     res.insert_header(("upload-offset", info.offset.to_string()));
     expires(&mut res, &info);

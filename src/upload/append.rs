@@ -145,6 +145,8 @@ impl Engine {
             }
             position += len;
             since_checkpoint += len;
+            // metrics
+            metrics::counter!(crate::telemetry::BYTES_RECEIVED).increment(len);
             if hasher.is_none() && since_checkpoint >= self.config.checkpoint_bytes {
                 since_checkpoint = 0;
                 self.persist(&mut info, w.as_mut()).await?;
@@ -231,6 +233,8 @@ impl Engine {
         info.expires_at = None;
         self.meta.save(info).await?;
         tracing::info!(upload = %info.id, length = info.offset, "upload finished");
+        // metrics
+        metrics::counter!(crate::telemetry::UPLOADS_FINISHED).increment(1);
         Ok(())
     }
 }

@@ -80,6 +80,8 @@ impl Engine {
         self.meta.save(&info).await?;
         self.meta.remove_concat_waiters(&info.id, &parts).await?;
         tracing::info!(upload = %info.id, length = total, "final upload assembled");
+        // metrics
+        metrics::counter!(crate::telemetry::UPLOADS_FINISHED).increment(1);
         Ok(Some(info))
     }
 

@@ -28,6 +28,8 @@ impl Engine {
             self.remove(&info).await?;
             drop(lock);
             tracing::info!(upload = %id, "expired upload removed");
+            // metrics
+            metrics::counter!(crate::telemetry::UPLOADS_EXPIRED).increment(1);
             self.cascade_removal(&info).await;
             removed += 1;
         }

@@ -174,7 +174,12 @@ impl Engine {
         match new.concat {
             NewConcat::None => {}
             NewConcat::Partial => info.concat = Concat::Partial,
-            NewConcat::Final(parts) => return self.create_final(info, parts).await,
+            NewConcat::Final(parts) => {
+                let created = self.create_final(info, parts).await?;
+                // metrics
+                metrics::counter!(crate::telemetry::UPLOADS_CREATED).increment(1);
+                return Ok(created);
+            }
         }
         info.storage = self.data.create(&info).await?;
         if info.length == Some(0) {
@@ -184,6 +189,11 @@ impl Engine {
         }
         self.meta.create(&info).await?;
         tracing::info!(upload = %info.id, length = ?info.length, "upload created");
+        // metrics
+        metrics::counter!(crate::telemetry::UPLOADS_CREATED).increment(1);
+        if info.finished {
+            metrics::counter!(crate::telemetry::UPLOADS_FINISHED).increment(1);
+        }
         if info.finished {
             self.on_finished(&info).await;
         }
@@ -228,6 +238,8 @@ impl Engine {
             info
         };
         tracing::info!(upload = %id, "upload terminated");
+        // metrics
+        metrics::counter!(crate::telemetry::UPLOADS_TERMINATED).increment(1);
         self.cascade_removal(&info).await;
         Ok(())
     }
@@ -259,6 +271,18 @@ impl Engine {
         if info.concat == Concat::Partial {
             self.assemble_waiting_finals(&info.id).await;
         }
+    }
+
+    /// Server shutdown: asks every running append to stop and persist what
+    /// it received (each answers with the offset it reached); appends that
+    /// start afterwards stop at once.
+    pub fn stop_all(&self) {
+        self.locks.stop_all();
+    }
+
+    /// Whether [`Engine::stop_all`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.locks.is_stopping()
     }
 
     /// Readiness of both stores.
