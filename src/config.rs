@@ -7,7 +7,9 @@
 //! command line set that option, so every option is validated one way.
 
 use clap::parser::ValueSource;
-use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{
+    ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
+};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -340,7 +342,10 @@ where
     let matches = match Only::command().try_get_matches_from(&second) {
         Ok(m) => m,
         Err(e) if from_file && e.kind() != clap::error::ErrorKind::DisplayHelp => {
-            let path = sub.get_one::<PathBuf>("config").cloned().unwrap_or_default();
+            let path = sub
+                .get_one::<PathBuf>("config")
+                .cloned()
+                .unwrap_or_default();
             return Err(ConfigError::Invalid {
                 path,
                 message: e.to_string().trim().to_owned(),
@@ -375,7 +380,9 @@ fn file_args(path: &std::path::Path, given: &ArgMatches) -> Result<Vec<OsString>
     let mut out = Vec::new();
     for (key, value) in &table {
         if key == "config" {
-            return Err(invalid("`config` cannot be set inside a config file".into()));
+            return Err(invalid(
+                "`config` cannot be set inside a config file".into(),
+            ));
         }
         let Some(arg) = command
             .get_arguments()
@@ -538,6 +545,19 @@ mod tests {
         assert_eq!(c.base_path, "/files/");
         assert_eq!(c.expire_after, Some(Duration::from_secs(86400)));
         assert!(!c.behind_proxy);
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("hooks_secret", "abc"), "REDACTED");
+        assert_eq!(redact("api_token", "abc"), "REDACTED");
+        assert_eq!(
+            redact("meta", "postgres://tusker:pw@db:5432/tusker"),
+            "postgres://tusker:REDACTED@db:5432/tusker"
+        );
+        assert_eq!(redact("x", "https://tok@h/p@q"), "https://REDACTED@h/p@q");
+        assert_eq!(redact("x", "s3://bucket/a@b"), "s3://bucket/a@b");
+        assert_eq!(redact("listen", "0.0.0.0:1080"), "0.0.0.0:1080");
     }
 
     #[test]

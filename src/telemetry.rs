@@ -8,7 +8,9 @@
 //! `GET /metrics` renders it.
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -61,10 +63,9 @@ impl Metrics {
     /// small recorder, which matters only to test processes that start many.
     pub fn new() -> Metrics {
         let builder = PrometheusBuilder::new();
-        let builder = match builder.set_buckets_for_metric(
-            Matcher::Suffix("_seconds".into()),
-            SECONDS_BUCKETS,
-        ) {
+        let builder = match builder
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        {
             Ok(b) => b,
             // Only an empty bucket list is refused, and ours is not empty.
             Err(_) => PrometheusBuilder::new(),
@@ -147,7 +148,10 @@ fn describe_all() {
         "Request body bytes written into uploads"
     );
     describe_counter!(UPLOADS_CREATED, "Uploads created");
-    describe_counter!(UPLOADS_FINISHED, "Uploads completed (every byte received and sealed)");
+    describe_counter!(
+        UPLOADS_FINISHED,
+        "Uploads completed (every byte received and sealed)"
+    );
     describe_counter!(UPLOADS_TERMINATED, "Uploads removed by the client (DELETE)");
     describe_counter!(UPLOADS_EXPIRED, "Unfinished uploads removed after expiring");
     describe_gauge!(
@@ -164,7 +168,11 @@ fn describe_all() {
         "Object-storage calls retried after a transient error, by operation"
     );
     describe_counter!(HOOK_CALLS, "Hook calls, by event and outcome");
-    describe_histogram!(HOOK_CALL_SECONDS, Unit::Seconds, "Hook call latency, by event");
+    describe_histogram!(
+        HOOK_CALL_SECONDS,
+        Unit::Seconds,
+        "Hook call latency, by event"
+    );
     describe_histogram!(
         LOCK_WAIT_SECONDS,
         Unit::Seconds,
@@ -221,7 +229,13 @@ mod tests {
         let m = Metrics::new();
         m.scope(|| metrics::histogram!(LOCK_WAIT_SECONDS).record(0.2));
         let text = m.render();
-        assert!(text.contains("# TYPE tusker_lock_wait_seconds histogram"), "{text}");
-        assert!(text.contains("tusker_lock_wait_seconds_bucket{le=\"0.25\"} 1"), "{text}");
+        assert!(
+            text.contains("# TYPE tusker_lock_wait_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tusker_lock_wait_seconds_bucket{le=\"0.25\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -71,23 +71,20 @@ where
         method = %req.method(),
         path = %req.path(),
     );
-    let http_req = req.request().clone();
+    let sent_method = telemetry::method_label(req.method());
     let started = Instant::now();
     let call = srv.call(req);
     async move {
-        let res = match call.instrument(span.clone()).await {
-            Ok(res) => res.map_into_boxed_body(),
-            // Errors of middlewares (handlers answer their own errors):
-            // turned into the response here so it gets the id too.
-            Err(e) => ServiceResponse::new(http_req, e.error_response()),
+        let outcome = call.instrument(span.clone()).await;
+        let (status, method) = match &outcome {
+            // The method after `X-HTTP-Method-Override`.
+            Ok(res) => (
+                res.status(),
+                telemetry::method_label(res.request().method()),
+            ),
+            Err(e) => (e.as_response_error().status_code(), sent_method),
         };
-        let mut res = res;
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            res.headers_mut().insert(REQUEST_ID, v);
-        }
-        let status = res.status().as_u16();
-        // The method after `X-HTTP-Method-Override`.
-        let method = telemetry::method_label(res.request().method());
+        let status = status.as_u16();
         metrics::counter!(telemetry::HTTP_REQUESTS, "method" => method, "status" => status.to_string())
             .increment(1);
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -98,7 +95,44 @@ where
                 tracing::info!(status, elapsed_ms, "request done");
             }
         });
-        Ok(res)
+        match outcome {
+            Ok(mut res) => {
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    res.headers_mut().insert(REQUEST_ID, v);
+                }
+                Ok(res.map_into_boxed_body())
+            }
+            // Errors of middlewares (handlers answer their own errors)
+            // become responses later; this one will carry the id too.
+            Err(inner) => Err(WithRequestId { inner, id }.into()),
+        }
+    }
+}
+
+/// A middleware error whose response carries `X-Request-ID`.
+#[derive(Debug)]
+struct WithRequestId {
+    inner: actix_web::Error,
+    id: String,
+}
+
+impl std::fmt::Display for WithRequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl actix_web::ResponseError for WithRequestId {
+    fn status_code(&self) -> StatusCode {
+        self.inner.as_response_error().status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        let mut res = self.inner.error_response();
+        if let Ok(v) = HeaderValue::from_str(&self.id) {
+            res.headers_mut().insert(REQUEST_ID, v);
+        }
+        res
     }
 }
 
@@ -115,7 +149,10 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let unready =
         |code, message: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
     if state.engine.is_stopping() {
-        return Err(unready("ERR_SHUTTING_DOWN", "server is shutting down".into()));
+        return Err(unready(
+            "ERR_SHUTTING_DOWN",
+            "server is shutting down".into(),
+        ));
     }
     match tokio::time::timeout(READY_TIMEOUT, state.engine.ready()).await {
         Ok(Ok(())) => Ok(HttpResponse::Ok()
@@ -308,11 +345,16 @@ mod tests {
         }
         let non_ascii = HeaderValue::from_bytes("é".as_bytes()).unwrap();
         assert!(uuid::Uuid::parse_str(&request_id(Some(&non_ascii))).is_ok());
-        assert_eq!(request_id(Some(&HeaderValue::from_str(&"y".repeat(128)).unwrap())).len(), 128);
+        assert_eq!(
+            request_id(Some(&HeaderValue::from_str(&"y".repeat(128)).unwrap())).len(),
+            128
+        );
         assert!(uuid::Uuid::parse_str(&request_id(None)).is_ok());
     }
 
-    fn chunks(sizes: &[usize]) -> impl Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin {
+    fn chunks(
+        sizes: &[usize],
+    ) -> impl Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin {
         futures_util::stream::iter(
             sizes
                 .iter()
@@ -323,7 +365,11 @@ mod tests {
 
     async fn collect<S: Stream<Item = Result<Bytes, BodyError>> + Unpin>(s: S) -> (u64, bool) {
         let items: Vec<_> = s.collect().await;
-        let bytes = items.iter().filter_map(|i| i.as_ref().ok()).map(|b| b.len() as u64).sum();
+        let bytes = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok())
+            .map(|b| b.len() as u64)
+            .sum();
         let failed = items.last().is_some_and(|i| i.is_err());
         (bytes, failed)
     }

@@ -197,7 +197,7 @@ impl Engine {
                 Err(UploadError::Body(e))
             }
             End::Stopped => {
-                tracing::info!(upload = %info.id, offset = info.offset, "append stopped for a newer request");
+                tracing::info!(upload = %info.id, offset = info.offset, "append stopped (a newer request or shutdown); received bytes kept");
                 Ok(info)
             }
             _ => Ok(info),
