@@ -1,7 +1,17 @@
-//! Command line and environment configuration.
+//! Configuration: defaults < file (`--config`) < `TUSKER_*` environment
+//! variables < command-line flags.
+//!
+//! Every option of `serve` is one clap argument; its id (the field name, in
+//! snake_case) is also its key in the TOML file. A file value is handed to
+//! the same clap parser as if it were a flag, unless the environment or the
+//! command line set that option, so every option is validated one way.
 
 use crate::hooks::{HookConfig, HookType};
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{
+    ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
+};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,11 +35,27 @@ pub struct Cli {
 pub enum Command {
     /// Run the upload server (the default).
     Serve(ServeArgs),
+    /// Print the effective configuration as TOML (secrets redacted) and exit.
+    Config(ServeArgs),
 }
 
-/// Options of the server. Each is also read from `TUSKER_<OPTION>`.
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// Options of the server. Each is also read from `TUSKER_<OPTION>` and from
+/// the configuration file (key = the option in snake_case).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// TOML file with options (keys as the flags in snake_case, e.g.
+    /// `base_path = "/files/"`). Environment variables and flags override it.
+    #[arg(long, env = "TUSKER_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Address to listen on (host:port).
     #[arg(long, env = "TUSKER_LISTEN", default_value = "127.0.0.1:1080")]
     pub listen: String,
@@ -125,6 +151,27 @@ pub struct ServeArgs {
     /// post-receive hooks at most this often per upload.
     #[arg(long, env = "TUSKER_PROGRESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub progress_interval: Duration,
+    /// Log format: text or json (one object per line). Levels come from
+    /// RUST_LOG (default "info").
+    #[arg(long, env = "TUSKER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// On SIGTERM/SIGINT, how long running requests get to finish; running
+    /// uploads are asked to persist what they received and answer at once.
+    #[arg(long, env = "TUSKER_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// A client must send the complete request headers within this time
+    /// ("0s" disables the limit).
+    #[arg(long, env = "TUSKER_CLIENT_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub client_request_timeout: Duration,
+    /// Largest request body (one PATCH, or a POST with data); 0 for no limit.
+    /// A declared Content-Length above it is refused with 413; a chunked body
+    /// is cut at the limit (the bytes before it are kept) and answered 413.
+    #[arg(long, env = "TUSKER_MAX_BODY_SIZE", default_value = "0", value_parser = parse_size)]
+    pub max_body_size: u64,
+    /// Requests streaming data into uploads at once (PATCH, POST with a
+    /// body); more are answered 503 with Retry-After. 0 for no limit.
+    #[arg(long, env = "TUSKER_MAX_CONCURRENT_UPLOADS", default_value_t = 0)]
+    pub max_concurrent_uploads: usize,
 }
 
 fn parse_hook_type(s: &str) -> Result<HookType, String> {
@@ -186,6 +233,15 @@ pub struct Config {
     pub storage_options: crate::data::open::StorageOptions,
     /// Hook delivery; `None` when no receiver is configured.
     pub hooks: Option<HookConfig>,
+    pub log_format: LogFormat,
+    /// How long a graceful stop waits for running requests.
+    pub shutdown_timeout: Duration,
+    /// Limit for receiving request headers; zero disables it.
+    pub client_request_timeout: Duration,
+    /// Per-request body limit; `None` for none.
+    pub max_body_size: Option<u64>,
+    /// Cap on requests streaming into uploads; `None` for none.
+    pub max_concurrent_uploads: Option<usize>,
 }
 
 impl Config {
@@ -197,15 +253,248 @@ impl Config {
     }
 }
 
+/// `ServeArgs` alone, for the second parse that includes the file's values.
+#[derive(Parser)]
+#[command(name = "tusker")]
+struct Only {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
 impl ServeArgs {
     fn parse_from<I: IntoIterator<Item = &'static str>>(args: I) -> Self {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            serve: ServeArgs,
-        }
         Only::parse_from(args).serve
     }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Serve,
+    PrintConfig,
+}
+
+/// Configuration errors other than the command line's own.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Includes `--help` and `--version`: call `exit()` on it.
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Toml {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The effective configuration, with what it came from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub action: Action,
+    pub args: ServeArgs,
+    matches: ArgMatches,
+}
+
+impl Loaded {
+    /// The effective configuration as TOML, every option included, secrets
+    /// redacted (see [`redact`]). Unset options appear as comments.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from(
+            "# Effective tusker configuration (defaults < file < environment < flags).\n\
+             # Secrets are redacted.\n",
+        );
+        for arg in Only::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "config" || arg.get_long().is_none() {
+                continue;
+            }
+            let raw: Vec<String> = self
+                .matches
+                .get_raw(id)
+                .map(|vals| vals.map(|v| v.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            let list = arg.get_value_delimiter().is_some();
+            let value = if matches!(arg.get_action(), ArgAction::SetTrue) {
+                let on = self.matches.get_flag(id);
+                Some(toml::Value::Boolean(on))
+            } else if list {
+                Some(toml::Value::Array(
+                    raw.iter()
+                        .map(|v| toml::Value::String(redact(id, v)))
+                        .collect(),
+                ))
+            } else {
+                raw.first().map(|v| match v.parse::<i64>() {
+                    Ok(n) if !is_secret_key(id) => toml::Value::Integer(n),
+                    _ => toml::Value::String(redact(id, v)),
+                })
+            };
+            match value {
+                Some(v) => out.push_str(&format!("{id} = {v}\n")),
+                None => out.push_str(&format!("# {id} is not set\n")),
+            }
+        }
+        out
+    }
+}
+
+/// Parses the command line (`args` includes the program name), reads the
+/// configuration file it names (`--config` / `TUSKER_CONFIG`) and merges:
+/// defaults < file < environment < flags.
+pub fn load<I, T>(args: I) -> Result<Loaded, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let matches = Cli::command().try_get_matches_from(&argv)?;
+    // With `args_conflicts_with_subcommands`, a subcommand is the first
+    // argument and takes all the options after it.
+    let (action, sub, rest) = match matches.subcommand() {
+        Some(("serve", m)) => (Action::Serve, m, 2),
+        Some(("config", m)) => (Action::PrintConfig, m, 2),
+        _ => (Action::Serve, &matches, 1),
+    };
+    let mut second: Vec<OsString> = vec![argv.first().cloned().unwrap_or_else(|| "tusker".into())];
+    if let Some(path) = sub.get_one::<PathBuf>("config") {
+        second.extend(file_args(path, sub)?);
+    }
+    let from_file = second.len() > 1;
+    second.extend(argv.iter().skip(rest).cloned());
+    let matches = match Only::command().try_get_matches_from(&second) {
+        Ok(m) => m,
+        Err(e) if from_file && e.kind() != clap::error::ErrorKind::DisplayHelp => {
+            let path = sub
+                .get_one::<PathBuf>("config")
+                .cloned()
+                .unwrap_or_default();
+            return Err(ConfigError::Invalid {
+                path,
+                message: e.to_string().trim().to_owned(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let args = Only::from_arg_matches(&matches)?.serve;
+    Ok(Loaded {
+        action,
+        args,
+        matches,
+    })
+}
+
+/// The file's options as flags, leaving out those that the environment or
+/// the command line set (they take precedence).
+fn file_args(path: &std::path::Path, given: &ArgMatches) -> Result<Vec<OsString>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })?;
+    let command = Only::command();
+    let mut out = Vec::new();
+    for (key, value) in &table {
+        if key == "config" {
+            return Err(invalid(
+                "`config` cannot be set inside a config file".into(),
+            ));
+        }
+        let Some(arg) = command
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == key && a.get_long().is_some())
+        else {
+            return Err(invalid(format!(
+                "unknown option `{key}` (options are the flags in snake_case, e.g. base_path)"
+            )));
+        };
+        if matches!(
+            given.value_source(key),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let long = arg.get_long().unwrap_or(key);
+        if matches!(arg.get_action(), ArgAction::SetTrue) {
+            match value {
+                toml::Value::Boolean(true) => out.push(format!("--{long}").into()),
+                toml::Value::Boolean(false) => {}
+                _ => return Err(invalid(format!("`{key}` must be true or false"))),
+            }
+            continue;
+        }
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            _ => Err(invalid(format!("`{key}` must be a string or a number"))),
+        };
+        let text = match value {
+            // An empty list means "the default", as an absent key does.
+            toml::Value::Array(items) if items.is_empty() => continue,
+            toml::Value::Array(items) if arg.get_value_delimiter().is_some() => items
+                .iter()
+                .map(scalar)
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            v => scalar(v)?,
+        };
+        out.push(format!("--{long}={text}").into());
+    }
+    Ok(out)
+}
+
+/// Whether an option's value is a secret as a whole.
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["secret", "key", "password", "token", "credential"]
+        .iter()
+        .any(|w| key.contains(w))
+}
+
+/// What `tusker config` shows of a value: secrets as `REDACTED`, and the
+/// password of any URL (`postgres://user:REDACTED@host/db`).
+pub fn redact(key: &str, value: &str) -> String {
+    if is_secret_key(key) {
+        return "REDACTED".into();
+    }
+    let Some(scheme_end) = value.find("://") else {
+        return value.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = value[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(value.len(), |i| authority_start + i);
+    let authority = &value[authority_start..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return value.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let user = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:REDACTED"),
+        // A lone userinfo is often a token.
+        None => "REDACTED".to_owned(),
+    };
+    format!(
+        "{}{}{}",
+        &value[..authority_start],
+        user,
+        &value[authority_start + at..]
+    )
 }
 
 /// `/files` → `/files/`; always starts and ends with `/`.
@@ -250,6 +539,11 @@ impl From<ServeArgs> for Config {
                 post_attempts: a.hooks_retries.max(1),
                 progress_interval: a.progress_interval,
             }),
+            log_format: a.log_format,
+            shutdown_timeout: a.shutdown_timeout,
+            client_request_timeout: a.client_request_timeout,
+            max_body_size: Some(a.max_body_size).filter(|&n| n > 0),
+            max_concurrent_uploads: Some(a.max_concurrent_uploads).filter(|&n| n > 0),
             storage_options: crate::data::open::StorageOptions {
                 s3_endpoint: a.s3_endpoint,
                 s3_region: a.s3_region,
@@ -294,6 +588,19 @@ mod tests {
         assert_eq!(c.base_path, "/files/");
         assert_eq!(c.expire_after, Some(Duration::from_secs(86400)));
         assert!(!c.behind_proxy);
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("hooks_secret", "abc"), "REDACTED");
+        assert_eq!(redact("api_token", "abc"), "REDACTED");
+        assert_eq!(
+            redact("meta", "postgres://tusker:pw@db:5432/tusker"),
+            "postgres://tusker:REDACTED@db:5432/tusker"
+        );
+        assert_eq!(redact("x", "https://tok@h/p@q"), "https://REDACTED@h/p@q");
+        assert_eq!(redact("x", "s3://bucket/a@b"), "s3://bucket/a@b");
+        assert_eq!(redact("listen", "0.0.0.0:1080"), "0.0.0.0:1080");
     }
 
     #[test]

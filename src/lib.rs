@@ -11,6 +11,7 @@ pub mod http;
 pub mod meta;
 pub mod model;
 pub mod protocol;
+pub mod telemetry;
 pub mod upload;
 
 use actix_web::web;
@@ -44,8 +45,27 @@ pub struct RunningServer {
     handle: actix_web::dev::ServerHandle,
     server: actix_web::dev::Server,
     sweeper: tokio::task::JoinHandle<()>,
+    upkeep: tokio::task::JoinHandle<()>,
     meta: meta::SledMetaStore,
     engine: Arc<Engine>,
+}
+
+/// Stops a server gracefully from anywhere (see [`RunningServer::shutdown_handle`]).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    engine: Arc<Engine>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl ShutdownHandle {
+    /// Stops accepting connections, asks running uploads to persist what
+    /// they received and answer, and waits for running requests (at most
+    /// the configured shutdown timeout). [`RunningServer::wait`] then
+    /// flushes the meta store and returns.
+    pub async fn graceful(&self) {
+        self.engine.stop_all();
+        self.handle.stop(true).await;
+    }
 }
 
 impl RunningServer {
@@ -54,19 +74,31 @@ impl RunningServer {
         self.addrs[0]
     }
 
-    /// A handle that can stop the server from elsewhere.
+    /// A handle that can stop the server from elsewhere. Its graceful
+    /// `stop(true)` waits for running requests without asking uploads to
+    /// stop; [`RunningServer::shutdown_handle`] does both.
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.handle.clone()
     }
 
-    /// Runs until the server stops (SIGINT/SIGTERM or a handle's `stop`),
-    /// then flushes the meta store.
+    /// A handle for the graceful shutdown that signals trigger.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            engine: self.engine.clone(),
+            handle: self.handle.clone(),
+        }
+    }
+
+    /// Runs until the server stops (a handle's `stop` or a
+    /// [`ShutdownHandle`]; the library installs no signal handler), then
+    /// flushes the meta store.
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.sweeper.abort();
         self.engine
             .drain_hooks(std::time::Duration::from_secs(10))
             .await;
+        self.upkeep.abort();
         if let Err(e) = self.meta.flush().await {
             tracing::error!(error = %e, "final meta flush failed");
         }
@@ -126,13 +158,19 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         Ok(n) => tracing::info!(count = n, "re-delivering owed post-finish hooks"),
         Err(e) => tracing::error!(error = %e, "listing owed post-finish hooks failed"),
     }
+    let metrics = telemetry::Metrics::new();
     let state = web::Data::new(http::AppState {
         engine: engine.clone(),
         settings: http::HttpSettings {
             base_path: config.base_path.clone(),
             behind_proxy: config.behind_proxy,
             cors_allow_origin: config.cors_allow_origin.clone(),
+            max_body_size: config.max_body_size,
         },
+        metrics: metrics.clone(),
+        upload_slots: config
+            .max_concurrent_uploads
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
     });
     let listeners = bind(&config.listen)?;
     let addrs: Vec<SocketAddr> = listeners
@@ -142,6 +180,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let mut builder = actix_server::Server::build();
     // Lets idle keep-alive connections close at once on a graceful stop.
     let shutdown = builder.graceful_shutdown_signal();
+    // Signals are handled by the binary (graceful upload stop, then exit).
+    builder = builder
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs());
     if let Some(n) = config.workers {
         builder = builder.workers(n.max(1));
     }
@@ -150,10 +192,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             addr: config.listen.clone(),
             source,
         })?;
-        let (state, shutdown) = (state.clone(), shutdown.clone());
+        let (state, shutdown, worker_metrics) = (state.clone(), shutdown.clone(), metrics.clone());
+        let client_request_timeout = config.client_request_timeout;
         builder = builder
             .listen("tusker", listener, move || {
-                http::service(state.clone(), addr, shutdown.clone())
+                // Runs on each worker thread as it starts.
+                worker_metrics.install_on_current_thread();
+                http::service(
+                    state.clone(),
+                    addr,
+                    shutdown.clone(),
+                    client_request_timeout,
+                )
             })
             .map_err(|source| StartError::Bind {
                 addr: addr.to_string(),
@@ -161,10 +211,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             })?;
     }
     let server = builder.run();
-    let sweeper = tokio::task::spawn_local(upload::expiry::run_sweeper(
+    let sweeper = tokio::task::spawn_local(metrics.instrument(upload::expiry::run_sweeper(
         engine.clone(),
         config.sweep_interval,
-    ));
+    )));
+    let upkeep = tokio::task::spawn_local(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            metrics.upkeep();
+        }
+    });
     for addr in &addrs {
         tracing::info!(%addr, base_path = %config.base_path, data_dir = %config.data_dir.display(), "tusker listening");
     }
@@ -173,6 +230,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         handle: server.handle(),
         server,
         sweeper,
+        upkeep,
         meta,
         engine,
     })

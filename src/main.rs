@@ -1,30 +1,92 @@
-use clap::Parser;
-use tusker::config::{Cli, Command, Config};
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use tusker::config::{self, Action, Config, ConfigError, LogFormat};
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        None => cli.serve,
-    };
-    let config = Config::from(args);
-    let result = actix_web::rt::System::new().block_on(async move {
-        let server = tusker::start(config).await?;
-        server.wait().await.map_err(|e| e.to_string())?;
-        Ok::<(), Box<dyn std::error::Error>>(())
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+/// Exit code when a second signal cuts the graceful shutdown short:
+/// 128 + the signal number, as shells report a death by that signal.
+fn forced_exit_code(signal: i32) -> i32 {
+    128 + signal
+}
+
+/// Waits for SIGTERM or SIGINT; returns the signal number.
+async fn next_signal(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> i32 {
+    tokio::select! {
+        _ = term.recv() => 15,
+        _ = int.recv() => 2,
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let timeout = config.shutdown_timeout;
+    let server = tusker::start(config).await?;
+    let shutdown = server.shutdown_handle();
+    actix_web::rt::spawn(async move {
+        let first = next_signal(&mut term, &mut int).await;
+        tracing::info!(
+            signal = first,
+            timeout_secs = timeout.as_secs(),
+            "shutting down: no new connections; running uploads persist what they received (a second signal exits at once)"
+        );
+        tokio::select! {
+            _ = shutdown.graceful() => {}
+            second = next_signal(&mut term, &mut int) => {
+                tracing::warn!(signal = second, "second signal: exiting without waiting");
+                std::process::exit(forced_exit_code(second));
+            }
+        }
     });
+    server.wait().await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let loaded = match config::load(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        Err(ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            init_logging(LogFormat::Text);
+            tracing::error!(error = %e, "invalid configuration");
+            return ExitCode::from(2);
+        }
+    };
+    if loaded.action == Action::PrintConfig {
+        let mut out = std::io::stdout().lock();
+        return match out.write_all(loaded.to_toml().as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
+    init_logging(loaded.args.log_format);
+    let config = Config::from(loaded.args);
+    let result = actix_web::rt::System::new().block_on(serve(config));
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "tusker failed");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -150,9 +150,27 @@ where
         .with_max_delay(tuning.retry_max_delay)
         .with_max_times(tuning.retry_attempts.saturating_sub(1))
         .with_jitter();
-    f.retry(policy)
+    // metrics: one latency sample per attempt, labelled `put_part` style.
+    let operation = what.replace(' ', "_");
+    let mut f = f;
+    let attempt = || {
+        let started = std::time::Instant::now();
+        let call = f();
+        let operation = operation.clone();
+        async move {
+            let result = call.await;
+            metrics::histogram!(crate::telemetry::STORAGE_CALL_SECONDS, "operation" => operation)
+                .record(started.elapsed().as_secs_f64());
+            result
+        }
+    };
+    attempt
+        .retry(policy)
         .when(is_transient)
         .notify(|e, pause| {
+            // metrics
+            metrics::counter!(crate::telemetry::STORAGE_RETRIES, "operation" => operation.clone())
+                .increment(1);
             tracing::warn!(operation = what, error = %e, retry_in_ms = pause.as_millis() as u64, "storage call failed; retrying")
         })
         .await

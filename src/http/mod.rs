@@ -6,6 +6,7 @@ pub mod download;
 pub mod error;
 pub mod ietf;
 pub mod interim;
+pub mod ops;
 pub mod range;
 pub mod request;
 pub mod tus;
@@ -34,12 +35,18 @@ pub struct HttpSettings {
     pub behind_proxy: bool,
     /// Allowed CORS origins; `*` allows any.
     pub cors_allow_origin: Vec<String>,
+    /// Largest body of one request carrying upload bytes; `None` for none.
+    pub max_body_size: Option<u64>,
 }
 
 /// Shared state of every worker.
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub settings: HttpSettings,
+    /// This server's metrics, rendered on `/metrics`.
+    pub metrics: crate::telemetry::Metrics,
+    /// Slots for requests streaming into uploads (`--max-concurrent-uploads`).
+    pub upload_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Request headers a browser may send (CORS preflight).
@@ -160,7 +167,20 @@ pub fn app(
                     HeaderValue::from_static("nosniff"),
                 )),
         )
-        .wrap(tracing_actix_web::TracingLogger::default())
+        .wrap_fn(ops::observe)
+        // Operations endpoints first: with base path `/` the upload routes
+        // would take these paths as upload ids.
+        .service(
+            web::resource(ops::HEALTHZ)
+                .route(web::get().to(ops::healthz))
+                .route(web::head().to(ops::healthz)),
+        )
+        .service(
+            web::resource(ops::READYZ)
+                .route(web::get().to(ops::readyz))
+                .route(web::head().to(ops::readyz)),
+        )
+        .route(ops::METRICS, web::get().to(ops::metrics))
         .service(
             web::resource(collection)
                 .route(web::post().guard(ietf_guard()).to(ietf::create))
@@ -209,6 +229,7 @@ pub fn service(
     state: web::Data<AppState>,
     local: SocketAddr,
     shutdown: actix_server::GracefulShutdownSignal,
+    client_request_timeout: Duration,
 ) -> impl ServiceFactory<
     actix_rt::net::TcpStream,
     Config = (),
@@ -225,7 +246,7 @@ pub fn service(
             async move { shutdown.notified().await }
         })
         .keep_alive(actix_http::KeepAlive::Timeout(Duration::from_secs(5)))
-        .client_request_timeout(Duration::from_secs(5))
+        .client_request_timeout(client_request_timeout)
         .client_disconnect_timeout(Duration::from_secs(1))
         .h1_allow_half_closed(true)
         .local_addr(local)

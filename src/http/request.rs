@@ -161,6 +161,7 @@ mod tests {
             base_path: "/files/".into(),
             behind_proxy: false,
             cors_allow_origin: vec!["*".into()],
+            max_body_size: None,
         }
     }
 

@@ -4,7 +4,7 @@ use super::request::{
     concat_ids, content_length, has_body, has_offset_content_type, header, request_info,
     require_tus, u64_header, upload_id, upload_path, upload_url,
 };
-use super::{ApiError, AppState};
+use super::{ops, ApiError, AppState};
 use crate::model::{Concat, UploadInfo};
 use crate::protocol::{self, checksum, headers, Checksum, Metadata, UploadConcat};
 use crate::upload::{AppendRequest, NewConcat, NewUpload};
@@ -110,6 +110,10 @@ pub async fn create(
         }
     };
     let content_length = content_length(hdrs)?;
+    // Limits (body size, concurrent uploads) apply before anything is created.
+    let slot = with_body
+        .then(|| ops::begin_upload(&state, &req))
+        .transpose()?;
     let ctx = request_info(&req);
     let mut info = state.engine.create(new, &ctx).await?;
     if with_body {
@@ -120,7 +124,10 @@ pub async fn create(
             content_length,
             complete: false,
         };
-        match state.engine.append(&info.id, append, body, &ctx).await {
+        let (body, _) = ops::limit_body(body, state.settings.max_body_size);
+        let appended = state.engine.append(&info.id, append, body, &ctx).await;
+        drop(slot);
+        match appended {
             Ok(after) => info = after,
             Err(e) => {
                 // The upload exists: answer with its URL and what was kept,
@@ -204,10 +211,14 @@ pub async fn patch(
         content_length: content_length(hdrs)?,
         complete: false,
     };
-    let info = state
+    let slot = ops::begin_upload(&state, &req)?;
+    let (body, limit) = ops::limit_body(body, state.settings.max_body_size);
+    let appended = state
         .engine
         .append(&id, append, body, &request_info(&req))
-        .await?;
+        .await;
+    drop(slot);
+    let info = appended.map_err(|e| limit.error(e))?;
     let mut res = HttpResponse::NoContent();
     res.insert_header(("upload-offset", info.offset.to_string()));
     expires(&mut res, &info);

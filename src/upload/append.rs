@@ -174,6 +174,8 @@ impl Engine {
             position += len;
             since_checkpoint += len;
             self.progress(&info, position, ctx);
+            // metrics
+            metrics::counter!(crate::telemetry::BYTES_RECEIVED).increment(len);
             if hasher.is_none() && since_checkpoint >= self.config.checkpoint_bytes {
                 since_checkpoint = 0;
                 self.persist(&mut info, w.as_mut()).await?;
@@ -243,7 +245,7 @@ impl Engine {
                 Err(UploadError::Body(e))
             }
             End::Stopped => {
-                tracing::info!(upload = %info.id, offset = info.offset, "append stopped for a newer request");
+                tracing::info!(upload = %info.id, offset = info.offset, "append stopped (a newer request or shutdown); received bytes kept");
                 Ok(info)
             }
             _ => Ok(info),
@@ -288,6 +290,8 @@ impl Engine {
         self.meta.save(info).await?;
         tracing::info!(upload = %info.id, length = info.offset, "upload finished");
         self.deliver_finish_hook(info, ctx);
+        // metrics
+        metrics::counter!(crate::telemetry::UPLOADS_FINISHED).increment(1);
         Ok(())
     }
 

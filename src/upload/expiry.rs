@@ -31,6 +31,8 @@ impl Engine {
             }
             drop(lock);
             tracing::info!(upload = %id, "expired upload removed");
+            // metrics
+            metrics::counter!(crate::telemetry::UPLOADS_EXPIRED).increment(1);
             self.cascade_removal(&info).await;
             removed += 1;
         }

@@ -5,8 +5,8 @@
 use crate::protocol::UploadId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::{Notify, OwnedMutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify, OwnedMutexGuard};
 
 /// The lock could not be taken within the wait.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +29,20 @@ struct Slot {
 }
 
 /// Per-upload locks.
-#[derive(Default)]
 pub struct Locks {
     slots: Mutex<HashMap<UploadId, Arc<Slot>>>,
+    /// Set once the server shuts down: every holder, present and future,
+    /// is asked to stop.
+    closing: watch::Sender<bool>,
+}
+
+impl Default for Locks {
+    fn default() -> Self {
+        Locks {
+            slots: Mutex::default(),
+            closing: watch::Sender::new(false),
+        }
+    }
 }
 
 /// Holds an upload's lock until dropped.
@@ -41,6 +52,7 @@ pub struct LockGuard<'a> {
     slot: Arc<Slot>,
     guard: Option<OwnedMutexGuard<()>>,
     stop: Arc<Notify>,
+    closing: watch::Receiver<bool>,
 }
 
 impl Locks {
@@ -79,9 +91,17 @@ impl Locks {
                         .unwrap_or_else(|p| p.into_inner())
                         .notify_one();
                 }
-                tokio::time::timeout(wait, slot.mutex.clone().lock_owned())
+                let waited = Instant::now();
+                let got = tokio::time::timeout(wait, slot.mutex.clone().lock_owned())
                     .await
-                    .map_err(|_| Locked)
+                    .map_err(|_| Locked);
+                // metrics: only requests that had to wait are measured.
+                metrics::histogram!(crate::telemetry::LOCK_WAIT_SECONDS)
+                    .record(waited.elapsed().as_secs_f64());
+                if got.is_err() {
+                    metrics::counter!(crate::telemetry::LOCK_TIMEOUTS).increment(1);
+                }
+                got
             }
         };
         let guard = match guard {
@@ -99,6 +119,7 @@ impl Locks {
             slot,
             guard: Some(guard),
             stop,
+            closing: self.closing.subscribe(),
         })
     }
 
@@ -121,6 +142,17 @@ impl Locks {
         }
     }
 
+    /// Asks every current holder, and every later one, to stop and persist
+    /// what it has (server shutdown).
+    pub fn stop_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Whether [`Locks::stop_all`] was called.
+    pub fn is_stopping(&self) -> bool {
+        *self.closing.borrow()
+    }
+
     /// Number of uploads with a lock entry (held or awaited).
     pub fn len(&self) -> usize {
         self.slots().len()
@@ -132,9 +164,20 @@ impl Locks {
 }
 
 impl LockGuard<'_> {
-    /// Resolves when another request asks this holder to stop.
+    /// Resolves when another request asks this holder to stop, or the
+    /// server shuts down.
     pub async fn stop_requested(&self) {
-        self.stop.notified().await
+        let mut closing = self.closing.clone();
+        tokio::select! {
+            _ = self.stop.notified() => {}
+            closed = closing.wait_for(|c| *c) => {
+                if closed.is_err() {
+                    // The sender lives in `Locks`, which outlives this guard;
+                    // should it ever be gone, only a contender can stop us.
+                    self.stop.notified().await
+                }
+            }
+        }
     }
 }
 
@@ -166,6 +209,27 @@ mod tests {
         assert!(second.is_ok());
         drop(second);
         assert!(locks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stop_all_reaches_current_and_later_holders() {
+        let locks = Locks::new();
+        let first = locks
+            .acquire(&UploadId::generate(), Duration::from_secs(1), Contend::Wait)
+            .await
+            .unwrap();
+        assert!(!locks.is_stopping());
+        let stopper = async {
+            tokio::task::yield_now().await;
+            locks.stop_all();
+        };
+        tokio::join!(first.stop_requested(), stopper);
+        let later = locks
+            .acquire(&UploadId::generate(), Duration::from_secs(1), Contend::Wait)
+            .await
+            .unwrap();
+        later.stop_requested().await;
+        assert!(locks.is_stopping());
     }
 
     #[tokio::test]

@@ -231,6 +231,8 @@ impl Engine {
         };
         match result {
             Ok(created) => {
+                // metrics
+                metrics::counter!(crate::telemetry::UPLOADS_CREATED).increment(1);
                 self.post_hook(HookType::PostCreate, &created, ctx);
                 if created.finished {
                     self.deliver_finish_hook(&created, ctx);
@@ -259,6 +261,8 @@ impl Engine {
         self.meta.create(&info).await?;
         tracing::info!(upload = %info.id, length = ?info.length, "upload created");
         if info.finished {
+            // metrics
+            metrics::counter!(crate::telemetry::UPLOADS_FINISHED).increment(1);
             self.on_finished(&info).await;
         }
         Ok(info)
@@ -319,6 +323,8 @@ impl Engine {
         };
         tracing::info!(upload = %id, "upload terminated");
         self.post_hook(HookType::PostTerminate, &info, ctx);
+        // metrics
+        metrics::counter!(crate::telemetry::UPLOADS_TERMINATED).increment(1);
         self.cascade_removal(&info).await;
         Ok(())
     }
@@ -354,6 +360,18 @@ impl Engine {
         if info.concat == Concat::Partial {
             self.assemble_waiting_finals(&info.id).await;
         }
+    }
+
+    /// Server shutdown: asks every running append to stop and persist what
+    /// it received (each answers with the offset it reached); appends that
+    /// start afterwards stop at once.
+    pub fn stop_all(&self) {
+        self.locks.stop_all();
+    }
+
+    /// Whether [`Engine::stop_all`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.locks.is_stopping()
     }
 
     /// Readiness of both stores.

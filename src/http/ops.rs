@@ -1,0 +1,393 @@
+//! Operations endpoints and request plumbing: `/healthz`, `/readyz`,
+//! `/metrics`, the request-id / access-log / metrics middleware, and the
+//! limits on requests that stream into uploads (body size, concurrency).
+
+use super::{ApiError, AppState};
+use crate::telemetry;
+use crate::upload::UploadError;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::Stream;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// Paths of the operations endpoints (outside the upload base path and
+/// routed before it, so a base path of `/` keeps working).
+pub const HEALTHZ: &str = "/healthz";
+pub const READYZ: &str = "/readyz";
+pub const METRICS: &str = "/metrics";
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// How long `/readyz` waits for the stores.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The request id of a request, also found in its extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// A client's `X-Request-ID` when it is 1 to 128 visible ASCII characters;
+/// otherwise a new UUID.
+pub fn request_id(header: Option<&HeaderValue>) -> String {
+    header
+        .map(HeaderValue::as_bytes)
+        .filter(|b| (1..=128).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c)))
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn is_ops_path(path: &str) -> bool {
+    matches!(path, HEALTHZ | READYZ | METRICS)
+}
+
+/// Outermost middleware: gives every request an id (echoed in
+/// `X-Request-ID`), runs it inside a `request` span carrying that id, logs
+/// one access line and counts the response in `tusker_http_requests_total`.
+pub fn observe<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse<BoxBody>, actix_web::Error>> + 'static
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    let id = request_id(req.headers().get(&REQUEST_ID));
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let quiet = is_ops_path(req.path());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path(),
+    );
+    let sent_method = telemetry::method_label(req.method());
+    let started = Instant::now();
+    let call = srv.call(req);
+    async move {
+        let outcome = call.instrument(span.clone()).await;
+        let (status, method) = match &outcome {
+            // The method after `X-HTTP-Method-Override`.
+            Ok(res) => (
+                res.status(),
+                telemetry::method_label(res.request().method()),
+            ),
+            Err(e) => (e.as_response_error().status_code(), sent_method),
+        };
+        let status = status.as_u16();
+        metrics::counter!(telemetry::HTTP_REQUESTS, "method" => method, "status" => status.to_string())
+            .increment(1);
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        span.in_scope(|| {
+            if quiet {
+                tracing::debug!(status, elapsed_ms, "request done");
+            } else {
+                tracing::info!(status, elapsed_ms, "request done");
+            }
+        });
+        match outcome {
+            Ok(mut res) => {
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    res.headers_mut().insert(REQUEST_ID, v);
+                }
+                Ok(res.map_into_boxed_body())
+            }
+            // Errors of middlewares (handlers answer their own errors)
+            // become responses later; this one will carry the id too.
+            Err(inner) => Err(WithRequestId { inner, id }.into()),
+        }
+    }
+}
+
+/// A middleware error whose response carries `X-Request-ID`.
+#[derive(Debug)]
+struct WithRequestId {
+    inner: actix_web::Error,
+    id: String,
+}
+
+impl std::fmt::Display for WithRequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl actix_web::ResponseError for WithRequestId {
+    fn status_code(&self) -> StatusCode {
+        self.inner.as_response_error().status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        let mut res = self.inner.error_response();
+        if let Ok(v) = HeaderValue::from_str(&self.id) {
+            res.headers_mut().insert(REQUEST_ID, v);
+        }
+        res
+    }
+}
+
+/// `GET /healthz`: the process is up and serving.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok\n")
+}
+
+/// `GET /readyz`: both stores answer (503 with the failing store's error
+/// code otherwise, and while shutting down).
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let unready =
+        |code, message: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    if state.engine.is_stopping() {
+        return Err(unready(
+            "ERR_SHUTTING_DOWN",
+            "server is shutting down".into(),
+        ));
+    }
+    match tokio::time::timeout(READY_TIMEOUT, state.engine.ready()).await {
+        Ok(Ok(())) => Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body("ready\n")),
+        Ok(Err(UploadError::Meta(e))) => Err(unready("ERR_META_STORE_UNAVAILABLE", e.to_string())),
+        Ok(Err(e)) => Err(unready("ERR_DATA_STORE_UNAVAILABLE", e.to_string())),
+        Err(_) => Err(unready(
+            "ERR_READINESS_TIMEOUT",
+            format!("stores did not answer within {}s", READY_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+/// A request streaming into an upload; counted in
+/// `tusker_uploads_in_progress` and holding a concurrency slot until dropped.
+pub struct UploadSlot {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        metrics::gauge!(telemetry::UPLOADS_IN_PROGRESS).decrement(1.0);
+    }
+}
+
+/// Admits a request that carries upload bytes, before its body is read:
+/// 503 while shutting down or when `--max-concurrent-uploads` are running,
+/// 413 when its `Content-Length` exceeds `--max-body-size`.
+pub fn begin_upload(state: &AppState, req: &HttpRequest) -> Result<UploadSlot, ApiError> {
+    if state.engine.is_stopping() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ERR_SHUTTING_DOWN",
+            "server is shutting down; retry later",
+        )
+        .with_header("retry-after", 5));
+    }
+    if let Some(max) = state.settings.max_body_size {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(body_too_large(max));
+        }
+    }
+    let permit = match &state.upload_slots {
+        None => None,
+        Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR_TOO_MANY_UPLOADS",
+                "too many uploads in progress; retry later",
+            )
+            .with_header("retry-after", 2)
+        })?),
+    };
+    metrics::gauge!(telemetry::UPLOADS_IN_PROGRESS).increment(1.0);
+    Ok(UploadSlot { _permit: permit })
+}
+
+fn body_too_large(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "ERR_REQUEST_BODY_TOO_LARGE",
+        format!("a request body may carry at most {max} bytes; send smaller chunks"),
+    )
+}
+
+/// Why a limited body ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Payload(#[from] actix_web::error::PayloadError),
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(u64),
+}
+
+/// A request body cut at `--max-body-size`: the bytes within the limit flow
+/// on, then the stream fails (so the engine keeps what arrived, as for any
+/// broken body).
+pub struct LimitedBody<S> {
+    inner: S,
+    limit: Option<u64>,
+    seen: u64,
+    tripped: Arc<AtomicBool>,
+    done: bool,
+}
+
+/// Tells whether a [`LimitedBody`] hit its limit.
+#[derive(Clone)]
+pub struct BodyLimit {
+    tripped: Arc<AtomicBool>,
+    limit: Option<u64>,
+}
+
+impl BodyLimit {
+    /// Maps an append error: a body cut at the limit is a 413.
+    pub fn error(&self, e: UploadError) -> ApiError {
+        match (self.tripped.load(Ordering::Relaxed), self.limit) {
+            (true, Some(max)) => body_too_large(max),
+            _ => e.into(),
+        }
+    }
+}
+
+/// Wraps a request body in the `--max-body-size` limit.
+pub fn limit_body<S>(inner: S, limit: Option<u64>) -> (LimitedBody<S>, BodyLimit) {
+    let tripped = Arc::new(AtomicBool::new(false));
+    (
+        LimitedBody {
+            inner,
+            limit,
+            seen: 0,
+            tripped: tripped.clone(),
+            done: false,
+        },
+        BodyLimit { tripped, limit },
+    )
+}
+
+impl<S> Stream for LimitedBody<S>
+where
+    S: Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin,
+{
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.tripped.load(Ordering::Relaxed) {
+            self.done = true;
+            return Poll::Ready(self.limit.map(|max| Err(BodyError::TooLarge(max))));
+        }
+        let chunk = match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {
+                self.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            Poll::Ready(Some(Ok(chunk))) => chunk,
+        };
+        let Some(max) = self.limit else {
+            return Poll::Ready(Some(Ok(chunk)));
+        };
+        let room = max - self.seen;
+        if chunk.len() as u64 <= room {
+            self.seen += chunk.len() as u64;
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        // The body goes past the limit: hand on what fits, fail next time.
+        self.tripped.store(true, Ordering::Relaxed);
+        self.seen = max;
+        if room == 0 {
+            self.done = true;
+            return Poll::Ready(Some(Err(BodyError::TooLarge(max))));
+        }
+        Poll::Ready(Some(Ok(chunk.slice(..room as usize))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    #[test]
+    fn request_ids() {
+        let given = HeaderValue::from_static("abc-123_X");
+        assert_eq!(request_id(Some(&given)), "abc-123_X");
+        for bad in ["", "has space", &"x".repeat(129)] {
+            let v = HeaderValue::from_str(bad).unwrap();
+            let id = request_id(Some(&v));
+            assert_ne!(id, bad);
+            assert!(uuid::Uuid::parse_str(&id).is_ok());
+        }
+        let non_ascii = HeaderValue::from_bytes("é".as_bytes()).unwrap();
+        assert!(uuid::Uuid::parse_str(&request_id(Some(&non_ascii))).is_ok());
+        assert_eq!(
+            request_id(Some(&HeaderValue::from_str(&"y".repeat(128)).unwrap())).len(),
+            128
+        );
+        assert!(uuid::Uuid::parse_str(&request_id(None)).is_ok());
+    }
+
+    fn chunks(
+        sizes: &[usize],
+    ) -> impl Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin {
+        futures_util::stream::iter(
+            sizes
+                .iter()
+                .map(|&n| Ok(Bytes::from(vec![7u8; n])))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    async fn collect<S: Stream<Item = Result<Bytes, BodyError>> + Unpin>(s: S) -> (u64, bool) {
+        let items: Vec<_> = s.collect().await;
+        let bytes = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok())
+            .map(|b| b.len() as u64)
+            .sum();
+        let failed = items.last().is_some_and(|i| i.is_err());
+        (bytes, failed)
+    }
+
+    #[actix_rt::test]
+    async fn body_limit_cuts_and_fails() {
+        let (body, limit) = limit_body(chunks(&[4, 4, 4]), Some(10));
+        assert_eq!(collect(body).await, (10, true));
+        assert!(limit.tripped.load(Ordering::Relaxed));
+
+        let (body, limit) = limit_body(chunks(&[5, 5]), Some(10));
+        assert_eq!(collect(body).await, (10, false));
+        assert!(!limit.tripped.load(Ordering::Relaxed));
+
+        let (body, _) = limit_body(chunks(&[5, 5, 1]), Some(10));
+        assert_eq!(collect(body).await, (10, true));
+
+        let (body, _) = limit_body(chunks(&[64; 100]), None);
+        assert_eq!(collect(body).await, (6400, false));
+    }
+}
