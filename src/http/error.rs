@@ -103,11 +103,16 @@ impl ResponseError for ApiError {
 impl From<ProtocolError> for ApiError {
     fn from(e: ProtocolError) -> Self {
         let code = match &e {
-            ProtocolError::InvalidInteger { header, .. } => match *header {
-                "Upload-Length" => "ERR_INVALID_UPLOAD_LENGTH",
-                "Upload-Offset" => "ERR_INVALID_UPLOAD_OFFSET",
-                _ => "ERR_INVALID_HEADER",
-            },
+            // Header names reach here in whatever case the caller used.
+            ProtocolError::InvalidInteger { header, .. } => {
+                if header.eq_ignore_ascii_case("Upload-Length") {
+                    "ERR_INVALID_UPLOAD_LENGTH"
+                } else if header.eq_ignore_ascii_case("Upload-Offset") {
+                    "ERR_INVALID_UPLOAD_OFFSET"
+                } else {
+                    "ERR_INVALID_HEADER"
+                }
+            }
             ProtocolError::InvalidDeferLength => "ERR_INVALID_UPLOAD_DEFER_LENGTH",
             ProtocolError::InvalidMetadata(_) => "ERR_INVALID_METADATA",
             ProtocolError::InvalidChecksum(_) => "ERR_INVALID_CHECKSUM",
