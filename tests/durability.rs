@@ -12,7 +12,10 @@ async fn connection_dropped_mid_body_keeps_received_bytes() {
     let server = TestServer::on(dir.path());
     let c = client();
     let url = create(&c, &server.endpoint, 1 << 20).await;
-    let path = url.strip_prefix(&format!("http://{}", server.addr)).unwrap().to_owned();
+    let path = url
+        .strip_prefix(&format!("http://{}", server.addr))
+        .unwrap()
+        .to_owned();
     let data = bytes(300_000, 7);
 
     let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
@@ -52,13 +55,21 @@ async fn resume_across_a_restart_on_the_same_data_dir() {
     let server = TestServer::on(dir.path());
     let url = create(&c, &server.endpoint, data.len() as u64).await;
     let id = url.rsplit('/').next().unwrap().to_owned();
-    assert_eq!(patch(&c, &url, 0, data[..40_000].to_vec()).await.status(), 204);
+    assert_eq!(
+        patch(&c, &url, 0, data[..40_000].to_vec()).await.status(),
+        204
+    );
     server.stop().await;
 
     let server = TestServer::on(dir.path());
     let url = format!("{}{id}", server.endpoint);
     assert_eq!(offset(&c, &url).await, 40_000);
-    assert_eq!(patch(&c, &url, 40_000, data[40_000..].to_vec()).await.status(), 204);
+    assert_eq!(
+        patch(&c, &url, 40_000, data[40_000..].to_vec())
+            .await
+            .status(),
+        204
+    );
     assert_eq!(download(&c, &url).await, data);
     server.stop().await;
 }
