@@ -13,6 +13,16 @@ use std::fmt;
 /// tus checksum extension: the body did not match `Upload-Checksum`.
 pub const CHECKSUM_MISMATCH: u16 = 460;
 
+/// A body replacing the plain-text one.
+#[derive(Debug)]
+pub enum ErrorBody {
+    /// Sent as is (a hook's own answer).
+    Raw(String),
+    /// An RFC 9457 `application/problem+json` document; `code` and
+    /// `detail` are added.
+    Problem(serde_json::Value),
+}
+
 /// An error answered to a client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -21,11 +31,9 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Body sent instead of `CODE: message` (a hook's own answer).
-    pub raw_body: Option<String>,
-    /// When set, the body is this `application/problem+json` document
-    /// (with `code` and `detail` added) instead of plain text.
-    pub problem: Option<serde_json::Value>,
+    /// A body other than the plain `CODE: message` (boxed: errors travel
+    /// in `Result`s and should stay small).
+    pub body: Option<Box<ErrorBody>>,
 }
 
 impl ApiError {
@@ -35,8 +43,7 @@ impl ApiError {
             code,
             message: message.into(),
             headers: Vec::new(),
-            raw_body: None,
-            problem: None,
+            body: None,
         }
     }
 
@@ -49,7 +56,7 @@ impl ApiError {
 
     /// Answers with an RFC 9457 problem document.
     pub fn with_problem(mut self, problem: serde_json::Value) -> Self {
-        self.problem = Some(problem);
+        self.body = Some(Box::new(ErrorBody::Problem(problem)));
         self
     }
 
@@ -107,7 +114,7 @@ impl ApiError {
             "ERR_REJECTED_BY_HOOK",
             "rejected by the application",
         );
-        err.raw_body = answer.body.clone();
+        err.body = answer.body.clone().map(|b| Box::new(ErrorBody::Raw(b)));
         for (name, value) in answer.header.iter().flatten() {
             if let (Ok(n), Ok(v)) = (
                 HeaderName::try_from(name.as_str()),
@@ -133,23 +140,27 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status);
-        if let Some(problem) = &self.problem {
-            let mut body = problem.clone();
-            body["code"] = self.code.into();
-            body["detail"] = self.message.as_str().into();
-            res.insert_header((CONTENT_TYPE, crate::protocol::ietf::PROBLEM_JSON));
-            for (name, value) in &self.headers {
-                res.insert_header((name.clone(), value.clone()));
-            }
-            return res.body(body.to_string());
-        }
-        res.insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"));
         for (name, value) in &self.headers {
             res.insert_header((name.clone(), value.clone()));
         }
-        match &self.raw_body {
-            Some(body) => res.body(body.clone()),
-            None => res.body(format!("{self}\n")),
+        match self.body.as_deref() {
+            Some(ErrorBody::Problem(problem)) => {
+                let mut body = problem.clone();
+                body["code"] = self.code.into();
+                body["detail"] = self.message.as_str().into();
+                res.insert_header((CONTENT_TYPE, crate::protocol::ietf::PROBLEM_JSON));
+                res.body(body.to_string())
+            }
+            Some(ErrorBody::Raw(body)) => {
+                if !self.headers.iter().any(|(n, _)| n == CONTENT_TYPE) {
+                    res.insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"));
+                }
+                res.body(body.clone())
+            }
+            None => {
+                res.insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"));
+                res.body(format!("{self}\n"))
+            }
         }
     }
 }

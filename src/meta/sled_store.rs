@@ -63,8 +63,12 @@ impl SledMetaStore {
 
     /// Waits until every write so far is on disk.
     pub async fn flush(&self) -> Result<(), MetaError> {
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
+        // Not `flush_async`: in sled 0.34 concurrent `flush_async` futures
+        // can miss their wake-up and hang forever (spacejam/sled#1308,
+        // #1241; fixed only on sled's unreleased main). A blocking flush on
+        // the blocking pool has the same durability and cannot hang.
+        self.blocking(|s| s.db.flush().map(|_| ()).map_err(backend))
+            .await
     }
 
     /// Runs blocking sled work off the async executor.

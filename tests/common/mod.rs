@@ -175,3 +175,385 @@ where
     }
     false
 }
+
+// ---------------------------------------------------------------------------
+// Table-driven requests: one row = request → expected status, headers, error.
+// ---------------------------------------------------------------------------
+
+/// A request of a table row.
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: &'static str,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl Req {
+    pub fn new(method: &'static str, url: impl Into<String>) -> Req {
+        Req {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// Adds `Tus-Resumable: 1.0.0`.
+    pub fn tus(self) -> Req {
+        self.h(TUS.0, TUS.1)
+    }
+
+    /// Adds `Content-Type: application/offset+octet-stream`.
+    pub fn octet(self) -> Req {
+        self.h(OCTET.0, OCTET.1)
+    }
+
+    pub fn h(mut self, name: &str, value: impl ToString) -> Req {
+        self.headers.push((name.to_owned(), value.to_string()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Req {
+        self.body = Some(body.into());
+        self
+    }
+
+    pub async fn send(&self, c: &reqwest::Client) -> Resp {
+        let method = reqwest::Method::from_bytes(self.method.as_bytes()).expect("method");
+        let mut rb = c.request(method, &self.url);
+        for (k, v) in &self.headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        if let Some(b) = &self.body {
+            rb = rb.body(b.clone());
+        }
+        let res = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{} {}: {e}", self.method, self.url));
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res.bytes().await.expect("response body").to_vec();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// A response read to the end.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn offset(&self) -> Option<u64> {
+        self.header("upload-offset")
+            .map(|v| v.parse().expect("Upload-Offset is a number"))
+    }
+}
+
+/// What a header of a response must be.
+#[derive(Debug, Clone)]
+pub enum Hv {
+    /// Present with exactly this value.
+    Is(String),
+    /// Present, any value.
+    Present,
+    Absent,
+    /// Present and satisfying the predicate (described by the text).
+    Check(&'static str, fn(&str) -> bool),
+}
+
+/// Expected outcome of a row.
+#[derive(Debug, Clone)]
+pub struct Want {
+    pub status: u16,
+    pub headers: Vec<(&'static str, Hv)>,
+    /// Error code the body must start with (`ERR_X: message`).
+    pub error: Option<&'static str>,
+}
+
+impl Want {
+    pub fn status(status: u16) -> Want {
+        Want {
+            status,
+            headers: Vec::new(),
+            error: None,
+        }
+    }
+
+    pub fn is(mut self, name: &'static str, value: impl ToString) -> Want {
+        self.headers.push((name, Hv::Is(value.to_string())));
+        self
+    }
+
+    pub fn has(mut self, name: &'static str) -> Want {
+        self.headers.push((name, Hv::Present));
+        self
+    }
+
+    pub fn no(mut self, name: &'static str) -> Want {
+        self.headers.push((name, Hv::Absent));
+        self
+    }
+
+    pub fn check(mut self, name: &'static str, what: &'static str, f: fn(&str) -> bool) -> Want {
+        self.headers.push((name, Hv::Check(what, f)));
+        self
+    }
+
+    pub fn err(mut self, code: &'static str) -> Want {
+        self.error = Some(code);
+        self
+    }
+}
+
+/// Asserts `resp` matches `want`, and that it carries `Tus-Resumable`
+/// (every tus response does, errors and 404s included).
+pub fn check(row: &str, resp: &Resp, want: &Want) {
+    let ctx = || {
+        format!(
+            "[{row}] status {} headers {:?} body {:?}",
+            resp.status,
+            resp.headers,
+            resp.text()
+        )
+    };
+    assert_eq!(resp.status, want.status, "wrong status: {}", ctx());
+    assert_eq!(
+        resp.header("tus-resumable").as_deref(),
+        Some("1.0.0"),
+        "Tus-Resumable missing: {}",
+        ctx()
+    );
+    for (name, hv) in &want.headers {
+        let got = resp.header(name);
+        match hv {
+            Hv::Is(v) => assert_eq!(got.as_deref(), Some(v.as_str()), "header {name}: {}", ctx()),
+            Hv::Present => assert!(got.is_some(), "header {name} missing: {}", ctx()),
+            Hv::Absent => assert!(got.is_none(), "header {name} must be absent: {}", ctx()),
+            Hv::Check(what, f) => assert!(
+                got.as_deref().is_some_and(f),
+                "header {name} must be {what}: {}",
+                ctx()
+            ),
+        }
+    }
+    if let Some(code) = want.error {
+        let text = resp.text();
+        assert!(
+            text.starts_with(&format!("{code}: ")),
+            "body must start with {code}: {}",
+            ctx()
+        );
+    }
+}
+
+/// A row of a table.
+pub struct Row {
+    pub name: &'static str,
+    pub req: Req,
+    pub want: Want,
+}
+
+pub fn row(name: &'static str, req: Req, want: Want) -> Row {
+    Row { name, req, want }
+}
+
+/// Sends every row (in order) and checks its response.
+pub async fn run(c: &reqwest::Client, rows: Vec<Row>) {
+    for r in rows {
+        let resp = r.req.send(c).await;
+        check(r.name, &resp, &r.want);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Upload helpers.
+// ---------------------------------------------------------------------------
+
+/// HEAD with Tus-Resumable.
+pub async fn head(c: &reqwest::Client, url: &str) -> Resp {
+    Req::new("HEAD", url).tus().send(c).await
+}
+
+/// Creates an upload with extra headers (e.g. `Upload-Concat`); expects 201.
+pub async fn create_with(c: &reqwest::Client, endpoint: &str, headers: &[(&str, &str)]) -> String {
+    let mut req = Req::new("POST", endpoint).tus();
+    for (k, v) in headers {
+        req = req.h(k, v);
+    }
+    let resp = req.send(c).await;
+    assert_eq!(resp.status, 201, "create: {resp:?}");
+    resp.header("location").expect("Location")
+}
+
+/// Creates an upload of `data.len()` bytes and uploads it in one PATCH.
+pub async fn upload(c: &reqwest::Client, endpoint: &str, data: &[u8]) -> String {
+    let url = create(c, endpoint, data.len() as u64).await;
+    let res = patch(c, &url, 0, data.to_vec()).await;
+    assert_eq!(res.status(), 204);
+    url
+}
+
+/// The path part (`/files/<id>`) of an upload URL of `server`.
+pub fn path_of(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.find('/')
+        .map(|i| rest[i..].to_owned())
+        .expect("URL has a path")
+}
+
+pub fn id_of(url: &str) -> String {
+    url.rsplit('/').next().expect("id").to_owned()
+}
+
+/// Files under `data_dir/uploads`.
+pub fn stored_files(data_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data_dir.join("uploads"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Base64 (standard, padded) for metadata values and checksums.
+pub fn b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) that parses back.
+pub fn is_imf_fixdate(v: &str) -> bool {
+    let b = v.as_bytes();
+    let shape = b.len() == 29
+        && b[3] == b','
+        && b[4] == b' '
+        && v.ends_with(" GMT")
+        && b[7] == b' '
+        && b[11] == b' '
+        && b[16] == b' '
+        && b[19] == b':'
+        && b[22] == b':';
+    shape && httpdate::parse_http_date(v).is_ok()
+}
+
+pub fn is_number(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP/1.1 over a TcpStream, for what reqwest cannot send (unnormalised
+// paths, stalled bodies, Expect: 100-continue).
+// ---------------------------------------------------------------------------
+
+/// Status, lower-cased headers and body of a raw response.
+#[derive(Debug)]
+pub struct RawResp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response head (status line and headers), at most 10 s.
+pub async fn read_head(sock: &mut tokio::net::TcpStream) -> RawResp {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert!(buf.len() < 64 * 1024, "response head too long");
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout_at(deadline, sock.read(&mut byte))
+            .await
+            .expect("response head within 10 s")
+            .expect("read");
+        assert!(
+            n == 1,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let text = String::from_utf8(buf).expect("ASCII head");
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').expect("header line");
+            (k.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    RawResp {
+        status,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// Reads a response (head, then a Content-Length body) after `read_head`.
+pub async fn read_response(sock: &mut tokio::net::TcpStream) -> RawResp {
+    use tokio::io::AsyncReadExt;
+    let mut resp = read_head(sock).await;
+    let len: usize = resp
+        .header("content-length")
+        .map(|v| v.parse().expect("Content-Length"))
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    tokio::time::timeout(Duration::from_secs(10), sock.read_exact(&mut body))
+        .await
+        .expect("response body within 10 s")
+        .expect("read body");
+    resp.body = body;
+    resp
+}
+
+/// Sends `head` (request line and headers, without the final CRLF CRLF,
+/// `Connection: close` added) and `body` on a new connection; returns the
+/// response.
+pub async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> RawResp {
+    use tokio::io::AsyncWriteExt;
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    sock.write_all(head.as_bytes()).await.expect("write head");
+    sock.write_all(body).await.expect("write body");
+    if head.starts_with("HEAD ") {
+        read_head(&mut sock).await
+    } else {
+        read_response(&mut sock).await
+    }
+}

@@ -1,0 +1,192 @@
+//! Crash safety: the real binary is SIGKILLed in the middle of a large
+//! streaming PATCH, restarted on the same data directory, and must report
+//! an offset no lower than anything it acknowledged; the upload then
+//! completes byte-exact.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// The tusker binary, killed (SIGKILL) and reaped when dropped.
+struct Proc {
+    child: Child,
+    addr: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    async fn start(data_dir: &Path, log: &Path) -> Proc {
+        // A free port: bind to 0, note it, release it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tusker"))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--workers", "2"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn tusker");
+        let mut p = Proc {
+            child,
+            addr,
+            log: log.to_owned(),
+        };
+        let c = client();
+        let url = format!("http://{addr}/files/");
+        let mut up = false;
+        for _ in 0..400 {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!("tusker exited with {status}: {}", p.log_text());
+            }
+            if let Ok(r) = c.request(reqwest::Method::OPTIONS, &url).send().await {
+                if r.status() == 200 {
+                    up = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "tusker did not come up: {}", p.log_text());
+        p
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}/files/", self.addr)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, then reap.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TOTAL: usize = 24 << 20;
+
+#[tokio::test]
+async fn sigkill_mid_patch_never_loses_acknowledged_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let log = dir.path().join("tusker.log");
+    let c = client();
+    let data = bytes(TOTAL, 42);
+
+    let mut server = Proc::start(&data_dir, &log).await;
+    let url = create(&c, &server.endpoint(), TOTAL as u64).await;
+    let id = id_of(&url);
+    let file = data_dir.join("uploads").join(&id);
+    let mut acked = 0usize;
+
+    for round in 0..4usize {
+        let url = format!("{}{id}", server.endpoint());
+        // A short PATCH that is acknowledged.
+        let from = offset(&c, &url).await as usize;
+        assert!(
+            from >= acked,
+            "round {round}: offset {from} below acknowledged {acked}"
+        );
+        let to = from + 256 * 1024 + round * 12_345;
+        let res = patch(&c, &url, from as u64, data[from..to].to_vec()).await;
+        assert_eq!(res.status(), 204, "round {round}");
+        acked = header(&res, "upload-offset").unwrap().parse().unwrap();
+        assert_eq!(acked, to);
+
+        // A large streaming PATCH for the rest, killed half way.
+        let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "PATCH {} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: {acked}\r\nContent-Length: {}\r\n\r\n",
+            path_of(&url),
+            server.addr,
+            TOTAL - acked
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        let stream_len = (2 << 20) + round * (1 << 20);
+        sock.write_all(&data[acked..acked + stream_len])
+            .await
+            .unwrap();
+        sock.flush().await.unwrap();
+        // Kill once the server has written some of it (bytes past the
+        // recorded offset now sit in the file, unacknowledged).
+        let target = (acked + 512 * 1024) as u64;
+        let written = eventually(Duration::from_secs(20), || {
+            let file = file.clone();
+            async move {
+                std::fs::metadata(&file)
+                    .map(|m| m.len() >= target)
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        assert!(
+            written,
+            "round {round}: the server never wrote the streamed bytes"
+        );
+        server.kill();
+        drop(sock);
+
+        server = Proc::start(&data_dir, &log).await;
+        let url = format!("{}{id}", server.endpoint());
+        let after = offset(&c, &url).await as usize;
+        assert!(
+            after >= acked && after <= acked + stream_len,
+            "round {round}: offset after restart {after}, acknowledged {acked}, streamed up to {}",
+            acked + stream_len
+        );
+        acked = after;
+    }
+
+    // Resume and complete; the result is exactly the data.
+    let url = format!("{}{id}", server.endpoint());
+    let from = offset(&c, &url).await as usize;
+    assert!(from >= acked);
+    let res = patch(&c, &url, from as u64, data[from..].to_vec()).await;
+    assert_eq!(res.status(), 204, "{}", server.log_text());
+    let got = download(&c, &url).await;
+    assert!(
+        got.len() == data.len() && got == data,
+        "downloaded bytes differ after kills"
+    );
+    server.kill();
+
+    // And it stays complete across one more restart.
+    let server = Proc::start(&data_dir, &log).await;
+    let url = format!("{}{id}", server.endpoint());
+    let h = head(&c, &url).await;
+    check(
+        "after restart",
+        &h,
+        &Want::status(200)
+            .is("upload-offset", TOTAL)
+            .is("upload-length", TOTAL),
+    );
+    server.kill();
+}
