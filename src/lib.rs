@@ -146,10 +146,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             ..EngineConfig::default()
         },
     );
+    let metrics = telemetry::Metrics::new();
     if let Some(hooks) = &config.hooks {
         tracing::info!(url = %hooks.url, events = ?hooks.enabled, "hooks enabled");
+        let hook_metrics = metrics.clone();
+        let init: upload::ThreadInit = Arc::new(move || hook_metrics.install_on_current_thread());
         engine = engine
-            .with_hooks(Arc::new(hooks::Hooks::new(hooks.clone())?))
+            .with_hooks(Arc::new(hooks::Hooks::new(hooks.clone())?), Some(init))
             .map_err(StartError::HookRuntime)?;
     }
     let engine = Arc::new(engine);
@@ -158,7 +161,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         Ok(n) => tracing::info!(count = n, "re-delivering owed post-finish hooks"),
         Err(e) => tracing::error!(error = %e, "listing owed post-finish hooks failed"),
     }
-    let metrics = telemetry::Metrics::new();
     let state = web::Data::new(http::AppState {
         engine: engine.clone(),
         settings: http::HttpSettings {

@@ -88,7 +88,19 @@ impl Hooks {
             .post(&self.config.url)
             .header(
                 "Idempotency-Key",
-                format!("{}-{}", event.upload.id, kind.name()),
+                match kind {
+                    // Progress events differ by offset; the others happen
+                    // once per upload.
+                    HookType::PostReceive => {
+                        format!(
+                            "{}-{}-{}",
+                            event.upload.id,
+                            kind.name(),
+                            event.upload.offset
+                        )
+                    }
+                    _ => format!("{}-{}", event.upload.id, kind.name()),
+                },
             )
             .json(&HookRequest {
                 kind: kind.name(),

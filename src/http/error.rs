@@ -3,6 +3,7 @@
 //! problem-details body for the IETF draft's problem types.
 
 use crate::data::DataError;
+use crate::meta::MetaError;
 use crate::protocol::{ProtocolError, TUS_VERSION};
 use crate::upload::UploadError;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
@@ -243,6 +244,7 @@ impl From<UploadError> for ApiError {
             E::DestinationTaken(_) | E::Data(DataError::AlreadyExists(_)) => {
                 (StatusCode::CONFLICT, "ERR_DESTINATION_TAKEN")
             }
+            E::Meta(MetaError::AlreadyExists(_)) => (StatusCode::CONFLICT, "ERR_UPLOAD_ID_TAKEN"),
             E::Meta(err) => return ApiError::internal("ERR_META_STORE", err),
             E::Data(DataError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "storage unavailable");

@@ -179,6 +179,10 @@ pub async fn create(
         }
     }
     let length = upload_length.or(if complete { body_length } else { None });
+    // Limits (shutdown, concurrent uploads, body size) as for tus; checked
+    // synchronously so the 104 still goes out before any await.
+    let slot = super::ops::begin_upload(&state, &req)?;
+    let (body, body_limit) = super::ops::limit_body(body, state.settings.max_body_size);
     let id = UploadId::generate();
     let location = upload_url(&req, &state.settings, &id);
     send_104(&req, v, &location, &limit(&state, None)).await;
@@ -209,6 +213,10 @@ pub async fn create(
             .await
         {
             Ok(after) => info = after,
+            Err(e) if body_limit.tripped() => {
+                drop(slot);
+                return Err(with_location(body_limit.error(e)));
+            }
             Err(UploadError::Body(e)) => {
                 // The client is probably gone; what arrived is kept and
                 // resumable at the offset HEAD reports.
@@ -285,11 +293,20 @@ pub async fn append(
         content_length: content_length(hdrs)?,
         complete,
     };
-    let info = state
+    let slot = super::ops::begin_upload(&state, &req)?;
+    let (body, body_limit) = super::ops::limit_body(body, state.settings.max_body_size);
+    let appended = state
         .engine
         .append(&id, append, body, &request_info(&req))
-        .await
-        .map_err(|e| engine_error(v, e))?;
+        .await;
+    drop(slot);
+    let info = appended.map_err(|e| {
+        if body_limit.tripped() {
+            body_limit.error(e)
+        } else {
+            engine_error(v, e)
+        }
+    })?;
     let mut res = HttpResponse::NoContent();
     upload_state(&mut res, v, &state, &info);
     Ok(res.finish())

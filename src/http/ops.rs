@@ -260,6 +260,11 @@ pub struct BodyLimit {
 
 impl BodyLimit {
     /// Maps an append error: a body cut at the limit is a 413.
+    /// Whether the body was cut at the limit.
+    pub fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::Relaxed)
+    }
+
     pub fn error(&self, e: UploadError) -> ApiError {
         match (self.tripped.load(Ordering::Relaxed), self.limit) {
             (true, Some(max)) => body_too_large(max),

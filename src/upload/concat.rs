@@ -73,6 +73,17 @@ impl Engine {
             return Ok(None);
         }
         let total = loaded.iter().map(|p| p.offset).sum::<u64>();
+        let mut complete = info.clone();
+        complete.length = Some(total);
+        complete.offset = total;
+        // As for any upload: the application may veto the finish; a later
+        // HEAD asks again.
+        self.pre_hook(
+            crate::hooks::HookType::PreFinish,
+            &complete,
+            &crate::hooks::RequestInfo::default(),
+        )
+        .await?;
         info.length = Some(total);
         info.storage = self.data.concatenate(&info, &loaded).await?;
         info.offset = total;

@@ -54,5 +54,9 @@ pub async fn run_sweeper(engine: Arc<Engine>, interval: Duration) {
             Ok(n) => tracing::info!(removed = n, "expiry sweep"),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
         }
+        // Post-finish hooks still owed (the receiver was down) are retried.
+        if let Err(e) = engine.resume_finish_hooks().await {
+            tracing::warn!(error = %e, "retrying owed post-finish hooks failed");
+        }
     }
 }

@@ -19,6 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
+/// Code run on each thread of the hook delivery runtime as it starts.
+pub type ThreadInit = Arc<dyn Fn() + Send + Sync>;
+
 /// Per-upload ordering state for notifications.
 struct Lane {
     /// Held while a post-receive or post-finish is being sent; true once
@@ -35,6 +38,8 @@ pub(crate) struct HookState {
     lanes: Mutex<HashMap<UploadId, Lane>>,
     /// Uploads a post-receive answer asked to stop (`StopUpload`).
     stop_requests: Mutex<HashSet<UploadId>>,
+    /// Uploads whose post-finish delivery is under way.
+    finishing: Mutex<HashSet<UploadId>>,
     /// Deliveries run on their own runtime so they outlive the HTTP
     /// workers at shutdown and can be drained.
     runtime: DeliveryRuntime,
@@ -63,16 +68,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl HookState {
-    pub(crate) fn new(hooks: Arc<Hooks>) -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+    pub(crate) fn new(
+        hooks: Arc<Hooks>,
+        on_thread_start: Option<ThreadInit>,
+    ) -> std::io::Result<Self> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
             .worker_threads(1)
             .thread_name("tusker-hooks")
-            .enable_all()
-            .build()?;
+            .enable_all();
+        if let Some(init) = on_thread_start {
+            builder.on_thread_start(move || init());
+        }
+        let runtime = builder.build()?;
         Ok(HookState {
             hooks,
             lanes: Mutex::new(HashMap::new()),
             stop_requests: Mutex::new(HashSet::new()),
+            finishing: Mutex::new(HashSet::new()),
             runtime: DeliveryRuntime(Some(runtime)),
             tasks: TaskTracker::new(),
         })
@@ -148,9 +161,14 @@ pub fn validate_destination(dest: &str) -> Result<String, UploadError> {
 }
 
 impl Engine {
-    /// Enables hooks.
-    pub fn with_hooks(mut self, hooks: Arc<Hooks>) -> std::io::Result<Self> {
-        self.hooks = Some(Arc::new(HookState::new(hooks)?));
+    /// Enables hooks. `on_thread_start` runs on the delivery runtime's
+    /// threads (e.g. to install the server's metrics recorder there).
+    pub fn with_hooks(
+        mut self,
+        hooks: Arc<Hooks>,
+        on_thread_start: Option<ThreadInit>,
+    ) -> std::io::Result<Self> {
+        self.hooks = Some(Arc::new(HookState::new(hooks, on_thread_start)?));
         Ok(self)
     }
 
@@ -316,7 +334,7 @@ impl Engine {
         let Some(state) = self.hooks.clone() else {
             return;
         };
-        if !info.finish_hook_pending {
+        if !info.finish_hook_pending || !lock(&state.finishing).insert(info.id.clone()) {
             return;
         }
         let event = self.event(info, ctx);
@@ -329,18 +347,23 @@ impl Engine {
         let runner = state.clone();
         runner.spawn(async move {
             let gate = state.gate(&id);
-            {
+            let delivered = {
                 let mut finished = gate.lock().await;
                 *finished = true;
-                if let Err(e) = state.hooks.notify(HookType::PostFinish, &event).await {
-                    tracing::error!(upload = %id, error = %e, "post-finish not delivered; retried at the next start");
-                    return;
+                state.hooks.notify(HookType::PostFinish, &event).await
+            };
+            match delivered {
+                Ok(_) => {
+                    state.settle(&id, true);
+                    if let Err(e) = clear_finish_debt(&*meta, &locks, &id, lock_wait).await {
+                        tracing::error!(upload = %id, error = %e, "recording post-finish delivery failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(upload = %id, error = %e, "post-finish not delivered; retried by the next sweep")
                 }
             }
-            state.settle(&id, true);
-            if let Err(e) = clear_finish_debt(&*meta, &locks, &id, lock_wait).await {
-                tracing::error!(upload = %id, error = %e, "recording post-finish delivery failed");
-            }
+            lock(&state.finishing).remove(&id);
         });
     }
 

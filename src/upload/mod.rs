@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use append::AppendRequest;
-pub use hooks::validate_destination;
+pub use hooks::{validate_destination, ThreadInit};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -207,9 +207,15 @@ impl Engine {
         let answer = self.pre_hook(HookType::PreCreate, &info, ctx).await?;
         if let Some(change) = answer.change_file_info {
             if let Some(id) = change.id.filter(|i| !i.is_empty()) {
-                info.id = UploadId::parse(&id).map_err(|_| {
-                    UploadError::HookFailed(format!("hook chose an invalid upload id {id:?}"))
-                })?;
+                if new.id.is_some() {
+                    // The URL was already announced (IETF 104 interim
+                    // response): it cannot change any more.
+                    tracing::warn!(upload = %info.id, requested = %id, "pre-create hook's ID change ignored: the upload URL was already sent");
+                } else {
+                    info.id = UploadId::parse(&id).map_err(|_| {
+                        UploadError::HookFailed(format!("hook chose an invalid upload id {id:?}"))
+                    })?;
+                }
             }
             if let Some(pairs) = change.meta_data {
                 info.metadata = Some(crate::protocol::Metadata::from_pairs(pairs).encode())
@@ -225,9 +231,15 @@ impl Engine {
                 }
             }
         }
-        let result = match new.concat {
-            NewConcat::Final(parts) => self.create_final(info.clone(), parts).await,
-            _ => self.create_plain(info.clone()).await,
+        // Storage is prepared before the record is written: make sure the id
+        // is free first, so a reused id never touches another upload's bytes.
+        let result = match self.meta.get(&info.id).await {
+            Ok(Some(_)) => Err(UploadError::Meta(MetaError::AlreadyExists(info.id.clone()))),
+            Err(e) => Err(e.into()),
+            Ok(None) => match new.concat {
+                NewConcat::Final(parts) => self.create_final(info.clone(), parts).await,
+                _ => self.create_plain(info.clone()).await,
+            },
         };
         match result {
             Ok(created) => {
