@@ -2,6 +2,10 @@
 //! with its own actix system, plus small HTTP helpers.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+pub mod logs;
+pub mod s3;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
