@@ -5,77 +5,9 @@
 
 mod common;
 
+use common::s3::*;
 use common::*;
-use std::sync::Once;
 use std::time::Duration;
-use tusker::config::Config;
-
-const MIB: usize = 1024 * 1024;
-
-fn endpoint() -> Option<String> {
-    static ENV: Once = Once::new();
-    let endpoint = std::env::var("TUSKER_TEST_S3_ENDPOINT").ok()?;
-    ENV.call_once(|| {
-        // A local S3 server accepts any credentials; the variables must
-        // exist so object_store does not look for instance credentials.
-        for (k, v) in [
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ] {
-            if std::env::var_os(k).is_none() {
-                std::env::set_var(k, v);
-            }
-        }
-    });
-    Some(endpoint)
-}
-
-macro_rules! s3_or_skip {
-    () => {
-        match endpoint() {
-            Some(e) => e,
-            None => {
-                eprintln!("skipped: set TUSKER_TEST_S3_ENDPOINT to run the S3 tests");
-                return;
-            }
-        }
-    };
-}
-
-/// A fresh bucket on the test server.
-async fn bucket(endpoint: &str) -> String {
-    let name = format!("t{}", uuid::Uuid::new_v4().simple());
-    let res = client()
-        .put(format!("{endpoint}/{name}"))
-        .send()
-        .await
-        .expect("create bucket");
-    assert!(res.status().is_success(), "create bucket: {}", res.status());
-    name
-}
-
-fn s3_config(dir: &std::path::Path, endpoint: &str, bucket: &str) -> Config {
-    let mut c = config(dir);
-    c.storage = Some(format!("s3://{bucket}/uploads"));
-    c.storage_options.s3_endpoint = Some(endpoint.to_owned());
-    c.storage_options.tuning.part_size = 5 * MIB as u64;
-    c.storage_options.tuning.retry_max_delay = Duration::from_millis(500);
-    c
-}
-
-/// Open multipart uploads in the bucket (ListMultipartUploads).
-async fn open_multipart_uploads(endpoint: &str, bucket: &str) -> usize {
-    let body = client()
-        .get(format!("{endpoint}/{bucket}?uploads"))
-        .send()
-        .await
-        .expect("list uploads")
-        .text()
-        .await
-        .expect("body");
-    body.matches("<Upload>").count()
-}
 
 /// Size of part `n` (1-based) of a finished object, via `partNumber`.
 async fn part_size(endpoint: &str, bucket: &str, key: &str, n: usize) -> Option<u64> {
@@ -88,22 +20,6 @@ async fn part_size(endpoint: &str, bucket: &str, key: &str, n: usize) -> Option<
         return None;
     }
     header(&res, "content-length")?.parse().ok()
-}
-
-/// PATCHes `data` in pieces of `chunk` bytes, starting at `start`.
-async fn upload_in_chunks(c: &reqwest::Client, url: &str, start: usize, data: &[u8], chunk: usize) {
-    let mut offset = start;
-    for piece in data.chunks(chunk) {
-        let res = patch(c, url, offset as u64, piece.to_vec()).await;
-        assert_eq!(
-            res.status(),
-            204,
-            "PATCH at {offset}: {:?}",
-            res.text().await
-        );
-        offset += piece.len();
-        assert_eq!(header(&res, "upload-offset"), Some(offset.to_string()));
-    }
 }
 
 #[tokio::test]
@@ -270,13 +186,15 @@ async fn expired_uploads_leave_no_multipart_upload() {
     let bucket = bucket(&endpoint).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = s3_config(dir.path(), &endpoint, &bucket);
+    // Expiry times are whole seconds, so 1 s could expire the upload before
+    // its first PATCH; 3 s leaves that PATCH at least 2 s.
     cfg.expire_after = Some(Duration::from_secs(3));
     cfg.sweep_interval = Duration::from_millis(300);
     let server = TestServer::start(cfg);
     let c = client();
     let url = create(&c, &server.endpoint, 20 * MIB as u64).await;
     upload_in_chunks(&c, &url, 0, &bytes(6 * MIB, 1), 6 * MIB).await;
-    let swept = eventually(Duration::from_secs(15), || {
+    let swept = eventually(Duration::from_secs(20), || {
         let (endpoint, bucket) = (endpoint.clone(), bucket.clone());
         async move { open_multipart_uploads(&endpoint, &bucket).await == 0 }
     })

@@ -2,7 +2,10 @@
 //! with its own actix system, plus small HTTP helpers.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+pub mod logs;
 pub mod raw;
+pub mod s3;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,230 @@
+//! S3 throughput: the same bytes through a release tusker (one PATCH, and
+//! 5 MiB PATCHes) and through object_store's own `WriteMultipart`, to the
+//! same S3 server. Run through `bench/s3.sh`, which starts the server; by
+//! hand:
+//!
+//! ```sh
+//! TUSKER_BENCH_S3_ENDPOINT=http://127.0.0.1:8014 TUSKER_BENCH_BUCKET=bench \
+//!   AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... AWS_REGION=us-east-1 \
+//!   cargo bench --bench s3
+//! ```
+//!
+//! `TUSKER_BENCH_BYTES` (default 1 GiB) sets the upload size.
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1024 * 1024;
+/// tusker's default part size and parallelism, used for both sides.
+const PART_SIZE: u64 = 16 * MIB;
+const CONCURRENCY: usize = 4;
+/// The payload is this block repeated (cheap to stream, not compressible).
+const BLOCK: usize = 8 * MIB as usize;
+
+struct Tusker(Child);
+
+impl Drop for Tusker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn block() -> Bytes {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..BLOCK)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// `len` bytes starting at `offset` of the repeated block, as pieces.
+fn pieces(block: &Bytes, offset: u64, len: u64) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let (mut pos, end) = (offset, offset + len);
+    while pos < end {
+        let at = (pos % BLOCK as u64) as usize;
+        let n = ((BLOCK - at) as u64).min(end - pos) as usize;
+        out.push(block.slice(at..at + n));
+        pos += n as u64;
+    }
+    out
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn mbps(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / 1e6 / took.as_secs_f64()
+}
+
+async fn create(c: &reqwest::Client, endpoint: &str, len: u64) -> String {
+    let res = c
+        .post(endpoint)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", len.to_string())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201, "create");
+    res.headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .expect("Location")
+        .to_owned()
+}
+
+async fn patch(c: &reqwest::Client, url: &str, block: &Bytes, offset: u64, len: u64) {
+    let body = futures_util::stream::iter(
+        pieces(block, offset, len)
+            .into_iter()
+            .map(Ok::<_, std::io::Error>),
+    );
+    let res = c
+        .patch(url)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", offset.to_string())
+        .header("Content-Length", len.to_string())
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .expect("PATCH");
+    let status = res.status();
+    assert_eq!(status, 204, "PATCH at {offset}: {:?}", res.text().await);
+}
+
+/// Uploads `total` bytes through tusker in PATCHes of `chunk` bytes.
+async fn through_tusker(
+    c: &reqwest::Client,
+    endpoint: &str,
+    block: &Bytes,
+    total: u64,
+    chunk: u64,
+) -> Duration {
+    let url = create(c, endpoint, total).await;
+    let start = Instant::now();
+    let mut offset = 0;
+    while offset < total {
+        let n = chunk.min(total - offset);
+        patch(c, &url, block, offset, n).await;
+        offset += n;
+    }
+    start.elapsed()
+}
+
+async fn through_object_store(store: &dyn ObjectStore, block: &Bytes, total: u64) -> Duration {
+    let path = Path::from("object_store/plain");
+    let start = Instant::now();
+    let upload = store.put_multipart(&path).await.expect("put_multipart");
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE as usize);
+    for piece in pieces(block, 0, total) {
+        writer
+            .wait_for_capacity(CONCURRENCY)
+            .await
+            .expect("part upload");
+        writer.put(piece);
+    }
+    writer.finish().await.expect("complete");
+    let took = start.elapsed();
+    let size = store.head(&path).await.expect("head").size;
+    assert_eq!(size, total);
+    took
+}
+
+#[tokio::main]
+async fn main() {
+    let (Some(s3), Some(bucket)) = (env("TUSKER_BENCH_S3_ENDPOINT"), env("TUSKER_BENCH_BUCKET"))
+    else {
+        eprintln!(
+            "skipped: set TUSKER_BENCH_S3_ENDPOINT and TUSKER_BENCH_BUCKET (see bench/s3.sh)"
+        );
+        return;
+    };
+    let total: u64 = env("TUSKER_BENCH_BYTES")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024 * MIB);
+    let block = block();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let _tusker = Tusker(
+        Command::new(env!("CARGO_BIN_EXE_tusker"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--storage", &format!("s3://{bucket}/tusker")])
+            .args(["--s3-endpoint", &s3])
+            .args(["--part-size", &PART_SIZE.to_string()])
+            .args(["--part-concurrency", &CONCURRENCY.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start tusker"),
+    );
+    let endpoint = format!("http://127.0.0.1:{port}/files/");
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1800))
+        .build()
+        .expect("client");
+    let mut up = false;
+    for _ in 0..100 {
+        let res = c.request(reqwest::Method::OPTIONS, &endpoint).send().await;
+        if res.is_ok_and(|r| r.status().is_success()) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "tusker did not start");
+
+    let store = AmazonS3Builder::from_env()
+        .with_bucket_name(&bucket)
+        .with_endpoint(&s3)
+        .with_client_options(
+            ClientOptions::new()
+                .with_allow_http(true)
+                .with_timeout(Duration::from_secs(300)),
+        )
+        .with_retry(RetryConfig::default())
+        .build()
+        .expect("object_store client");
+
+    println!(
+        "{} MiB, {} MiB parts, {CONCURRENCY} in flight, server {s3}",
+        total / MIB,
+        PART_SIZE / MIB
+    );
+    let plain = through_object_store(&store, &block, total).await;
+    println!(
+        "object_store WriteMultipart : {:8.1} MB/s  ({:.1} s)",
+        mbps(total, plain),
+        plain.as_secs_f64()
+    );
+    let one = through_tusker(&c, &endpoint, &block, total, total).await;
+    println!(
+        "tusker, one PATCH           : {:8.1} MB/s  ({:.1} s)  ratio {:.2}",
+        mbps(total, one),
+        one.as_secs_f64(),
+        plain.as_secs_f64() / one.as_secs_f64()
+    );
+    let small = through_tusker(&c, &endpoint, &block, total, 5 * MIB).await;
+    println!(
+        "tusker, 5 MiB PATCHes       : {:8.1} MB/s  ({:.1} s)  ratio {:.2}",
+        mbps(total, small),
+        small.as_secs_f64(),
+        plain.as_secs_f64() / small.as_secs_f64()
+    );
+}

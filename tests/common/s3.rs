@@ -1,0 +1,116 @@
+//! Helpers for tests against a real S3 protocol server
+//! (`TUSKER_TEST_S3_ENDPOINT`, e.g. a local moto_server).
+
+use super::*;
+use std::sync::Once;
+use std::time::Duration;
+use tusker::config::Config;
+
+pub const MIB: usize = 1024 * 1024;
+
+/// The test S3 endpoint, with dummy credentials exported for object_store;
+/// `None` when the tests should be skipped.
+pub fn endpoint() -> Option<String> {
+    static ENV: Once = Once::new();
+    let endpoint = std::env::var("TUSKER_TEST_S3_ENDPOINT").ok()?;
+    ENV.call_once(|| {
+        // A local S3 server accepts any credentials; the variables must
+        // exist so object_store does not look for instance credentials.
+        for (k, v) in [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ] {
+            if std::env::var_os(k).is_none() {
+                std::env::set_var(k, v);
+            }
+        }
+    });
+    Some(endpoint)
+}
+
+/// Returns the S3 endpoint, or prints "skipped" and returns from the test.
+#[macro_export]
+macro_rules! s3_or_skip {
+    () => {
+        match $crate::common::s3::endpoint() {
+            Some(e) => e,
+            None => {
+                eprintln!("skipped: set TUSKER_TEST_S3_ENDPOINT to run the S3 tests");
+                return;
+            }
+        }
+    };
+}
+
+/// A fresh bucket on the test server (an unsigned PUT).
+pub async fn bucket(endpoint: &str) -> String {
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let res = client()
+        .put(format!("{endpoint}/{name}"))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(res.status().is_success(), "create bucket: {}", res.status());
+    name
+}
+
+/// A server storing in `s3://BUCKET/uploads` with 5 MiB parts and short
+/// retry pauses.
+pub fn s3_config(dir: &std::path::Path, endpoint: &str, bucket: &str) -> Config {
+    let mut c = config(dir);
+    c.storage = Some(format!("s3://{bucket}/uploads"));
+    c.storage_options.s3_endpoint = Some(endpoint.to_owned());
+    c.storage_options.tuning.part_size = 5 * MIB as u64;
+    c.storage_options.tuning.retry_max_delay = Duration::from_millis(500);
+    c
+}
+
+/// Open multipart uploads in the bucket (ListMultipartUploads).
+pub async fn open_multipart_uploads(endpoint: &str, bucket: &str) -> usize {
+    let body = client()
+        .get(format!("{endpoint}/{bucket}?uploads"))
+        .send()
+        .await
+        .expect("list uploads")
+        .text()
+        .await
+        .expect("body");
+    body.matches("<Upload>").count()
+}
+
+/// Keys under `prefix` (ListObjectsV2, first page).
+pub async fn keys_under(endpoint: &str, bucket: &str, prefix: &str) -> usize {
+    let body = client()
+        .get(format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}"))
+        .send()
+        .await
+        .expect("list objects")
+        .text()
+        .await
+        .expect("body");
+    body.matches("<Key>").count()
+}
+
+/// PATCHes `data` in pieces of `chunk` bytes, starting at `start`; every
+/// PATCH must succeed.
+pub async fn upload_in_chunks(
+    c: &reqwest::Client,
+    url: &str,
+    start: usize,
+    data: &[u8],
+    chunk: usize,
+) {
+    let mut offset = start;
+    for piece in data.chunks(chunk) {
+        let res = patch(c, url, offset as u64, piece.to_vec()).await;
+        assert_eq!(
+            res.status(),
+            204,
+            "PATCH at {offset}: {:?}",
+            res.text().await
+        );
+        offset += piece.len();
+        assert_eq!(header(&res, "upload-offset"), Some(offset.to_string()));
+    }
+}

@@ -1,0 +1,215 @@
+//! SIGKILL in the middle of a large PATCH to object storage: the real
+//! binary is killed while parts are in flight, restarted on the same data
+//! directory, and the upload resumes from an offset that never went back.
+//!
+//! Needs `TUSKER_TEST_S3_ENDPOINT`; without it the test prints "skipped".
+
+mod common;
+
+use bytes::Bytes;
+use common::s3::*;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A tusker process; killed (SIGKILL) when dropped.
+struct Tusker {
+    child: Child,
+    endpoint: String,
+    log: PathBuf,
+}
+
+impl Tusker {
+    fn spawn(data_dir: &Path, s3: &str, bucket: &str, log: &Path) -> Tusker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tusker"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--storage", &format!("s3://{bucket}/uploads")])
+            .args(["--s3-endpoint", s3])
+            .args(["--part-size", "5MiB"])
+            .args(["--workers", "2"])
+            .args(["--storage-retry-max-delay", "500ms"])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn tusker");
+        Tusker {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}/files/"),
+            log: log.to_owned(),
+        }
+    }
+
+    async fn ready(&self, c: &reqwest::Client) {
+        let endpoint = self.endpoint.clone();
+        let up = eventually(Duration::from_secs(30), || {
+            let (c, endpoint) = (c.clone(), endpoint.clone());
+            async move {
+                c.request(reqwest::Method::OPTIONS, &endpoint)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        assert!(up, "tusker did not start; log:\n{}", self.log_text());
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Tusker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// PATCHes `data[start..]` as one request whose body trickles out in
+/// 128 KiB pieces; `sent` counts the bytes handed to the connection.
+fn slow_patch(
+    c: &reqwest::Client,
+    url: &str,
+    data: Arc<Vec<u8>>,
+    start: usize,
+    sent: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let len = data.len() - start;
+    let body = futures_util::stream::unfold(start, move |pos| {
+        let (data, sent) = (data.clone(), sent.clone());
+        async move {
+            if pos >= data.len() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let end = (pos + 128 * 1024).min(data.len());
+            sent.fetch_add((end - pos) as u64, Ordering::SeqCst);
+            let piece = Bytes::copy_from_slice(&data[pos..end]);
+            Some((Ok::<_, std::io::Error>(piece), end))
+        }
+    });
+    let req = c
+        .patch(url)
+        .header(TUS.0, TUS.1)
+        .header(OCTET.0, OCTET.1)
+        .header("Upload-Offset", start.to_string())
+        .header("Content-Length", len.to_string())
+        .body(reqwest::Body::wrap_stream(body));
+    tokio::spawn(req.send())
+}
+
+#[tokio::test]
+async fn sigkill_mid_patch_never_loses_acknowledged_bytes() {
+    let s3 = s3_or_skip!();
+    let bucket = bucket(&s3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let log = dir.path().join("tusker.log");
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let data = Arc::new(bytes(40 * MIB + 12345, 31));
+
+    let mut tusker = Tusker::spawn(&data_dir, &s3, &bucket, &log);
+    tusker.ready(&c).await;
+    let url = create(&c, &tusker.endpoint, data.len() as u64).await;
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    // The highest offset any response has reported so far.
+    let mut acked = 0u64;
+
+    // How far into the slow PATCH each round is killed.
+    for (round, kill_after) in [9 * MIB, 14 * MIB + 100 * 1024, 6 * MIB]
+        .into_iter()
+        .enumerate()
+    {
+        let url = format!("{}{id}", tusker.endpoint);
+        let head = offset(&c, &url).await;
+        assert!(
+            head >= acked,
+            "round {round}: HEAD says {head}, {acked} was acknowledged; log:\n{}",
+            tusker.log_text()
+        );
+        acked = head;
+        // A few small acknowledged PATCHes (staged tails), then a big one.
+        let start = acked as usize;
+        upload_in_chunks(
+            &c,
+            &url,
+            start,
+            &data[start..start + 1400 * 1024],
+            700 * 1024,
+        )
+        .await;
+        acked += 1400 * 1024;
+
+        let sent = Arc::new(AtomicU64::new(0));
+        let request = slow_patch(&c, &url, data.clone(), acked as usize, sent.clone());
+        let midway = eventually(Duration::from_secs(60), || {
+            let sent = sent.clone();
+            async move { sent.load(Ordering::SeqCst) >= kill_after as u64 }
+        })
+        .await;
+        assert!(midway, "round {round}: the body did not get going");
+        tusker.kill();
+        eprintln!(
+            "round {round}: resumed at {head}, killed after {} body bytes",
+            sent.load(Ordering::SeqCst)
+        );
+        match tokio::time::timeout(Duration::from_secs(30), request).await {
+            Ok(Ok(Ok(res))) if res.status() == 204 => {
+                let reported: u64 = header(&res, "upload-offset")
+                    .and_then(|o| o.parse().ok())
+                    .expect("Upload-Offset");
+                acked = acked.max(reported);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("PATCH task: {e}"),
+            Err(_) => panic!("round {round}: PATCH did not end after the kill"),
+        }
+        tusker = Tusker::spawn(&data_dir, &s3, &bucket, &log);
+        tusker.ready(&c).await;
+    }
+
+    let url = format!("{}{id}", tusker.endpoint);
+    let head = offset(&c, &url).await;
+    assert!(head >= acked, "HEAD says {head}, {acked} was acknowledged");
+    assert!(head <= data.len() as u64);
+    let start = head as usize;
+    upload_in_chunks(&c, &url, start, &data[start..], data.len()).await;
+    assert!(
+        download(&c, &url).await == *data,
+        "upload differs; log:\n{}",
+        tusker.log_text()
+    );
+    assert_eq!(open_multipart_uploads(&s3, &bucket).await, 0);
+    assert_eq!(
+        keys_under(&s3, &bucket, "uploads/.tusker-staging/").await,
+        0
+    );
+    tusker.kill();
+}
