@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// (the bytes received so far are kept).
     #[arg(long, env = "TUSKER_BODY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub body_idle_timeout: Duration,
+    /// During a long PATCH, received bytes are made durable and the offset
+    /// recorded at least every this many bytes, so a crash loses little.
+    #[arg(long, env = "TUSKER_CHECKPOINT_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub checkpoint_size: u64,
     /// Worker threads (default: one per CPU core).
     #[arg(long, env = "TUSKER_WORKERS")]
     pub workers: Option<usize>,
@@ -226,6 +230,8 @@ pub struct Config {
     pub lock_timeout: Duration,
     pub body_idle_timeout: Duration,
     pub workers: Option<usize>,
+    /// Durability checkpoint interval of long PATCHes, in bytes.
+    pub checkpoint_size: u64,
     /// How often expired uploads are swept.
     pub sweep_interval: Duration,
     /// `--storage`; `None` is local files under `data_dir/uploads`.
@@ -525,6 +531,7 @@ impl From<ServeArgs> for Config {
             lock_timeout: a.lock_timeout,
             body_idle_timeout: a.body_idle_timeout,
             workers: a.workers,
+            checkpoint_size: a.checkpoint_size.max(1),
             sweep_interval,
             storage: a.storage,
             hooks: a.hooks_http.map(|url| HookConfig {

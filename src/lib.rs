@@ -143,7 +143,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             expire_after: config.expire_after,
             lock_timeout: config.lock_timeout,
             body_idle_timeout: config.body_idle_timeout,
-            ..EngineConfig::default()
+            checkpoint_bytes: config.checkpoint_size,
         },
     );
     let metrics = telemetry::Metrics::new();

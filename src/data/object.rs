@@ -121,10 +121,38 @@ impl State {
 /// Classifies an object_store error: transient ones are retried and, when
 /// retries are exhausted, answered with 503.
 fn is_transient(e: &object_store::Error) -> bool {
-    matches!(
-        e,
-        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
-    )
+    match e {
+        object_store::Error::JoinError { .. } => true,
+        // object_store keeps the HTTP status of a failed request private;
+        // its message carries it. A 4xx other than 408/429 is the request's
+        // fault (EntityTooSmall, InvalidPart…): retrying cannot help.
+        object_store::Error::Generic { .. } => {
+            !matches!(http_status(&e.to_string()), Some(s) if (400..500).contains(&s) && s != 408 && s != 429)
+        }
+        _ => false,
+    }
+}
+
+/// The HTTP status in an object_store error message, if it names one.
+fn http_status(message: &str) -> Option<u16> {
+    let at = message.find("status code: ")? + "status code: ".len();
+    message.get(at..at + 3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::http_status;
+
+    #[test]
+    fn statuses_in_messages() {
+        let msg = "Generic S3 error: Error after 0 retries in 1ms, max_retries:0, retry_timeout:180s, source:Server returned non-2xx status code: 400 Bad Request: <Error><Code>EntityTooSmall</Code></Error>";
+        assert_eq!(http_status(msg), Some(400));
+        assert_eq!(
+            http_status("Server returned non-2xx status code: 503 Service Unavailable"),
+            Some(503)
+        );
+        assert_eq!(http_status("connection reset by peer"), None);
+    }
 }
 
 fn convert(e: object_store::Error) -> DataError {

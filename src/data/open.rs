@@ -2,7 +2,7 @@
 
 use super::object::{Backend, ObjectData, ObjectTuning};
 use super::{DataError, DataStore, FileStore};
-use object_store::{ClientOptions, RetryConfig};
+use object_store::{ClientConfigKey, RetryConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,11 +57,23 @@ pub struct StorageOptions {
     pub tuning: ObjectTuning,
 }
 
-fn client_options(options: &StorageOptions, allow_http: bool) -> ClientOptions {
-    ClientOptions::new()
-        .with_timeout(options.request_timeout.unwrap_or(Duration::from_secs(300)))
-        .with_connect_timeout(Duration::from_secs(10))
-        .with_allow_http(allow_http)
+/// Client settings tusker sets on top of what the builders read from the
+/// environment (so AWS_PROXY_URL, *_ALLOW_INVALID_CERTIFICATES and the like
+/// keep working): the request and connect timeouts, and plain HTTP when an
+/// http:// endpoint was given.
+fn client_settings(options: &StorageOptions, allow_http: bool) -> Vec<(ClientConfigKey, String)> {
+    let timeout = options.request_timeout.unwrap_or(Duration::from_secs(300));
+    let mut settings = vec![
+        (
+            ClientConfigKey::Timeout,
+            format!("{}ms", timeout.as_millis()),
+        ),
+        (ClientConfigKey::ConnectTimeout, "10s".to_owned()),
+    ];
+    if allow_http {
+        settings.push((ClientConfigKey::AllowHttp, "true".to_owned()));
+    }
+    settings
 }
 
 /// Retries happen in tusker (backon, per call); object_store's own retry
@@ -71,11 +83,6 @@ fn no_retries() -> RetryConfig {
         max_retries: 0,
         ..RetryConfig::default()
     }
-}
-
-fn env_flag(name: &str) -> bool {
-    std::env::var(name)
-        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
 fn backend_err(e: object_store::Error) -> DataError {
@@ -99,38 +106,49 @@ pub fn open(
         StorageUrl::S3 { bucket, prefix } => {
             let mut builder =
                 object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-            let endpoint = options
-                .s3_endpoint
-                .clone()
-                .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+            let endpoint = options.s3_endpoint.clone().or_else(|| {
+                ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+                    .iter()
+                    .find_map(|v| std::env::var(v).ok())
+            });
             if let Some(endpoint) = &options.s3_endpoint {
                 builder = builder.with_endpoint(endpoint);
             }
             if let Some(region) = &options.s3_region {
                 builder = builder.with_region(region);
             }
-            let allow_http =
-                env_flag("AWS_ALLOW_HTTP") || endpoint.is_some_and(|e| e.starts_with("http://"));
+            let allow_http = endpoint.is_some_and(|e| e.starts_with("http://"));
+            for (key, value) in client_settings(options, allow_http) {
+                builder =
+                    builder.with_config(object_store::aws::AmazonS3ConfigKey::Client(key), value);
+            }
             let store = builder
-                .with_client_options(client_options(options, allow_http))
                 .with_retry(no_retries())
                 .build()
                 .map_err(backend_err)?;
             (Arc::new(store), prefix, "s3")
         }
         StorageUrl::Gcs { bucket, prefix } => {
-            let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_bucket_name(bucket)
-                .with_client_options(client_options(options, false))
+            let mut builder =
+                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            for (key, value) in client_settings(options, false) {
+                builder =
+                    builder.with_config(object_store::gcp::GoogleConfigKey::Client(key), value);
+            }
+            let store = builder
                 .with_retry(no_retries())
                 .build()
                 .map_err(backend_err)?;
             (Arc::new(store), prefix, "gcs")
         }
         StorageUrl::Azure { container, prefix } => {
-            let store = object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_container_name(container)
-                .with_client_options(client_options(options, env_flag("AZURE_ALLOW_HTTP")))
+            let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(container);
+            for (key, value) in client_settings(options, false) {
+                builder =
+                    builder.with_config(object_store::azure::AzureConfigKey::Client(key), value);
+            }
+            let store = builder
                 .with_retry(no_retries())
                 .build()
                 .map_err(backend_err)?;
