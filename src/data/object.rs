@@ -139,22 +139,6 @@ fn http_status(message: &str) -> Option<u16> {
     message.get(at..at + 3)?.parse().ok()
 }
 
-#[cfg(test)]
-mod classify_tests {
-    use super::http_status;
-
-    #[test]
-    fn statuses_in_messages() {
-        let msg = "Generic S3 error: Error after 0 retries in 1ms, max_retries:0, retry_timeout:180s, source:Server returned non-2xx status code: 400 Bad Request: <Error><Code>EntityTooSmall</Code></Error>";
-        assert_eq!(http_status(msg), Some(400));
-        assert_eq!(
-            http_status("Server returned non-2xx status code: 503 Service Unavailable"),
-            Some(503)
-        );
-        assert_eq!(http_status("connection reset by peer"), None);
-    }
-}
-
 fn convert(e: object_store::Error) -> DataError {
     match e {
         object_store::Error::NotFound { path, .. } => DataError::Missing(path),
@@ -657,5 +641,21 @@ impl UploadWriter for ObjectWriter {
             offset: self.durable.offset(),
             storage: self.durable.to_value(),
         })
+    }
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::http_status;
+
+    #[test]
+    fn statuses_in_messages() {
+        let msg = "Generic S3 error: Error after 0 retries in 1ms, max_retries:0, retry_timeout:180s, source:Server returned non-2xx status code: 400 Bad Request: <Error><Code>EntityTooSmall</Code></Error>";
+        assert_eq!(http_status(msg), Some(400));
+        assert_eq!(
+            http_status("Server returned non-2xx status code: 503 Service Unavailable"),
+            Some(503)
+        );
+        assert_eq!(http_status("connection reset by peer"), None);
     }
 }
