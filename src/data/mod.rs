@@ -4,6 +4,7 @@
 pub mod file;
 pub mod object;
 pub mod open;
+pub mod tail_cache;
 
 use crate::model::UploadInfo;
 use async_trait::async_trait;

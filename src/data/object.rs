@@ -25,6 +25,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::tail_cache::{SegmentId, TailCache};
+
 /// Smallest non-last part S3 accepts.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// Most parts in one multipart upload.
@@ -74,6 +76,7 @@ pub struct ObjectData {
     kind: &'static str,
     tuning: ObjectTuning,
     memory: Arc<Semaphore>,
+    tails: Arc<TailCache>,
 }
 
 /// Persisted per-upload state.
@@ -102,6 +105,13 @@ struct Segment {
 impl State {
     fn staged(&self) -> u64 {
         self.segments.iter().map(|s| s.len).sum()
+    }
+
+    fn segment_ids(&self) -> Vec<SegmentId> {
+        self.segments
+            .iter()
+            .map(|s| (s.key.clone(), s.len))
+            .collect()
     }
 
     fn offset(&self) -> u64 {
@@ -208,6 +218,7 @@ impl ObjectData {
             },
             kind,
             memory: Arc::new(Semaphore::new(permits)),
+            tails: Arc::new(TailCache::new(tuning.buffer_memory / 4)),
             tuning,
         }
     }
@@ -229,7 +240,17 @@ impl ObjectData {
         format!("{}.tusker-staging/{}/", self.prefix, info.id)
     }
 
-    async fn read_segments(&self, segments: &[Segment]) -> Result<Vec<Bytes>, DataError> {
+    /// The bytes of staged segments: from this instance's tail cache when it
+    /// holds exactly these, else from the store.
+    async fn read_segments(
+        &self,
+        upload: &str,
+        segments: &[Segment],
+    ) -> Result<Vec<Bytes>, DataError> {
+        let ids: Vec<SegmentId> = segments.iter().map(|s| (s.key.clone(), s.len)).collect();
+        if let Some(cached) = self.tails.get(upload, &ids) {
+            return Ok(cached);
+        }
         let mut out = Vec::with_capacity(segments.len());
         for s in segments {
             let path = Path::from(s.key.as_str());
@@ -325,9 +346,17 @@ impl DataStore for ObjectData {
                 info.offset
             )));
         }
+        let staging = self.staging_prefix(info);
+        let tail = if state.segments.is_empty() {
+            Some(Vec::new())
+        } else {
+            self.tails.get(&staging, &state.segment_ids())
+        };
         Ok(Box::new(ObjectWriter {
             data: self.clone(),
-            staging: self.staging_prefix(info),
+            staging,
+            tail: tail.clone(),
+            durable_tail: tail,
             completed: Vec::new(),
             current: state.clone(),
             durable: state,
@@ -344,7 +373,9 @@ impl DataStore for ObjectData {
             return Ok(state.to_value());
         }
         let path = Path::from(state.key.as_str());
-        let tail = self.read_segments(&state.segments).await?;
+        let staging = self.staging_prefix(info);
+        let tail = self.read_segments(&staging, &state.segments).await?;
+        self.tails.remove(&staging);
         let tail = PutPayload::from_iter(tail);
         if state.parts.is_empty() {
             // Fits in one request: a plain PUT, and the multipart upload goes.
@@ -415,6 +446,7 @@ impl DataStore for ObjectData {
             Err(_) if info.storage.is_null() => return Ok(()),
             Err(e) => return Err(e),
         };
+        self.tails.remove(&self.staging_prefix(info));
         if !state.completed {
             self.abort(&state).await?;
         }
@@ -471,6 +503,10 @@ type PartResult = (usize, Result<PartId, object_store::Error>);
 struct ObjectWriter {
     data: ObjectData,
     staging: String,
+    /// Bytes of `current.segments`, when known in memory.
+    tail: Option<Vec<Bytes>>,
+    /// Bytes of `durable.segments`, when known in memory.
+    durable_tail: Option<Vec<Bytes>>,
     /// ETags of parts finished during this request, by index.
     completed: Vec<Option<String>>,
     /// State as of the last `sync`.
@@ -538,7 +574,11 @@ impl ObjectWriter {
             .map_err(|_| DataError::Backend("buffer memory semaphore closed".into()))?;
         let segments = std::mem::take(&mut self.current.segments);
         let staged: u64 = segments.iter().map(|s| s.len).sum();
-        let mut chunks = self.data.read_segments(&segments).await?;
+        let mut chunks = match self.tail.take() {
+            Some(bytes) => bytes,
+            None => self.data.read_segments(&self.staging, &segments).await?,
+        };
+        self.tail = Some(Vec::new());
         self.garbage.extend(segments.into_iter().map(|s| s.key));
         chunks.extend(self.take_pending(part_size - staged));
         let payload = PutPayload::from_iter(chunks);
@@ -599,7 +639,8 @@ impl UploadWriter for ObjectWriter {
         self.order_parts();
         if self.pending_len > 0 {
             let key = format!("{}{:08}", self.staging, self.current.next_segment);
-            let payload = PutPayload::from_iter(std::mem::take(&mut self.pending));
+            let chunks = std::mem::take(&mut self.pending);
+            let payload = PutPayload::from_iter(chunks.iter().cloned());
             let len = self.pending_len;
             let path = Path::from(key.as_str());
             let store = self.data.store.clone();
@@ -611,8 +652,12 @@ impl UploadWriter for ObjectWriter {
             self.pending_len = 0;
             self.current.next_segment += 1;
             self.current.segments.push(Segment { key, len });
+            if let Some(tail) = self.tail.as_mut() {
+                tail.extend(chunks);
+            }
         }
         self.durable = self.current.clone();
+        self.durable_tail = self.tail.clone();
         Ok(Durable {
             offset: self.durable.offset(),
             storage: self.durable.to_value(),
@@ -620,6 +665,16 @@ impl UploadWriter for ObjectWriter {
     }
 
     async fn committed(&mut self) {
+        // The persisted state names these segments now: safe to serve them
+        // from memory to this upload's next part.
+        match &self.durable_tail {
+            Some(tail) => {
+                self.data
+                    .tails
+                    .put(&self.staging, self.durable.segment_ids(), tail.clone())
+            }
+            None => self.data.tails.remove(&self.staging),
+        }
         for key in std::mem::take(&mut self.garbage) {
             if let Err(e) = self.data.store.delete(&Path::from(key.as_str())).await {
                 tracing::warn!(%key, error = %e, "deleting consumed segment failed");
@@ -637,6 +692,7 @@ impl UploadWriter for ObjectWriter {
         self.pending_len = 0;
         self.garbage.clear();
         self.current = self.durable.clone();
+        self.tail = self.durable_tail.clone();
         Ok(Durable {
             offset: self.durable.offset(),
             storage: self.durable.to_value(),
