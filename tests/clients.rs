@@ -39,7 +39,12 @@ fn require(path: &Path, what: &str) {
 /// prints its output and asserts that it passed.
 fn run(name: &str, mut cmd: Command) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    cmd.env("TUSKER_BIN", env!("CARGO_BIN_EXE_tusker"));
+    let bin = Path::new(env!("CARGO_BIN_EXE_tusker"));
+    cmd.env("TUSKER_BIN", bin);
+    // target/<profile>/tusker: screenshots go to target/.
+    if let Some(target) = bin.parent().and_then(Path::parent) {
+        cmd.env("TUSKER_ARTIFACTS_DIR", target);
+    }
     match std::env::var("TUSKER_TEST_S3_ENDPOINT") {
         Ok(endpoint) => {
             cmd.env("TUSKER_TEST_S3_ENDPOINT", endpoint);

@@ -1,11 +1,11 @@
 // The demo page (`tusker --demo`) clicked through in Chromium: choose
 // files, pause and resume, see them in the finished list, download them.
-// Saves target/demo-screenshot.png.
+// Saves demo-screenshot.png (paused) and demo-screenshot-finished.png in
+// cargo's target directory.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { startTusker, launchChromium, bytes, sha256, REPO, MiB } from "./harness.mjs";
+import { startTusker, launchChromium, artifactsDir, bytes, sha256, REPO, MiB } from "./harness.mjs";
 
 const T = { timeout: 180_000 };
 
@@ -68,8 +68,7 @@ describe("demo page in Chromium", () => {
     }, null, { timeout: 60_000 });
     await row.locator("button.toggle").click();
     await page.waitForSelector("#uploads li.upload[data-state='paused']", { timeout: 20_000 });
-    const shot = join(REPO, "target", "demo-screenshot.png");
-    mkdirSync(join(REPO, "target"), { recursive: true });
+    const shot = join(artifactsDir(), "demo-screenshot.png");
     await page.screenshot({ path: shot, fullPage: true });
     console.log("screenshot saved to", shot);
     await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
@@ -80,6 +79,6 @@ describe("demo page in Chromium", () => {
     assert.equal(bigGot.status, 200);
     assert.equal(bigGot.sha, sha256(big));
     assert.equal(await page.locator("#finished li").count(), 2);
-    await page.screenshot({ path: join(REPO, "target", "demo-screenshot-finished.png"), fullPage: true });
+    await page.screenshot({ path: join(artifactsDir(), "demo-screenshot-finished.png"), fullPage: true });
   });
 });

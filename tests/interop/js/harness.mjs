@@ -3,7 +3,7 @@
 // deterministic data, SHA-256, and Chromium through playwright-core.
 import { spawn } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,10 +13,18 @@ export const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO = resolve(HERE, "..", "..", "..");
 export const MiB = 1024 * 1024;
 
+/** The binary under test: TUSKER_BIN (tests/clients.rs sets it), else target/debug/tusker. */
 export function tuskerBin() {
-  const bin = process.env.TUSKER_BIN;
-  if (!bin) throw new Error("TUSKER_BIN is not set (tests/clients.rs sets it; or point it at target/debug/tusker)");
+  const bin = process.env.TUSKER_BIN || join(REPO, "target", "debug", "tusker");
+  if (!existsSync(bin)) throw new Error(`no tusker binary at ${bin}: run cargo build or set TUSKER_BIN`);
   return bin;
+}
+
+/** Where artifacts such as screenshots go: cargo's target directory. */
+export function artifactsDir() {
+  const dir = process.env.TUSKER_ARTIFACTS_DIR || join(REPO, "target");
+  mkdirSync(dir, { recursive: true });
+  return dir;
 }
 
 /** The S3 endpoint for the S3 variants, or null (they are then skipped). */

@@ -13,9 +13,10 @@ import requests
 
 
 def _start(tmp_path, storage):
-    bin_path = os.environ.get("TUSKER_BIN")
-    if not bin_path:
-        pytest.fail("TUSKER_BIN is not set (tests/clients.rs sets it)")
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+    bin_path = os.environ.get("TUSKER_BIN") or os.path.join(repo, "target", "debug", "tusker")
+    if not os.path.exists(bin_path):
+        pytest.fail(f"no tusker binary at {bin_path}: run cargo build or set TUSKER_BIN")
     args = [bin_path, "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
             "--log-format", "json", "--workers", "2"]
     env = dict(os.environ, RUST_LOG="info")
