@@ -176,6 +176,13 @@ pub struct ServeArgs {
     /// body); more are answered 503 with Retry-After. 0 for no limit.
     #[arg(long, env = "TUSKER_MAX_CONCURRENT_UPLOADS", default_value_t = 0)]
     pub max_concurrent_uploads: usize,
+    /// Serve the browser demo page under /demo/ (off by default). Needs its
+    /// JavaScript dependency installed: `npm ci --prefix demo`.
+    #[arg(long, env = "TUSKER_DEMO", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub demo: bool,
+    /// Directory of the demo page (the repository's demo/).
+    #[arg(long, env = "TUSKER_DEMO_DIR", default_value = "./demo")]
+    pub demo_dir: PathBuf,
 }
 
 fn parse_hook_type(s: &str) -> Result<HookType, String> {
@@ -248,6 +255,8 @@ pub struct Config {
     pub max_body_size: Option<u64>,
     /// Cap on requests streaming into uploads; `None` for none.
     pub max_concurrent_uploads: Option<usize>,
+    /// The demo page's directory when `--demo` is on.
+    pub demo_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -551,6 +560,7 @@ impl From<ServeArgs> for Config {
             client_request_timeout: a.client_request_timeout,
             max_body_size: Some(a.max_body_size).filter(|&n| n > 0),
             max_concurrent_uploads: Some(a.max_concurrent_uploads).filter(|&n| n > 0),
+            demo_dir: a.demo.then_some(a.demo_dir),
             storage_options: crate::data::open::StorageOptions {
                 s3_endpoint: a.s3_endpoint,
                 s3_region: a.s3_region,

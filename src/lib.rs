@@ -31,6 +31,8 @@ pub enum StartError {
     Hooks(#[from] hooks::HookError),
     #[error("cannot start the hook runtime: {0}")]
     HookRuntime(std::io::Error),
+    #[error("cannot serve the demo: {0}")]
+    Demo(#[from] http::demo::DemoError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -129,6 +131,9 @@ fn bind(listen: &str) -> Result<Vec<std::net::TcpListener>, StartError> {
 /// Opens the stores and binds the listener. Must run inside an actix
 /// system (e.g. `#[actix_web::main]` or `actix_rt::System::new().block_on`).
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    if let Some(dir) = &config.demo_dir {
+        http::demo::check(dir, &config.base_path)?;
+    }
     let meta = meta::SledMetaStore::open(&config.data_dir.join("meta"))?;
     let data = data::open::open(
         config.storage.as_deref(),
@@ -168,6 +173,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             behind_proxy: config.behind_proxy,
             cors_allow_origin: config.cors_allow_origin.clone(),
             max_body_size: config.max_body_size,
+            demo_dir: config.demo_dir.clone(),
         },
         metrics: metrics.clone(),
         upload_slots: config
@@ -226,6 +232,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     });
     for addr in &addrs {
         tracing::info!(%addr, base_path = %config.base_path, data_dir = %config.data_dir.display(), "tusker listening");
+        if config.demo_dir.is_some() {
+            tracing::info!(url = %format!("http://{addr}{}/", http::demo::PREFIX), "demo page");
+        }
     }
     Ok(RunningServer {
         addrs,

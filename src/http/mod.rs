@@ -2,6 +2,7 @@
 //! the mapping of errors to responses. Protocol logic lives in `protocol`,
 //! upload logic in `upload`.
 
+pub mod demo;
 pub mod download;
 pub mod error;
 pub mod ietf;
@@ -37,6 +38,8 @@ pub struct HttpSettings {
     pub cors_allow_origin: Vec<String>,
     /// Largest body of one request carrying upload bytes; `None` for none.
     pub max_body_size: Option<u64>,
+    /// The demo page's directory when `--demo` is on.
+    pub demo_dir: Option<std::path::PathBuf>,
 }
 
 /// Shared state of every worker.
@@ -148,6 +151,7 @@ pub fn app(
         vec![trimmed.clone(), format!("{trimmed}/")]
     };
     let cors = cors(&state.settings);
+    let demo_dir = state.settings.demo_dir.clone();
     App::new()
         .app_data(state)
         .wrap_fn(|mut req, srv| {
@@ -181,6 +185,8 @@ pub fn app(
                 .route(web::head().to(ops::readyz)),
         )
         .route(ops::METRICS, web::get().to(ops::metrics))
+        // The demo page, also outside the base path and before it.
+        .configure(|cfg| demo::configure(cfg, demo_dir.as_deref()))
         .service(
             web::resource(collection)
                 .route(web::post().guard(ietf_guard()).to(ietf::create))
