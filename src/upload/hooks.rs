@@ -6,7 +6,7 @@
 //! (`finish_hook_pending` in the record, indexed by the meta store) and
 //! re-delivered after a restart until the receiver accepts it.
 
-use super::lock::{Contend, Locks};
+use super::lock::{Contend, Locker};
 use super::{Engine, UploadError};
 use crate::hooks::{
     FileInfo, HookEvent, HookHttpResponse, HookResponse, HookType, Hooks, RequestInfo,
@@ -311,8 +311,10 @@ impl Engine {
     }
 
     /// Delivers an owed post-finish in the background; the debt is cleared
-    /// in the meta store only once the receiver accepted it.
-    pub(crate) fn deliver_finish_hook(&self, info: &UploadInfo, ctx: &RequestInfo) {
+    /// in the meta store only once the receiver accepted it. Unless
+    /// `claimed`, the delivery is first claimed in the meta store, so that
+    /// one instance of several delivers it.
+    pub(crate) fn deliver_finish_hook(&self, info: &UploadInfo, ctx: &RequestInfo, claimed: bool) {
         let Some(state) = self.hooks.clone() else {
             return;
         };
@@ -320,14 +322,27 @@ impl Engine {
             return;
         }
         let event = self.event(info, ctx);
-        let (id, meta, locks, lock_wait) = (
+        let (id, meta, locker, lock_wait) = (
             info.id.clone(),
             self.meta.clone(),
-            self.locks.clone(),
+            self.locker.clone(),
             self.config.lock_timeout,
         );
         let runner = state.clone();
         runner.spawn(async move {
+            if !claimed {
+                match meta.claim_finish_hook(&id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(upload = %id, "post-finish delivery claimed elsewhere");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(upload = %id, error = %e, "claiming post-finish delivery failed; retried later");
+                        return;
+                    }
+                }
+            }
             let gate = state.gate(&id);
             {
                 let mut finished = gate.lock().await;
@@ -338,13 +353,15 @@ impl Engine {
                 }
             }
             state.settle(&id, true);
-            if let Err(e) = clear_finish_debt(&*meta, &locks, &id, lock_wait).await {
+            if let Err(e) = clear_finish_debt(&*meta, &locker, &id, lock_wait).await {
                 tracing::error!(upload = %id, error = %e, "recording post-finish delivery failed");
             }
         });
     }
 
-    /// Re-delivers post-finish hooks owed from before a restart.
+    /// Re-delivers post-finish hooks owed from before a restart (and, with
+    /// a shared meta store, those a crashed instance left behind; each is
+    /// claimed by one instance).
     pub async fn resume_finish_hooks(&self) -> Result<usize, UploadError> {
         if self.hooks.is_none() {
             return Ok(0);
@@ -352,7 +369,7 @@ impl Engine {
         let ids = self.meta.pending_finish_hooks(10_000).await?;
         for id in &ids {
             if let Some(Lookup::Live(info)) = self.meta.get(id).await? {
-                self.deliver_finish_hook(&info, &RequestInfo::default());
+                self.deliver_finish_hook(&info, &RequestInfo::default(), true);
             }
         }
         Ok(ids.len())
@@ -386,11 +403,11 @@ impl Engine {
 
 async fn clear_finish_debt(
     meta: &dyn MetaStore,
-    locks: &Locks,
+    locker: &Locker,
     id: &UploadId,
     wait: std::time::Duration,
 ) -> Result<(), UploadError> {
-    let _lock = locks
+    let _lock = locker
         .acquire(id, wait, Contend::Wait)
         .await
         .map_err(|_| UploadError::Locked)?;
