@@ -659,6 +659,43 @@ mod tests {
     }
 
     #[test]
+    fn meta_options_and_subcommands() {
+        let loaded = load([
+            "tusker",
+            "--meta",
+            "postgres://u:pw@db/t",
+            "--lease-ttl",
+            "4s",
+        ])
+        .unwrap();
+        assert_eq!(loaded.action, Action::Serve);
+        let config = Config::from(loaded.args);
+        assert_eq!(config.meta.as_deref(), Some("postgres://u:pw@db/t"));
+        assert_eq!(config.lease_ttl, Duration::from_secs(4));
+        assert_eq!(Config::new("/d").meta, None);
+
+        let loaded = load(["tusker", "migrate", "--meta", "postgres://db/t"]).unwrap();
+        assert_eq!(loaded.action, Action::Migrate);
+        let loaded = load([
+            "tusker",
+            "migrate-meta",
+            "--from",
+            "sled:/d/meta",
+            "--to",
+            "postgres://db/t",
+        ])
+        .unwrap();
+        assert_eq!(
+            loaded.action,
+            Action::MigrateMeta {
+                from: "sled:/d/meta".into(),
+                to: "postgres://db/t".into()
+            }
+        );
+        assert!(load(["tusker", "migrate-meta", "--from", "sled:/d"]).is_err());
+    }
+
+    #[test]
     fn cli_parses() {
         Cli::parse_from([
             "tusker",
