@@ -319,13 +319,22 @@ fn hold(leases: Arc<dyn LeaseStore>, lease: Lease) -> HeldLease {
     let (lost_tx, lost) = watch::channel(false);
     let every = (leases.ttl() / 3).max(Duration::from_millis(100));
     let (store, beat) = (leases.clone(), lease.clone());
+    let ttl = leases.ttl();
     let heartbeat = tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut renewed = Instant::now();
         loop {
             tick.tick().await;
             match store.renew(&beat).await {
-                Ok(true) => {}
+                Ok(true) => renewed = Instant::now(),
                 Ok(false) => {
+                    lost_tx.send_replace(true);
+                    return;
+                }
+                // Cut off from the database: once the lease may have
+                // expired there, another instance may hold it; stop before.
+                Err(e) if renewed.elapsed() + every >= ttl => {
+                    tracing::warn!(upload = %beat.upload, error = %e, "lease could not be renewed in time");
                     lost_tx.send_replace(true);
                     return;
                 }
@@ -400,5 +409,127 @@ mod tests {
             .await
             .is_err());
         assert_eq!(locks.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+    use crate::meta::lease::LeaseError;
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// Leases in memory: `foreign` makes every lease look held by
+    /// instance "other"; `lose` makes renewals find the lease gone.
+    #[derive(Default)]
+    struct FakeLeases {
+        foreign: AtomicBool,
+        lose: AtomicBool,
+        stops: AtomicUsize,
+        released: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl LeaseStore for FakeLeases {
+        fn instance(&self) -> &str {
+            "me"
+        }
+        fn ttl(&self) -> Duration {
+            Duration::from_millis(300)
+        }
+        async fn try_acquire(&self, upload: &UploadId) -> Result<Attempt, LeaseError> {
+            if self.foreign.load(Ordering::SeqCst) {
+                return Ok(Attempt::HeldBy("other".into()));
+            }
+            Ok(Attempt::Acquired(Lease {
+                upload: upload.clone(),
+                token: uuid::Uuid::new_v4(),
+            }))
+        }
+        async fn renew(&self, _: &Lease) -> Result<bool, LeaseError> {
+            Ok(!self.lose.load(Ordering::SeqCst))
+        }
+        async fn release(&self, _: &Lease) -> Result<(), LeaseError> {
+            self.released.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn request_stop(&self, _: &UploadId, holder: &str) -> Result<(), LeaseError> {
+            assert_eq!(holder, "other");
+            self.stops.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn stop_requests(&self) -> Result<tokio::sync::mpsc::Receiver<UploadId>, LeaseError> {
+            Ok(tokio::sync::mpsc::channel(1).1)
+        }
+    }
+
+    fn locker(fake: &Arc<FakeLeases>) -> Locker {
+        Locker::new(Arc::new(Locks::new()), Some(fake.clone()))
+    }
+
+    #[tokio::test]
+    async fn foreign_holder_is_asked_once_then_locked() {
+        let fake = Arc::new(FakeLeases::default());
+        fake.foreign.store(true, Ordering::SeqCst);
+        let locker = locker(&fake);
+        let id = UploadId::generate();
+        let got = locker
+            .acquire(&id, Duration::from_millis(300), Contend::StopHolder)
+            .await;
+        assert!(got.is_err());
+        assert_eq!(fake.stops.load(Ordering::SeqCst), 1);
+        // Background work does not disturb the holder.
+        assert!(locker
+            .acquire(&id, Duration::ZERO, Contend::Wait)
+            .await
+            .is_err());
+        assert_eq!(fake.stops.load(Ordering::SeqCst), 1);
+        // The in-process lock was let go.
+        assert!(locker.local.is_empty());
+    }
+
+    #[tokio::test]
+    async fn lost_lease_stops_the_holder_and_drop_releases() {
+        let fake = Arc::new(FakeLeases::default());
+        let locker = locker(&fake);
+        let id = UploadId::generate();
+        let held = locker
+            .acquire(&id, Duration::from_secs(1), Contend::StopHolder)
+            .await
+            .unwrap();
+        fake.lose.store(true, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(10), held.stop_requested())
+            .await
+            .expect("holder not stopped after losing its lease");
+        drop(held);
+        let mut released = false;
+        for _ in 0..100 {
+            if fake.released.load(Ordering::SeqCst) == 1 {
+                released = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(released);
+    }
+
+    #[tokio::test]
+    async fn local_contender_stops_a_lease_holder() {
+        let fake = Arc::new(FakeLeases::default());
+        let locker = locker(&fake);
+        let id = UploadId::generate();
+        let first = locker
+            .acquire(&id, Duration::from_secs(1), Contend::StopHolder)
+            .await
+            .unwrap();
+        let holder = async {
+            first.stop_requested().await;
+            drop(first);
+        };
+        let second = locker.acquire(&id, Duration::from_secs(5), Contend::StopHolder);
+        let (_, second) = tokio::join!(holder, second);
+        assert!(second.is_ok());
+        // Same instance: no cross-instance stop request.
+        assert_eq!(fake.stops.load(Ordering::SeqCst), 0);
     }
 }
