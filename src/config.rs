@@ -37,6 +37,25 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the effective configuration as TOML (secrets redacted) and exit.
     Config(ServeArgs),
+    /// Apply the PostgreSQL schema migrations of `--meta` and exit (the
+    /// server also applies them at start).
+    Migrate(ServeArgs),
+    /// Copy all upload state (uploads, tombstones, concatenation waiters,
+    /// destinations, owed post-finish hooks) from one meta store to another,
+    /// e.g. from a single node's sled to PostgreSQL, and exit. Stop the
+    /// server that uses the source first.
+    MigrateMeta(MigrateMetaArgs),
+}
+
+/// Options of `migrate-meta`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateMetaArgs {
+    /// The store to copy from: sled:PATH.
+    #[arg(long)]
+    pub from: String,
+    /// The store to copy into: postgres://... (migrated first).
+    #[arg(long)]
+    pub to: String,
 }
 
 /// Log line format.
@@ -100,6 +119,16 @@ pub struct ServeArgs {
     /// Worker threads (default: one per CPU core).
     #[arg(long, env = "TUSKER_WORKERS")]
     pub workers: Option<usize>,
+    /// Where upload state lives: sled:PATH (embedded, one instance; default
+    /// sled:DATA_DIR/meta) or postgres://user:password@host/db (shared by
+    /// several instances; the schema is migrated at start).
+    #[arg(long, env = "TUSKER_META")]
+    pub meta: Option<String>,
+    /// With a PostgreSQL meta store: how long an upload's lease outlives
+    /// its last heartbeat (a crashed instance's uploads are free again
+    /// after this).
+    #[arg(long, env = "TUSKER_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
     /// Where upload bytes go: file://DIR (default: DATA_DIR/uploads),
     /// s3://bucket/prefix, gs://bucket/prefix or az://container/prefix.
     /// Credentials come from the usual AWS_*, GOOGLE_* and AZURE_* variables.
@@ -241,6 +270,10 @@ pub struct Config {
     pub checkpoint_size: u64,
     /// How often expired uploads are swept.
     pub sweep_interval: Duration,
+    /// `--meta`; `None` is sled under `data_dir/meta`.
+    pub meta: Option<String>,
+    /// Lease lifetime without heartbeat (PostgreSQL meta store).
+    pub lease_ttl: Duration,
     /// `--storage`; `None` is local files under `data_dir/uploads`.
     pub storage: Option<String>,
     pub storage_options: crate::data::open::StorageOptions,
@@ -283,10 +316,17 @@ impl ServeArgs {
 }
 
 /// What the command line asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Serve,
     PrintConfig,
+    /// Apply the schema migrations of the configured meta store.
+    Migrate,
+    /// Copy meta store `from` into `to`.
+    MigrateMeta {
+        from: String,
+        to: String,
+    },
 }
 
 /// Configuration errors other than the command line's own.
@@ -375,6 +415,19 @@ where
     let (action, sub, rest) = match matches.subcommand() {
         Some(("serve", m)) => (Action::Serve, m, 2),
         Some(("config", m)) => (Action::PrintConfig, m, 2),
+        Some(("migrate", m)) => (Action::Migrate, m, 2),
+        Some(("migrate-meta", m)) => {
+            let args = MigrateMetaArgs::from_arg_matches(m)?;
+            let matches = Only::command().try_get_matches_from(["tusker"])?;
+            return Ok(Loaded {
+                action: Action::MigrateMeta {
+                    from: args.from,
+                    to: args.to,
+                },
+                args: Only::from_arg_matches(&matches)?.serve,
+                matches,
+            });
+        }
         _ => (Action::Serve, &matches, 1),
     };
     let mut second: Vec<OsString> = vec![argv.first().cloned().unwrap_or_else(|| "tusker".into())];
@@ -542,6 +595,8 @@ impl From<ServeArgs> for Config {
             workers: a.workers,
             checkpoint_size: a.checkpoint_size.max(1),
             sweep_interval,
+            meta: a.meta,
+            lease_ttl: a.lease_ttl,
             storage: a.storage,
             hooks: a.hooks_http.map(|url| HookConfig {
                 url,
@@ -618,6 +673,43 @@ mod tests {
         assert_eq!(redact("x", "https://tok@h/p@q"), "https://REDACTED@h/p@q");
         assert_eq!(redact("x", "s3://bucket/a@b"), "s3://bucket/a@b");
         assert_eq!(redact("listen", "0.0.0.0:1080"), "0.0.0.0:1080");
+    }
+
+    #[test]
+    fn meta_options_and_subcommands() {
+        let loaded = load([
+            "tusker",
+            "--meta",
+            "postgres://u:pw@db/t",
+            "--lease-ttl",
+            "4s",
+        ])
+        .unwrap();
+        assert_eq!(loaded.action, Action::Serve);
+        let config = Config::from(loaded.args);
+        assert_eq!(config.meta.as_deref(), Some("postgres://u:pw@db/t"));
+        assert_eq!(config.lease_ttl, Duration::from_secs(4));
+        assert_eq!(Config::new("/d").meta, None);
+
+        let loaded = load(["tusker", "migrate", "--meta", "postgres://db/t"]).unwrap();
+        assert_eq!(loaded.action, Action::Migrate);
+        let loaded = load([
+            "tusker",
+            "migrate-meta",
+            "--from",
+            "sled:/d/meta",
+            "--to",
+            "postgres://db/t",
+        ])
+        .unwrap();
+        assert_eq!(
+            loaded.action,
+            Action::MigrateMeta {
+                from: "sled:/d/meta".into(),
+                to: "postgres://db/t".into()
+            }
+        );
+        assert!(load(["tusker", "migrate-meta", "--from", "sled:/d"]).is_err());
     }
 
     #[test]

@@ -25,6 +25,8 @@ use upload::{Engine, EngineConfig};
 pub enum StartError {
     #[error("cannot open meta store: {0}")]
     Meta(#[from] meta::MetaError),
+    #[error("cannot listen for stop requests: {0}")]
+    Lease(#[from] meta::LeaseError),
     #[error("cannot open data store: {0}")]
     Data(#[from] data::DataError),
     #[error("cannot set up hooks: {0}")]
@@ -48,7 +50,8 @@ pub struct RunningServer {
     server: actix_web::dev::Server,
     sweeper: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
-    meta: meta::SledMetaStore,
+    cluster: Vec<tokio::task::JoinHandle<()>>,
+    meta: meta::OpenedMeta,
     engine: Arc<Engine>,
 }
 
@@ -101,6 +104,9 @@ impl RunningServer {
             .drain_hooks(std::time::Duration::from_secs(10))
             .await;
         self.upkeep.abort();
+        for task in &self.cluster {
+            task.abort();
+        }
         if let Err(e) = self.meta.flush().await {
             tracing::error!(error = %e, "final meta flush failed");
         }
@@ -108,6 +114,10 @@ impl RunningServer {
         result
     }
 }
+
+/// How often an instance of several looks for post-finish hooks that no
+/// instance is delivering (a crashed instance's).
+const OUTBOX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Binds every address `listen` resolves to.
 fn bind(listen: &str) -> Result<Vec<std::net::TcpListener>, StartError> {
@@ -134,14 +144,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     if let Some(dir) = &config.demo_dir {
         http::demo::check(dir, &config.base_path)?;
     }
-    let meta = meta::SledMetaStore::open(&config.data_dir.join("meta"))?;
+    let meta_url = meta::MetaUrl::parse(config.meta.as_deref(), &config.data_dir)?;
+    let meta = meta::OpenedMeta::open(&meta_url, config.lease_ttl).await?;
     let data = data::open::open(
         config.storage.as_deref(),
         &config.data_dir,
         &config.storage_options,
     )?;
     let mut engine = Engine::new(
-        Arc::new(meta.clone()),
+        meta.store(),
         data,
         EngineConfig {
             max_size: config.max_size,
@@ -160,7 +171,39 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .with_hooks(Arc::new(hooks::Hooks::new(hooks.clone())?), Some(init))
             .map_err(StartError::HookRuntime)?;
     }
+    let leases = meta.leases();
+    if let Some(leases) = &leases {
+        tracing::info!(
+            instance = leases.instance(),
+            "shared meta store: cross-instance leases on"
+        );
+        engine = engine.with_leases(leases.clone());
+    }
     let engine = Arc::new(engine);
+    let mut cluster = Vec::new();
+    if let Some(leases) = &leases {
+        // Other instances ask this one to stop a request through here.
+        let mut stops = leases.stop_requests().await?;
+        let target = engine.clone();
+        cluster.push(tokio::task::spawn_local(async move {
+            while let Some(id) = stops.recv().await {
+                tracing::debug!(upload = %id, "another instance asks to stop a request");
+                target.signal_stop(&id);
+            }
+        }));
+        // Owed post-finish hooks of crashed instances are taken over.
+        let outbox = engine.clone();
+        cluster.push(tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(OUTBOX_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = outbox.resume_finish_hooks().await {
+                    tracing::warn!(error = %e, "outbox pass failed");
+                }
+            }
+        }));
+    }
     match engine.resume_finish_hooks().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(count = n, "re-delivering owed post-finish hooks"),
@@ -242,6 +285,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         server,
         sweeper,
         upkeep,
+        cluster,
         meta,
         engine,
     })

@@ -62,6 +62,58 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Runs an administrative command to completion.
+fn admin(
+    task: impl std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "tusker failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tusker migrate`: brings the configured meta store's schema up to date.
+async fn migrate(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let url = tusker::meta::MetaUrl::parse(config.meta.as_deref(), &config.data_dir)?;
+    match url {
+        tusker::meta::MetaUrl::Postgres(_) => {
+            tusker::meta::OpenedMeta::open(&url, config.lease_ttl).await?;
+            tracing::info!("schema migrations applied");
+        }
+        tusker::meta::MetaUrl::Sled(_) => {
+            tracing::info!("sled needs no migrations; nothing to do")
+        }
+    }
+    Ok(())
+}
+
+/// `tusker migrate-meta`: copies a sled store into PostgreSQL.
+async fn migrate_meta(from: String, to: String) -> Result<(), Box<dyn std::error::Error>> {
+    let report = tusker::meta::migrate_meta(&from, &to).await?;
+    tracing::info!(
+        uploads = report.uploads,
+        tombstones = report.tombstones,
+        waiters = report.waiters,
+        destinations = report.destinations,
+        owed_post_finish = report.outbox,
+        "meta store copied"
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let loaded = match config::load(std::env::args_os()) {
         Ok(loaded) => loaded,
@@ -80,6 +132,11 @@ fn main() -> ExitCode {
         };
     }
     init_logging(loaded.args.log_format);
+    match loaded.action.clone() {
+        Action::Migrate => return admin(migrate(Config::from(loaded.args))),
+        Action::MigrateMeta { from, to } => return admin(migrate_meta(from, to)),
+        Action::Serve | Action::PrintConfig => {}
+    }
     let config = Config::from(loaded.args);
     let result = actix_web::rt::System::new().block_on(serve(config));
     match result {

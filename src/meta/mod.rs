@@ -1,12 +1,18 @@
 //! Upload state storage. `sled` is the embedded default; other backends
 //! implement the same trait and pass the same contract tests.
 
+#[cfg(test)]
+mod contract;
+pub mod lease;
+pub mod postgres;
 pub mod sled_store;
 
 use crate::model::UploadInfo;
 use crate::protocol::UploadId;
 use async_trait::async_trait;
 
+pub use lease::{Lease, LeaseError, LeaseStore};
+pub use postgres::PgMetaStore;
 pub use sled_store::SledMetaStore;
 
 /// Errors of a meta store.
@@ -20,6 +26,8 @@ pub enum MetaError {
     Corrupt { key: String, reason: String },
     #[error("meta store backend: {0}")]
     Backend(String),
+    #[error("meta store setting: {0}")]
+    Config(String),
 }
 
 /// What a lookup found.
@@ -63,8 +71,179 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn claim_destination(&self, destination: &str, id: &UploadId) -> Result<bool, MetaError>;
     /// Frees a destination reserved by `id` (terminated or expired upload).
     async fn release_destination(&self, destination: &str, id: &UploadId) -> Result<(), MetaError>;
-    /// Finished uploads whose post-finish hook is still owed.
+    /// Finished uploads whose post-finish hook is still owed and that this
+    /// instance should deliver now. A store shared by several instances
+    /// hands each one out to one instance at a time (a claim that lapses
+    /// after a while, so a crashed instance's debts are taken over); a
+    /// record saved with a new debt counts as claimed by its saver, which
+    /// delivers it right away.
     async fn pending_finish_hooks(&self, limit: usize) -> Result<Vec<UploadId>, MetaError>;
+    /// Claims delivery of `id`'s owed post-finish hook right after it was
+    /// saved; false when another instance has it (or nothing is owed).
+    async fn claim_finish_hook(&self, id: &UploadId) -> Result<bool, MetaError> {
+        let _ = id;
+        Ok(true)
+    }
+    /// Takes the cluster-wide lock of background job `job` (expiry sweep,
+    /// outbox pass) if free: `None` when another instance runs it now.
+    /// Dropping the guard releases it.
+    async fn job_lock(&self, job: &str) -> Result<Option<JobGuard>, MetaError>;
     /// Checks the backend is usable (readiness).
     async fn ping(&self) -> Result<(), MetaError>;
+}
+
+/// Everything a meta store holds, for `tusker migrate-meta`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaDump {
+    /// Upload records; the outbox is their `finish_hook_pending` flag.
+    pub uploads: Vec<UploadInfo>,
+    /// Removed ids with their removal time (unix seconds).
+    pub tombstones: Vec<(UploadId, u64)>,
+    /// (partial, final) pairs.
+    pub waiters: Vec<(UploadId, UploadId)>,
+    /// (destination, holder) pairs.
+    pub destinations: Vec<(String, UploadId)>,
+}
+
+/// Holds a background job's lock (see [`MetaStore::job_lock`]) until dropped.
+pub struct JobGuard(#[allow(dead_code)] Option<Box<dyn std::any::Any + Send>>);
+
+impl JobGuard {
+    /// A guard with nothing to release (a store used by one process).
+    pub fn local() -> Self {
+        JobGuard(None)
+    }
+
+    pub(crate) fn holding<T: Send + 'static>(held: T) -> Self {
+        JobGuard(Some(Box::new(held)))
+    }
+}
+
+/// The `--meta` setting: where upload state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaUrl {
+    /// `sled:PATH`: embedded, one process.
+    Sled(std::path::PathBuf),
+    /// `postgres://…` or `postgresql://…`: shared by several instances.
+    Postgres(String),
+}
+
+impl MetaUrl {
+    /// Parses `sled:PATH` or a PostgreSQL URL; `None` is the default
+    /// (`sled:DATA_DIR/meta`).
+    pub fn parse(s: Option<&str>, data_dir: &std::path::Path) -> Result<MetaUrl, MetaError> {
+        let Some(s) = s.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(MetaUrl::Sled(data_dir.join("meta")));
+        };
+        if let Some(path) = s.strip_prefix("sled:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(MetaError::Config(format!("{s:?}: sled: needs a path")));
+            }
+            return Ok(MetaUrl::Sled(path.into()));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(MetaUrl::Postgres(s.to_owned()));
+        }
+        Err(MetaError::Config(format!(
+            "{:?}: expected sled:PATH or postgres://...",
+            crate::config::redact("meta", s)
+        )))
+    }
+}
+
+/// The meta store a `--meta` setting names, opened (and, for PostgreSQL,
+/// migrated to this build's schema).
+pub enum OpenedMeta {
+    Sled(SledMetaStore),
+    Postgres(PgMetaStore),
+}
+
+impl OpenedMeta {
+    pub async fn open(
+        url: &MetaUrl,
+        lease_ttl: std::time::Duration,
+    ) -> Result<OpenedMeta, MetaError> {
+        Ok(match url {
+            MetaUrl::Sled(path) => OpenedMeta::Sled(SledMetaStore::open(path)?),
+            MetaUrl::Postgres(url) => {
+                let store = PgMetaStore::connect(url)
+                    .await?
+                    .with_timings(lease_ttl, postgres::DEFAULT_HOOK_CLAIM);
+                store.migrate().await?;
+                OpenedMeta::Postgres(store)
+            }
+        })
+    }
+
+    pub fn store(&self) -> std::sync::Arc<dyn MetaStore> {
+        match self {
+            OpenedMeta::Sled(s) => std::sync::Arc::new(s.clone()),
+            OpenedMeta::Postgres(s) => std::sync::Arc::new(s.clone()),
+        }
+    }
+
+    /// Cross-instance leases, when the store is shared.
+    pub fn leases(&self) -> Option<std::sync::Arc<dyn LeaseStore>> {
+        match self {
+            OpenedMeta::Sled(_) => None,
+            OpenedMeta::Postgres(s) => Some(std::sync::Arc::new(s.clone())),
+        }
+    }
+
+    /// Makes every write so far durable (sled); PostgreSQL commits each.
+    pub async fn flush(&self) -> Result<(), MetaError> {
+        match self {
+            OpenedMeta::Sled(s) => s.flush().await,
+            OpenedMeta::Postgres(_) => Ok(()),
+        }
+    }
+}
+
+/// What `migrate-meta` copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrateReport {
+    pub uploads: usize,
+    pub tombstones: usize,
+    pub waiters: usize,
+    pub destinations: usize,
+    /// Owed post-finish hooks (part of the upload records).
+    pub outbox: usize,
+}
+
+/// Copies everything in sled store `from` (`sled:PATH`) into PostgreSQL
+/// store `to` (migrated first). Records already present in `to` are
+/// overwritten, so the copy can be repeated.
+pub async fn migrate_meta(from: &str, to: &str) -> Result<MigrateReport, MetaError> {
+    let here = std::path::Path::new(".");
+    let (MetaUrl::Sled(path), MetaUrl::Postgres(url)) = (
+        MetaUrl::parse(Some(from), here)?,
+        MetaUrl::parse(Some(to), here)?,
+    ) else {
+        return Err(MetaError::Config(
+            "migrate-meta copies from sled:PATH to postgres://...".into(),
+        ));
+    };
+    if !path.exists() {
+        return Err(MetaError::Config(format!(
+            "{}: no sled database there",
+            path.display()
+        )));
+    }
+    let source = SledMetaStore::open(&path)?;
+    let dump = source.dump().await?;
+    let target = PgMetaStore::connect(&url).await?;
+    target.migrate().await?;
+    target.import(&dump).await?;
+    Ok(MigrateReport {
+        uploads: dump.uploads.len(),
+        tombstones: dump.tombstones.len(),
+        waiters: dump.waiters.len(),
+        destinations: dump.destinations.len(),
+        outbox: dump
+            .uploads
+            .iter()
+            .filter(|u| u.finish_hook_pending)
+            .count(),
+    })
 }

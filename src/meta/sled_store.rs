@@ -1,7 +1,7 @@
 //! `MetaStore` on sled 0.34: one tree per concern, JSON values, a flush
 //! before every write returns.
 
-use super::{Lookup, MetaError, MetaStore};
+use super::{JobGuard, Lookup, MetaDump, MetaError, MetaStore};
 use crate::model::{now_secs, UploadInfo};
 use crate::protocol::UploadId;
 use async_trait::async_trait;
@@ -81,6 +81,48 @@ impl SledMetaStore {
         tokio::task::spawn_blocking(move || f(me))
             .await
             .map_err(|e| MetaError::Backend(format!("blocking task failed: {e}")))?
+    }
+}
+
+impl SledMetaStore {
+    /// Everything stored, for `tusker migrate-meta`.
+    pub async fn dump(&self) -> Result<MetaDump, MetaError> {
+        self.blocking(|s| {
+            let id_of = |k: &[u8]| -> Result<UploadId, MetaError> {
+                std::str::from_utf8(k)
+                    .ok()
+                    .and_then(|v| UploadId::parse(v).ok())
+                    .ok_or_else(|| MetaError::Corrupt {
+                        key: String::from_utf8_lossy(k).into_owned(),
+                        reason: "not an upload id".into(),
+                    })
+            };
+            let mut dump = MetaDump::default();
+            for item in s.uploads.iter() {
+                let (k, v) = item.map_err(backend)?;
+                dump.uploads.push(decode(&k, &v)?);
+            }
+            for item in s.tombstones.iter() {
+                let (k, v) = item.map_err(backend)?;
+                let at = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                dump.tombstones.push((id_of(&k)?, at));
+            }
+            for item in s.waiters.iter() {
+                let (k, _) = item.map_err(backend)?;
+                let Some(split) = k.iter().position(|b| *b == 0) else {
+                    continue;
+                };
+                dump.waiters
+                    .push((id_of(&k[..split])?, id_of(&k[split + 1..])?));
+            }
+            for item in s.destinations.iter() {
+                let (k, v) = item.map_err(backend)?;
+                dump.destinations
+                    .push((String::from_utf8_lossy(&k).into_owned(), id_of(&v)?));
+            }
+            Ok(dump)
+        })
+        .await
     }
 }
 
@@ -394,6 +436,11 @@ impl MetaStore for SledMetaStore {
         .await
     }
 
+    async fn job_lock(&self, _job: &str) -> Result<Option<JobGuard>, MetaError> {
+        // One process owns the database (sled's file lock).
+        Ok(Some(JobGuard::local()))
+    }
+
     async fn ping(&self) -> Result<(), MetaError> {
         self.blocking(|s| s.db.get(SCHEMA_KEY).map(|_| ()).map_err(backend))
             .await
@@ -419,100 +466,6 @@ mod tests {
             destination: None,
             finish_hook_pending: false,
         }
-    }
-
-    #[tokio::test]
-    async fn records_expiry_and_tombstones() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledMetaStore::open(dir.path()).unwrap();
-        let a = UploadId::generate();
-        let b = UploadId::generate();
-        store.create(&info(&a, Some(100))).await.unwrap();
-        store.create(&info(&b, Some(300))).await.unwrap();
-        assert!(matches!(
-            store.create(&info(&a, None)).await,
-            Err(MetaError::AlreadyExists(_))
-        ));
-        assert_eq!(store.expired(200, 10).await.unwrap(), vec![a.clone()]);
-
-        // Moving the expiry moves the index entry.
-        let mut moved = info(&a, Some(500));
-        moved.offset = 5;
-        store.save(&moved).await.unwrap();
-        assert_eq!(
-            store.expired(200, 10).await.unwrap(),
-            Vec::<UploadId>::new()
-        );
-        assert_eq!(
-            store.get(&a).await.unwrap(),
-            Some(Lookup::Live(Box::new(moved.clone())))
-        );
-
-        // Finished uploads leave the index.
-        moved.finished = true;
-        store.save(&moved).await.unwrap();
-        assert_eq!(store.expired(1000, 10).await.unwrap(), vec![b.clone()]);
-
-        store.remove(&b).await.unwrap();
-        assert_eq!(store.get(&b).await.unwrap(), Some(Lookup::Gone));
-        assert!(matches!(
-            store.save(&info(&b, None)).await,
-            Err(MetaError::NotFound(_))
-        ));
-        assert_eq!(
-            store.expired(1000, 10).await.unwrap(),
-            Vec::<UploadId>::new()
-        );
-        assert_eq!(store.prune_tombstones(u64::MAX).await.unwrap(), 1);
-        assert_eq!(store.get(&b).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn concat_waiters() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledMetaStore::open(dir.path()).unwrap();
-        let (f, p1, p2) = (
-            UploadId::generate(),
-            UploadId::generate(),
-            UploadId::generate(),
-        );
-        store
-            .add_concat_waiters(&f, &[p1.clone(), p2.clone()])
-            .await
-            .unwrap();
-        assert_eq!(store.concat_waiters(&p1).await.unwrap(), vec![f.clone()]);
-        store
-            .remove_concat_waiters(&f, &[p1.clone(), p2.clone()])
-            .await
-            .unwrap();
-        assert!(store.concat_waiters(&p2).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn destinations_and_outbox() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledMetaStore::open(dir.path()).unwrap();
-        let (a, b) = (UploadId::generate(), UploadId::generate());
-        assert!(store.claim_destination("v/x.mp4", &a).await.unwrap());
-        assert!(store.claim_destination("v/x.mp4", &a).await.unwrap());
-        assert!(!store.claim_destination("v/x.mp4", &b).await.unwrap());
-        store.release_destination("v/x.mp4", &b).await.unwrap();
-        assert!(!store.claim_destination("v/x.mp4", &b).await.unwrap());
-        store.release_destination("v/x.mp4", &a).await.unwrap();
-        assert!(store.claim_destination("v/x.mp4", &b).await.unwrap());
-
-        let mut rec = info(&a, None);
-        store.create(&rec).await.unwrap();
-        rec.finished = true;
-        rec.finish_hook_pending = true;
-        store.save(&rec).await.unwrap();
-        assert_eq!(
-            store.pending_finish_hooks(10).await.unwrap(),
-            vec![a.clone()]
-        );
-        rec.finish_hook_pending = false;
-        store.save(&rec).await.unwrap();
-        assert!(store.pending_finish_hooks(10).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! Appending a request body to an upload (PATCH, creation-with-upload).
 
-use super::lock::{Contend, LockGuard};
+use super::lock::{Contend, UploadLock};
 use super::{Engine, UploadError};
 use crate::data::UploadWriter;
 use crate::hooks::{HookType, RequestInfo};
@@ -70,7 +70,7 @@ impl Engine {
 
     async fn append_locked<S, E>(
         &self,
-        lock: &LockGuard<'_>,
+        lock: &UploadLock<'_>,
         mut info: UploadInfo,
         req: AppendRequest,
         mut body: S,
@@ -289,7 +289,7 @@ impl Engine {
         info.finish_hook_pending = self.owes_finish_hook();
         self.meta.save(info).await?;
         tracing::info!(upload = %info.id, length = info.offset, "upload finished");
-        self.deliver_finish_hook(info, ctx);
+        self.deliver_finish_hook(info, ctx, false);
         // metrics
         metrics::counter!(crate::telemetry::UPLOADS_FINISHED).increment(1);
         Ok(())

@@ -94,7 +94,7 @@ impl Engine {
         self.meta.save(&info).await?;
         self.meta.remove_concat_waiters(&info.id, &parts).await?;
         tracing::info!(upload = %info.id, length = total, "final upload assembled");
-        self.deliver_finish_hook(&info, &crate::hooks::RequestInfo::default());
+        self.deliver_finish_hook(&info, &crate::hooks::RequestInfo::default(), false);
         // metrics
         metrics::counter!(crate::telemetry::UPLOADS_FINISHED).increment(1);
         Ok(Some(info))

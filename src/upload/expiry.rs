@@ -15,10 +15,18 @@ impl Engine {
     /// Removes expired uploads (bytes, then state). Uploads busy with a
     /// request are left for the next sweep. Returns how many were removed.
     pub async fn sweep_expired(&self) -> Result<usize, UploadError> {
+        // One sweeper at a time across instances sharing the meta store.
+        let Some(_job) = self.meta.job_lock("expiry-sweep").await? else {
+            return Ok(0);
+        };
         let now = now_secs();
         let mut removed = 0;
         for id in self.meta.expired(now, BATCH).await? {
-            let Ok(lock) = self.locks.acquire(&id, Duration::ZERO, Contend::Wait).await else {
+            let Ok(lock) = self
+                .locker
+                .acquire(&id, Duration::ZERO, Contend::Wait)
+                .await
+            else {
                 continue;
             };
             let info = match self.meta.get(&id).await? {

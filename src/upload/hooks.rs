@@ -6,7 +6,7 @@
 //! (`finish_hook_pending` in the record, indexed by the meta store) and
 //! re-delivered after a restart until the receiver accepts it.
 
-use super::lock::{Contend, Locks};
+use super::lock::{Contend, Locker};
 use super::{Engine, UploadError};
 use crate::hooks::{
     FileInfo, HookEvent, HookHttpResponse, HookResponse, HookType, Hooks, RequestInfo,
@@ -329,8 +329,10 @@ impl Engine {
     }
 
     /// Delivers an owed post-finish in the background; the debt is cleared
-    /// in the meta store only once the receiver accepted it.
-    pub(crate) fn deliver_finish_hook(&self, info: &UploadInfo, ctx: &RequestInfo) {
+    /// in the meta store only once the receiver accepted it. Unless
+    /// `claimed`, the delivery is first claimed in the meta store, so that
+    /// one instance of several delivers it.
+    pub(crate) fn deliver_finish_hook(&self, info: &UploadInfo, ctx: &RequestInfo, claimed: bool) {
         let Some(state) = self.hooks.clone() else {
             return;
         };
@@ -338,14 +340,25 @@ impl Engine {
             return;
         }
         let event = self.event(info, ctx);
-        let (id, meta, locks, lock_wait) = (
+        let (id, meta, locker, lock_wait) = (
             info.id.clone(),
             self.meta.clone(),
-            self.locks.clone(),
+            self.locker.clone(),
             self.config.lock_timeout,
         );
         let runner = state.clone();
         runner.spawn(async move {
+            if !claimed {
+                let claim = meta.claim_finish_hook(&id).await;
+                if !matches!(claim, Ok(true)) {
+                    match claim {
+                        Err(e) => tracing::error!(upload = %id, error = %e, "claiming post-finish delivery failed; retried later"),
+                        _ => tracing::debug!(upload = %id, "post-finish delivery claimed elsewhere"),
+                    }
+                    lock(&state.finishing).remove(&id);
+                    return;
+                }
+            }
             let gate = state.gate(&id);
             let delivered = {
                 let mut finished = gate.lock().await;
@@ -355,7 +368,7 @@ impl Engine {
             match delivered {
                 Ok(_) => {
                     state.settle(&id, true);
-                    if let Err(e) = clear_finish_debt(&*meta, &locks, &id, lock_wait).await {
+                    if let Err(e) = clear_finish_debt(&*meta, &locker, &id, lock_wait).await {
                         tracing::error!(upload = %id, error = %e, "recording post-finish delivery failed");
                     }
                 }
@@ -367,7 +380,9 @@ impl Engine {
         });
     }
 
-    /// Re-delivers post-finish hooks owed from before a restart.
+    /// Re-delivers post-finish hooks owed from before a restart (and, with
+    /// a shared meta store, those a crashed instance left behind; each is
+    /// claimed by one instance).
     pub async fn resume_finish_hooks(&self) -> Result<usize, UploadError> {
         if self.hooks.is_none() {
             return Ok(0);
@@ -375,7 +390,7 @@ impl Engine {
         let ids = self.meta.pending_finish_hooks(10_000).await?;
         for id in &ids {
             if let Some(Lookup::Live(info)) = self.meta.get(id).await? {
-                self.deliver_finish_hook(&info, &RequestInfo::default());
+                self.deliver_finish_hook(&info, &RequestInfo::default(), true);
             }
         }
         Ok(ids.len())
@@ -409,11 +424,11 @@ impl Engine {
 
 async fn clear_finish_debt(
     meta: &dyn MetaStore,
-    locks: &Locks,
+    locker: &Locker,
     id: &UploadId,
     wait: std::time::Duration,
 ) -> Result<(), UploadError> {
-    let _lock = locks
+    let _lock = locker
         .acquire(id, wait, Contend::Wait)
         .await
         .map_err(|_| UploadError::Locked)?;

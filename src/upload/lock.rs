@@ -1,7 +1,11 @@
-//! One writer per upload within this process. A second request for a busy
+//! One writer per upload. Within this process, a second request for a busy
 //! upload may ask the holder to stop (it persists what it has and returns),
-//! then waits a bounded time for the lock.
+//! then waits a bounded time for the lock. With a shared meta store, a lease
+//! (see `meta::lease`) is taken on top of the in-process lock, so the
+//! holder is unique across instances too; a holder on another instance is
+//! asked to stop through the lease store.
 
+use crate::meta::lease::{Attempt, Lease, LeaseStore};
 use crate::protocol::UploadId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -188,6 +192,166 @@ impl Drop for LockGuard<'_> {
     }
 }
 
+/// The in-process locks plus, for a shared meta store, leases.
+#[derive(Clone)]
+pub struct Locker {
+    pub(crate) local: Arc<Locks>,
+    pub(crate) leases: Option<Arc<dyn LeaseStore>>,
+}
+
+/// A lease held for the life of an [`UploadLock`], renewed by a heartbeat.
+struct HeldLease {
+    leases: Arc<dyn LeaseStore>,
+    lease: Option<Lease>,
+    heartbeat: tokio::task::JoinHandle<()>,
+    /// Becomes true when the heartbeat finds the lease lost.
+    lost: watch::Receiver<bool>,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let leases = self.leases.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = leases.release(&lease).await {
+                        tracing::warn!(upload = %lease.upload, error = %e, "releasing a lease failed; it expires by itself");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::warn!(upload = %lease.upload, "no runtime to release a lease; it expires by itself")
+            }
+        }
+    }
+}
+
+/// One writer's hold on an upload: the in-process lock, and the lease
+/// when the meta store is shared. Released when dropped.
+pub struct UploadLock<'a> {
+    // Dropped first: the lease goes before the local lock.
+    lease: Option<HeldLease>,
+    local: LockGuard<'a>,
+}
+
+impl UploadLock<'_> {
+    /// Resolves when another request (here or on another instance) asks
+    /// this holder to stop, the server shuts down, or the lease was lost.
+    pub async fn stop_requested(&self) {
+        let Some(held) = &self.lease else {
+            return self.local.stop_requested().await;
+        };
+        let mut lost = held.lost.clone();
+        let lost = async move {
+            if lost.wait_for(|l| *l).await.is_err() {
+                std::future::pending::<()>().await
+            }
+        };
+        tokio::select! {
+            _ = self.local.stop_requested() => {}
+            _ = lost => {
+                tracing::warn!(upload = %self.local.id, "lease lost; stopping the request");
+            }
+        }
+    }
+}
+
+/// First pause between two lease attempts, and the longest.
+const LEASE_RETRY_MIN: Duration = Duration::from_millis(20);
+const LEASE_RETRY_MAX: Duration = Duration::from_millis(200);
+
+impl Locker {
+    pub fn new(local: Arc<Locks>, leases: Option<Arc<dyn LeaseStore>>) -> Self {
+        Locker { local, leases }
+    }
+
+    /// Takes the in-process lock of `id`, then its lease if any, waiting at
+    /// most `wait` in all.
+    pub async fn acquire(
+        &self,
+        id: &UploadId,
+        wait: Duration,
+        contend: Contend,
+    ) -> Result<UploadLock<'_>, Locked> {
+        let deadline = Instant::now() + wait;
+        let local = self.local.acquire(id, wait, contend).await?;
+        let Some(leases) = &self.leases else {
+            return Ok(UploadLock { lease: None, local });
+        };
+        let mut asked = false;
+        let mut pause = LEASE_RETRY_MIN;
+        loop {
+            match leases.try_acquire(id).await {
+                Ok(Attempt::Acquired(lease)) => {
+                    return Ok(UploadLock {
+                        lease: Some(hold(leases.clone(), lease)),
+                        local,
+                    })
+                }
+                Ok(Attempt::HeldBy(holder)) => {
+                    if contend == Contend::StopHolder && !asked && !holder.is_empty() {
+                        asked = true;
+                        if let Err(e) = leases.request_stop(id, &holder).await {
+                            tracing::warn!(upload = %id, error = %e, "asking the holder instance to stop failed");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(upload = %id, error = %e, "taking the upload's lease failed");
+                }
+            }
+            if Instant::now() + pause > deadline {
+                metrics::counter!(crate::telemetry::LOCK_TIMEOUTS).increment(1);
+                return Err(Locked);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LEASE_RETRY_MAX);
+        }
+    }
+}
+
+/// Starts the heartbeat of a freshly acquired lease.
+fn hold(leases: Arc<dyn LeaseStore>, lease: Lease) -> HeldLease {
+    let (lost_tx, lost) = watch::channel(false);
+    let every = (leases.ttl() / 3).max(Duration::from_millis(100));
+    let (store, beat) = (leases.clone(), lease.clone());
+    let ttl = leases.ttl();
+    let heartbeat = tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut renewed = Instant::now();
+        loop {
+            tick.tick().await;
+            match store.renew(&beat).await {
+                Ok(true) => renewed = Instant::now(),
+                Ok(false) => {
+                    lost_tx.send_replace(true);
+                    return;
+                }
+                // Cut off from the database: once the lease may have
+                // expired there, another instance may hold it; stop before.
+                Err(e) if renewed.elapsed() + every >= ttl => {
+                    tracing::warn!(upload = %beat.upload, error = %e, "lease could not be renewed in time");
+                    lost_tx.send_replace(true);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(upload = %beat.upload, error = %e, "lease heartbeat failed");
+                }
+            }
+        }
+    });
+    HeldLease {
+        leases,
+        lease: Some(lease),
+        heartbeat,
+        lost,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +409,127 @@ mod tests {
             .await
             .is_err());
         assert_eq!(locks.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+    use crate::meta::lease::LeaseError;
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// Leases in memory: `foreign` makes every lease look held by
+    /// instance "other"; `lose` makes renewals find the lease gone.
+    #[derive(Default)]
+    struct FakeLeases {
+        foreign: AtomicBool,
+        lose: AtomicBool,
+        stops: AtomicUsize,
+        released: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl LeaseStore for FakeLeases {
+        fn instance(&self) -> &str {
+            "me"
+        }
+        fn ttl(&self) -> Duration {
+            Duration::from_millis(300)
+        }
+        async fn try_acquire(&self, upload: &UploadId) -> Result<Attempt, LeaseError> {
+            if self.foreign.load(Ordering::SeqCst) {
+                return Ok(Attempt::HeldBy("other".into()));
+            }
+            Ok(Attempt::Acquired(Lease {
+                upload: upload.clone(),
+                token: uuid::Uuid::new_v4(),
+            }))
+        }
+        async fn renew(&self, _: &Lease) -> Result<bool, LeaseError> {
+            Ok(!self.lose.load(Ordering::SeqCst))
+        }
+        async fn release(&self, _: &Lease) -> Result<(), LeaseError> {
+            self.released.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn request_stop(&self, _: &UploadId, holder: &str) -> Result<(), LeaseError> {
+            assert_eq!(holder, "other");
+            self.stops.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn stop_requests(&self) -> Result<tokio::sync::mpsc::Receiver<UploadId>, LeaseError> {
+            Ok(tokio::sync::mpsc::channel(1).1)
+        }
+    }
+
+    fn locker(fake: &Arc<FakeLeases>) -> Locker {
+        Locker::new(Arc::new(Locks::new()), Some(fake.clone()))
+    }
+
+    #[tokio::test]
+    async fn foreign_holder_is_asked_once_then_locked() {
+        let fake = Arc::new(FakeLeases::default());
+        fake.foreign.store(true, Ordering::SeqCst);
+        let locker = locker(&fake);
+        let id = UploadId::generate();
+        let got = locker
+            .acquire(&id, Duration::from_millis(300), Contend::StopHolder)
+            .await;
+        assert!(got.is_err());
+        assert_eq!(fake.stops.load(Ordering::SeqCst), 1);
+        // Background work does not disturb the holder.
+        assert!(locker
+            .acquire(&id, Duration::ZERO, Contend::Wait)
+            .await
+            .is_err());
+        assert_eq!(fake.stops.load(Ordering::SeqCst), 1);
+        // The in-process lock was let go.
+        assert!(locker.local.is_empty());
+    }
+
+    #[tokio::test]
+    async fn lost_lease_stops_the_holder_and_drop_releases() {
+        let fake = Arc::new(FakeLeases::default());
+        let locker = locker(&fake);
+        let id = UploadId::generate();
+        let held = locker
+            .acquire(&id, Duration::from_secs(1), Contend::StopHolder)
+            .await
+            .unwrap();
+        fake.lose.store(true, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(10), held.stop_requested())
+            .await
+            .expect("holder not stopped after losing its lease");
+        drop(held);
+        let mut released = false;
+        for _ in 0..100 {
+            if fake.released.load(Ordering::SeqCst) == 1 {
+                released = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(released);
+    }
+
+    #[tokio::test]
+    async fn local_contender_stops_a_lease_holder() {
+        let fake = Arc::new(FakeLeases::default());
+        let locker = locker(&fake);
+        let id = UploadId::generate();
+        let first = locker
+            .acquire(&id, Duration::from_secs(1), Contend::StopHolder)
+            .await
+            .unwrap();
+        let holder = async {
+            first.stop_requested().await;
+            drop(first);
+        };
+        let second = locker.acquire(&id, Duration::from_secs(5), Contend::StopHolder);
+        let (_, second) = tokio::join!(holder, second);
+        assert!(second.is_ok());
+        // Same instance: no cross-instance stop request.
+        assert_eq!(fake.stops.load(Ordering::SeqCst), 0);
     }
 }

@@ -13,7 +13,7 @@ use crate::hooks::{HookHttpResponse, HookType, RequestInfo};
 use crate::meta::{Lookup, MetaError, MetaStore};
 use crate::model::{now_secs, Concat, UploadInfo};
 use crate::protocol::UploadId;
-use lock::{Contend, Locks};
+use lock::{Contend, Locker, Locks};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,19 +124,36 @@ pub struct Engine {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) data: Arc<dyn DataStore>,
     pub(crate) locks: Arc<Locks>,
+    /// The in-process locks plus cross-instance leases (shared meta store).
+    pub(crate) locker: Locker,
     pub(crate) config: EngineConfig,
     pub(crate) hooks: Option<Arc<hooks::HookState>>,
 }
 
 impl Engine {
     pub fn new(meta: Arc<dyn MetaStore>, data: Arc<dyn DataStore>, config: EngineConfig) -> Self {
+        let locks = Arc::new(Locks::new());
         Engine {
             meta,
             data,
-            locks: Arc::new(Locks::new()),
+            locker: Locker::new(locks.clone(), None),
+            locks,
             config,
             hooks: None,
         }
+    }
+
+    /// Takes cross-instance leases on top of the in-process locks (for a
+    /// meta store shared by several instances).
+    pub fn with_leases(mut self, leases: Arc<dyn crate::meta::LeaseStore>) -> Self {
+        self.locker = Locker::new(self.locks.clone(), Some(leases));
+        self
+    }
+
+    /// Asks this instance's holder of `id`, if any, to stop (a request
+    /// from another instance).
+    pub fn signal_stop(&self, id: &UploadId) {
+        self.locks.signal_stop(id);
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -247,7 +264,7 @@ impl Engine {
                 metrics::counter!(crate::telemetry::UPLOADS_CREATED).increment(1);
                 self.post_hook(HookType::PostCreate, &created, ctx);
                 if created.finished {
-                    self.deliver_finish_hook(&created, ctx);
+                    self.deliver_finish_hook(&created, ctx, false);
                 }
                 Ok(created)
             }
@@ -359,8 +376,8 @@ impl Engine {
         &self,
         id: &UploadId,
         contend: Contend,
-    ) -> Result<lock::LockGuard<'_>, UploadError> {
-        self.locks
+    ) -> Result<lock::UploadLock<'_>, UploadError> {
+        self.locker
             .acquire(id, self.config.lock_timeout, contend)
             .await
             .map_err(|_| UploadError::Locked)

@@ -1,0 +1,464 @@
+//! The `MetaStore` contract: one async function per behaviour, run
+//! against sled and against PostgreSQL (when `TUSKER_TEST_POSTGRES_URL`
+//! names a server; each test then gets a database of its own).
+
+use super::*;
+use crate::model::{Concat, UploadInfo};
+use crate::protocol::UploadId;
+use std::future::Future;
+
+pub(crate) fn info(id: &UploadId, expires_at: Option<u64>) -> UploadInfo {
+    UploadInfo {
+        id: id.clone(),
+        length: Some(10),
+        offset: 0,
+        metadata: None,
+        concat: Concat::None,
+        created_at: 1,
+        expires_at,
+        finished: false,
+        storage: serde_json::Value::Null,
+        destination: None,
+        finish_hook_pending: false,
+    }
+}
+
+pub(crate) async fn expiry_and_tombstones(store: &dyn MetaStore) {
+    let a = UploadId::generate();
+    let b = UploadId::generate();
+    store.create(&info(&a, Some(100))).await.unwrap();
+    store.create(&info(&b, Some(300))).await.unwrap();
+    assert!(matches!(
+        store.create(&info(&a, None)).await,
+        Err(MetaError::AlreadyExists(_))
+    ));
+    assert_eq!(store.expired(200, 10).await.unwrap(), vec![a.clone()]);
+
+    // Moving the expiry moves the index entry.
+    let mut moved = info(&a, Some(500));
+    moved.offset = 5;
+    moved.storage = serde_json::json!({"parts": ["etag-1", "etag-2"], "tail": 7});
+    store.save(&moved).await.unwrap();
+    assert_eq!(
+        store.expired(200, 10).await.unwrap(),
+        Vec::<UploadId>::new()
+    );
+    assert_eq!(
+        store.get(&a).await.unwrap(),
+        Some(Lookup::Live(Box::new(moved.clone())))
+    );
+
+    // Finished uploads leave the index.
+    moved.finished = true;
+    store.save(&moved).await.unwrap();
+    assert_eq!(store.expired(1000, 10).await.unwrap(), vec![b.clone()]);
+
+    store.remove(&b).await.unwrap();
+    assert_eq!(store.get(&b).await.unwrap(), Some(Lookup::Gone));
+    assert!(matches!(
+        store.save(&info(&b, None)).await,
+        Err(MetaError::NotFound(_))
+    ));
+    // A tombstone blocks reuse of the id.
+    assert!(matches!(
+        store.create(&info(&b, None)).await,
+        Err(MetaError::AlreadyExists(_))
+    ));
+    assert_eq!(
+        store.expired(1000, 10).await.unwrap(),
+        Vec::<UploadId>::new()
+    );
+    assert_eq!(store.prune_tombstones(u64::MAX).await.unwrap(), 1);
+    assert_eq!(store.get(&b).await.unwrap(), None);
+    assert_eq!(store.get(&UploadId::generate()).await.unwrap(), None);
+}
+
+pub(crate) async fn expiry_order_and_limit(store: &dyn MetaStore) {
+    let ids: Vec<UploadId> = (0..5).map(|_| UploadId::generate()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .create(&info(id, Some(50 - i as u64 * 10)))
+            .await
+            .unwrap();
+    }
+    // Oldest expiry first, at most `limit`.
+    assert_eq!(
+        store.expired(100, 2).await.unwrap(),
+        vec![ids[4].clone(), ids[3].clone()]
+    );
+    assert_eq!(store.expired(30, 10).await.unwrap().len(), 3);
+}
+
+pub(crate) async fn concat_waiters(store: &dyn MetaStore) {
+    let (f, p1, p2) = (
+        UploadId::generate(),
+        UploadId::generate(),
+        UploadId::generate(),
+    );
+    store
+        .add_concat_waiters(&f, &[p1.clone(), p2.clone()])
+        .await
+        .unwrap();
+    // Idempotent.
+    store
+        .add_concat_waiters(&f, std::slice::from_ref(&p1))
+        .await
+        .unwrap();
+    assert_eq!(store.concat_waiters(&p1).await.unwrap(), vec![f.clone()]);
+    store
+        .remove_concat_waiters(&f, &[p1.clone(), p2.clone()])
+        .await
+        .unwrap();
+    assert!(store.concat_waiters(&p1).await.unwrap().is_empty());
+    assert!(store.concat_waiters(&p2).await.unwrap().is_empty());
+}
+
+pub(crate) async fn destinations(store: &dyn MetaStore) {
+    let (a, b) = (UploadId::generate(), UploadId::generate());
+    assert!(store.claim_destination("v/x.mp4", &a).await.unwrap());
+    assert!(store.claim_destination("v/x.mp4", &a).await.unwrap());
+    assert!(!store.claim_destination("v/x.mp4", &b).await.unwrap());
+    store.release_destination("v/x.mp4", &b).await.unwrap();
+    assert!(!store.claim_destination("v/x.mp4", &b).await.unwrap());
+    store.release_destination("v/x.mp4", &a).await.unwrap();
+    assert!(store.claim_destination("v/x.mp4", &b).await.unwrap());
+}
+
+pub(crate) async fn outbox(store: &dyn MetaStore) {
+    let a = UploadId::generate();
+    let mut rec = info(&a, None);
+    store.create(&rec).await.unwrap();
+    assert!(store.pending_finish_hooks(10).await.unwrap().is_empty());
+    rec.finished = true;
+    rec.finish_hook_pending = true;
+    store.save(&rec).await.unwrap();
+    assert_eq!(
+        store.pending_finish_hooks(10).await.unwrap(),
+        vec![a.clone()]
+    );
+    rec.finish_hook_pending = false;
+    store.save(&rec).await.unwrap();
+    assert!(store.pending_finish_hooks(10).await.unwrap().is_empty());
+}
+
+pub(crate) async fn job_lock(store: &dyn MetaStore) {
+    let guard = store.job_lock("sweep").await.unwrap();
+    assert!(guard.is_some());
+    drop(guard);
+    store.ping().await.unwrap();
+}
+
+/// Runs `f` on a fresh sled store.
+async fn on_sled<F, Fut>(f: F)
+where
+    F: FnOnce(SledMetaStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledMetaStore::open(dir.path()).unwrap();
+    f(store).await;
+}
+
+/// Runs `f` on a fresh PostgreSQL database, or skips.
+async fn on_postgres<F, Fut>(f: F)
+where
+    F: FnOnce(PgMetaStore, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(db) = pg_testing::TestDb::create().await else {
+        eprintln!("skipped: set TUSKER_TEST_POSTGRES_URL to run the PostgreSQL tests");
+        return;
+    };
+    let store = PgMetaStore::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    // Applying again is a no-op.
+    store.migrate().await.unwrap();
+    f(store, db.url.clone()).await;
+    db.drop().await;
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sled {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::on_sled(|s| async move { super::$name(&s).await }).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::on_postgres(|s, _| async move { super::$name(&s).await }).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    expiry_and_tombstones,
+    expiry_order_and_limit,
+    concat_waiters,
+    destinations,
+    outbox,
+    job_lock,
+);
+
+/// PostgreSQL-only behaviour: what several instances share.
+mod shared {
+    use super::*;
+    use crate::meta::lease::Attempt;
+
+    #[tokio::test]
+    async fn owed_hooks_are_claimed_by_one_instance() {
+        on_postgres(|a, url| async move {
+            let b = PgMetaStore::connect(&url).await.unwrap();
+            let id = UploadId::generate();
+            let mut rec = info(&id, None);
+            a.create(&rec).await.unwrap();
+            rec.finished = true;
+            rec.finish_hook_pending = true;
+            a.save(&rec).await.unwrap();
+            // The saver claims it; a sweep elsewhere then sees nothing.
+            assert!(a.claim_finish_hook(&id).await.unwrap());
+            assert!(!b.claim_finish_hook(&id).await.unwrap());
+            assert!(b.pending_finish_hooks(10).await.unwrap().is_empty());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn job_lock_is_exclusive_across_instances() {
+        on_postgres(|a, url| async move {
+            let b = PgMetaStore::connect(&url).await.unwrap();
+            let held = a.job_lock("sweep").await.unwrap();
+            assert!(held.is_some());
+            assert!(b.job_lock("sweep").await.unwrap().is_none());
+            assert!(b.job_lock("other").await.unwrap().is_some());
+            drop(held);
+            let mut free = false;
+            for _ in 0..100 {
+                if b.job_lock("sweep").await.unwrap().is_some() {
+                    free = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(free, "job lock not released");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn leases_exclude_other_instances_and_carry_stop_requests() {
+        on_postgres(|a, url| async move {
+            let b = PgMetaStore::connect(&url).await.unwrap();
+            let mut stops = a.stop_requests().await.unwrap();
+            let id = UploadId::generate();
+            let Attempt::Acquired(lease) = a.try_acquire(&id).await.unwrap() else {
+                panic!("free lease not acquired");
+            };
+            assert_eq!(
+                b.try_acquire(&id).await.unwrap(),
+                Attempt::HeldBy(a.instance().to_owned())
+            );
+            assert!(a.renew(&lease).await.unwrap());
+            b.request_stop(&id, a.instance()).await.unwrap();
+            let asked = tokio::time::timeout(std::time::Duration::from_secs(10), stops.recv())
+                .await
+                .unwrap();
+            assert_eq!(asked, Some(id.clone()));
+            a.release(&lease).await.unwrap();
+            assert!(!a.renew(&lease).await.unwrap());
+            assert!(matches!(
+                b.try_acquire(&id).await.unwrap(),
+                Attempt::Acquired(_)
+            ));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn expired_lease_is_taken_over() {
+        on_postgres(|_, url| async move {
+            let a = PgMetaStore::connect(&url).await.unwrap().with_timings(
+                std::time::Duration::from_secs(1),
+                crate::meta::postgres::DEFAULT_HOOK_CLAIM,
+            );
+            let b = PgMetaStore::connect(&url).await.unwrap();
+            let id = UploadId::generate();
+            assert!(matches!(
+                a.try_acquire(&id).await.unwrap(),
+                Attempt::Acquired(_)
+            ));
+            let mut taken = false;
+            for _ in 0..100 {
+                if let Attempt::Acquired(_) = b.try_acquire(&id).await.unwrap() {
+                    taken = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(taken, "a lease without heartbeat never expired");
+        })
+        .await;
+    }
+}
+
+pub(crate) mod pg_testing {
+    use sqlx::Connection;
+
+    /// A throw-away database on the server `TUSKER_TEST_POSTGRES_URL` names.
+    pub(crate) struct TestDb {
+        admin: String,
+        name: String,
+        pub(crate) url: String,
+    }
+
+    /// `url` with its database name replaced.
+    pub(crate) fn with_database(url: &str, name: &str) -> String {
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (url, None),
+        };
+        let authority_start = base.find("://").map_or(0, |i| i + 3);
+        let path_start = base[authority_start..]
+            .find('/')
+            .map_or(base.len(), |i| authority_start + i);
+        let mut out = format!("{}/{name}", &base[..path_start]);
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+
+    impl TestDb {
+        pub(crate) async fn create() -> Option<TestDb> {
+            let admin = std::env::var("TUSKER_TEST_POSTGRES_URL").ok()?;
+            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            let url = with_database(&admin, &name);
+            Some(TestDb { admin, name, url })
+        }
+
+        pub(crate) async fn drop(self) {
+            let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
+            sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            let _ = conn.close().await;
+        }
+    }
+
+    #[test]
+    fn database_names_are_replaced() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "t_1"),
+            "postgres://u@h:5432/t_1"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "t_1"),
+            "postgres://u@h/t_1?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "t_1"), "postgres://h/t_1");
+    }
+}
+
+/// `migrate-meta`: everything a sled store holds arrives in PostgreSQL.
+#[tokio::test]
+async fn migrate_meta_copies_sled_into_postgres() {
+    on_postgres(|pg, url| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta");
+        let (live, finished, gone, fin, part) = (
+            UploadId::generate(),
+            UploadId::generate(),
+            UploadId::generate(),
+            UploadId::generate(),
+            UploadId::generate(),
+        );
+        {
+            let sled = SledMetaStore::open(&path).unwrap();
+            let mut rec = info(&live, Some(100));
+            rec.offset = 4;
+            rec.storage = serde_json::json!({"multipart": "m-1", "parts": ["e1"]});
+            sled.create(&rec).await.unwrap();
+            let mut done = info(&finished, None);
+            sled.create(&done).await.unwrap();
+            done.finished = true;
+            done.finish_hook_pending = true;
+            sled.save(&done).await.unwrap();
+            sled.create(&info(&gone, None)).await.unwrap();
+            sled.remove(&gone).await.unwrap();
+            sled.add_concat_waiters(&fin, std::slice::from_ref(&part))
+                .await
+                .unwrap();
+            assert!(sled.claim_destination("a/b.mp4", &live).await.unwrap());
+        }
+        let report = migrate_meta(&format!("sled:{}", path.display()), &url)
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            MigrateReport {
+                uploads: 2,
+                tombstones: 1,
+                waiters: 1,
+                destinations: 1,
+                outbox: 1
+            }
+        );
+        let Some(Lookup::Live(rec)) = pg.get(&live).await.unwrap() else {
+            panic!("upload not copied");
+        };
+        assert_eq!(rec.offset, 4);
+        assert_eq!(rec.storage["parts"][0], "e1");
+        assert_eq!(pg.expired(200, 10).await.unwrap(), vec![live.clone()]);
+        assert_eq!(pg.get(&gone).await.unwrap(), Some(Lookup::Gone));
+        assert_eq!(pg.concat_waiters(&part).await.unwrap(), vec![fin.clone()]);
+        assert!(!pg.claim_destination("a/b.mp4", &gone).await.unwrap());
+        assert_eq!(pg.pending_finish_hooks(10).await.unwrap(), vec![finished]);
+        // Repeating the copy is harmless.
+        migrate_meta(&format!("sled:{}", path.display()), &url)
+            .await
+            .unwrap();
+        assert!(matches!(
+            migrate_meta("sled:/nonexistent/x", &url).await,
+            Err(MetaError::Config(_))
+        ));
+    })
+    .await;
+}
+
+#[test]
+fn meta_urls() {
+    let dir = std::path::Path::new("/d");
+    assert_eq!(
+        MetaUrl::parse(None, dir).unwrap(),
+        MetaUrl::Sled("/d/meta".into())
+    );
+    assert_eq!(
+        MetaUrl::parse(Some("sled:/x/y"), dir).unwrap(),
+        MetaUrl::Sled("/x/y".into())
+    );
+    assert_eq!(
+        MetaUrl::parse(Some("postgresql://u:p@h/db"), dir).unwrap(),
+        MetaUrl::Postgres("postgresql://u:p@h/db".into())
+    );
+    let err = MetaUrl::parse(Some("mysql://u:secret@h/db"), dir).unwrap_err();
+    assert!(!err.to_string().contains("secret"));
+    assert!(MetaUrl::parse(Some("sled:"), dir).is_err());
+}

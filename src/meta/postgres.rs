@@ -1,0 +1,729 @@
+//! `MetaStore` and `LeaseStore` on PostgreSQL, for several server
+//! instances sharing one database. Schema in `migrations/` (embedded and
+//! applied at start, or by `tusker migrate`).
+//!
+//! Every query runs on a small runtime of its own, so the pool's
+//! connections never depend on which actix worker happened to open them.
+
+use super::lease::{Attempt, Lease, LeaseError, LeaseStore};
+use super::{JobGuard, Lookup, MetaError, MetaStore};
+use crate::model::{now_secs, UploadInfo};
+use crate::protocol::UploadId;
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Row};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Embedded schema migrations.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Channel on which instances ask each other to stop a request.
+const STOP_CHANNEL: &str = "tusker_stop";
+
+/// Default lifetime of a lease without a heartbeat.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+/// How long an instance keeps the claim on an owed post-finish hook
+/// before another one may deliver it.
+pub const DEFAULT_HOOK_CLAIM: Duration = Duration::from_secs(120);
+
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+struct Inner {
+    pool: PgPool,
+    instance: String,
+    lease_ttl: Duration,
+    hook_claim: Duration,
+    // Last field: dropped after the pool.
+    rt: Runtime,
+}
+
+/// PostgreSQL-backed meta store and lease store.
+#[derive(Clone)]
+pub struct PgMetaStore {
+    inner: Arc<Inner>,
+}
+
+fn backend(e: impl std::fmt::Display) -> MetaError {
+    MetaError::Backend(e.to_string())
+}
+
+fn secs(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn parse_id(s: &str) -> Result<UploadId, MetaError> {
+    UploadId::parse(s).map_err(|_| MetaError::Corrupt {
+        key: s.to_owned(),
+        reason: "not an upload id".into(),
+    })
+}
+
+fn decode(key: &str, value: &str) -> Result<UploadInfo, MetaError> {
+    serde_json::from_str(value).map_err(|e| MetaError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The expiry index value: only unfinished uploads expire.
+fn expiry_of(info: &UploadInfo) -> Option<i64> {
+    info.expires_at.filter(|_| !info.finished).map(secs)
+}
+
+impl PgMetaStore {
+    /// Connects (lazily: the first query opens the first connection, and
+    /// fails if the database is unreachable).
+    pub async fn connect(url: &str) -> Result<Self, MetaError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tusker-pg")
+            .enable_all()
+            .build()
+            .map_err(backend)?;
+        let url = url.to_owned();
+        let pool = rt
+            .spawn(async move {
+                PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(&url)
+                    .await
+            })
+            .await
+            .map_err(backend)?
+            .map_err(|e| MetaError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
+        Ok(PgMetaStore {
+            inner: Arc::new(Inner {
+                pool,
+                instance: uuid::Uuid::new_v4().simple().to_string(),
+                lease_ttl: DEFAULT_LEASE_TTL,
+                hook_claim: DEFAULT_HOOK_CLAIM,
+                rt: Runtime(Some(rt)),
+            }),
+        })
+    }
+
+    /// Sets the lease lifetime and the post-finish claim; call before
+    /// sharing the store.
+    pub fn with_timings(self, lease_ttl: Duration, hook_claim: Duration) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.lease_ttl = lease_ttl.max(Duration::from_secs(1));
+                inner.hook_claim = hook_claim.max(Duration::from_secs(1));
+                PgMetaStore {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => PgMetaStore { inner },
+        }
+    }
+
+    /// Applies the embedded migrations not yet applied.
+    pub async fn migrate(&self) -> Result<(), MetaError> {
+        self.run(|pool| async move { MIGRATOR.run(&pool).await.map_err(sqlx::Error::from) })
+            .await
+            .map_err(|e| MetaError::Backend(format!("migrating the schema: {e}")))
+    }
+
+    /// Runs a query future on the store's runtime.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, MetaError>
+    where
+        F: FnOnce(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let handle = self
+            .inner
+            .rt
+            .0
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+            .ok_or_else(|| MetaError::Backend("PostgreSQL runtime is gone".into()))?;
+        handle
+            .spawn(f(self.inner.pool.clone()))
+            .await
+            .map_err(|e| MetaError::Backend(format!("query task failed: {e}")))?
+            .map_err(backend)
+    }
+
+    /// Every upload record, tombstone, waiter and destination (for
+    /// `migrate-meta` and tests).
+    pub async fn import(&self, dump: &super::MetaDump) -> Result<(), MetaError> {
+        let dump = dump.clone();
+        self.run(move |pool| async move {
+            let mut tx = pool.begin().await?;
+            for info in &dump.uploads {
+                let json = serde_json::to_string(info)
+                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                sqlx::query(
+                    "INSERT INTO uploads (id, info, expires_at, finish_hook_pending)
+                     VALUES ($1, $2::jsonb, $3, $4)
+                     ON CONFLICT (id) DO UPDATE SET info = EXCLUDED.info,
+                       expires_at = EXCLUDED.expires_at,
+                       finish_hook_pending = EXCLUDED.finish_hook_pending,
+                       hook_claimed_until = NULL, updated_at = now()",
+                )
+                .bind(info.id.as_str())
+                .bind(json)
+                .bind(expiry_of(info))
+                .bind(info.finish_hook_pending)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (id, at) in &dump.tombstones {
+                sqlx::query(
+                    "INSERT INTO tombstones (id, removed_at) VALUES ($1, $2)
+                     ON CONFLICT (id) DO UPDATE SET removed_at = EXCLUDED.removed_at",
+                )
+                .bind(id.as_str())
+                .bind(secs(*at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (partial, final_id) in &dump.waiters {
+                sqlx::query(
+                    "INSERT INTO concat_waiters (partial_id, final_id) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(partial.as_str())
+                .bind(final_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (dest, id) in &dump.destinations {
+                sqlx::query(
+                    "INSERT INTO destinations (destination, upload_id) VALUES ($1, $2)
+                     ON CONFLICT (destination) DO UPDATE SET upload_id = EXCLUDED.upload_id",
+                )
+                .bind(dest)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })
+        .await
+    }
+}
+
+/// Holds an advisory lock on a dedicated connection; closing the
+/// connection ends the session and so releases the lock.
+struct AdvisoryLock {
+    conn: Option<PgConnection>,
+    rt: Option<tokio::runtime::Handle>,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        if let (Some(conn), Some(rt)) = (self.conn.take(), self.rt.take()) {
+            rt.spawn(async move {
+                if let Err(e) = conn.close().await {
+                    tracing::debug!(error = %e, "closing a job-lock connection");
+                }
+            });
+        }
+    }
+}
+
+/// Advisory lock key of a background job.
+fn job_key(job: &str) -> i64 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(b"tusker:");
+    h.update(job.as_bytes());
+    // A fixed high half keeps tusker's keys apart from small integers
+    // other applications may use on the same database.
+    (0x7475_736bi64 << 32) | i64::from(h.finalize())
+}
+
+#[async_trait]
+impl MetaStore for PgMetaStore {
+    async fn create(&self, info: &UploadInfo) -> Result<(), MetaError> {
+        let json = serde_json::to_string(info).map_err(backend)?;
+        let (id, expires, pending) = (
+            info.id.as_str().to_owned(),
+            expiry_of(info),
+            info.finish_hook_pending,
+        );
+        let inserted = self
+            .run(move |pool| async move {
+                sqlx::query(
+                    "INSERT INTO uploads (id, info, expires_at, finish_hook_pending)
+                     SELECT $1::text, $2::jsonb, $3::int8, $4::bool
+                     WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE id = $1::text)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(json)
+                .bind(expires)
+                .bind(pending)
+                .execute(&pool)
+                .await
+                .map(|r| r.rows_affected())
+            })
+            .await?;
+        if inserted == 0 {
+            return Err(MetaError::AlreadyExists(info.id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: &UploadId) -> Result<Option<Lookup>, MetaError> {
+        let key = id.as_str().to_owned();
+        let row = self
+            .run(move |pool| async move {
+                sqlx::query(
+                    "SELECT (SELECT info::text FROM uploads WHERE id = $1),
+                            EXISTS (SELECT 1 FROM tombstones WHERE id = $1)",
+                )
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+            })
+            .await?;
+        let info: Option<String> = row.try_get(0).map_err(backend)?;
+        let gone: bool = row.try_get(1).map_err(backend)?;
+        match info {
+            Some(v) => Ok(Some(Lookup::Live(Box::new(decode(id.as_str(), &v)?)))),
+            None if gone => Ok(Some(Lookup::Gone)),
+            None => Ok(None),
+        }
+    }
+
+    async fn save(&self, info: &UploadInfo) -> Result<(), MetaError> {
+        let json = serde_json::to_string(info).map_err(backend)?;
+        let (id, expires, pending) = (
+            info.id.as_str().to_owned(),
+            expiry_of(info),
+            info.finish_hook_pending,
+        );
+        let updated = self
+            .run(move |pool| async move {
+                sqlx::query(
+                    "UPDATE uploads SET info = $2::jsonb, expires_at = $3,
+                       finish_hook_pending = $4,
+                       hook_claimed_until = CASE WHEN $4 THEN hook_claimed_until END,
+                       updated_at = now()
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(json)
+                .bind(expires)
+                .bind(pending)
+                .execute(&pool)
+                .await
+                .map(|r| r.rows_affected())
+            })
+            .await?;
+        if updated == 0 {
+            return Err(MetaError::NotFound(info.id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: &UploadId) -> Result<(), MetaError> {
+        let (key, now) = (id.as_str().to_owned(), secs(now_secs()));
+        self.run(move |pool| async move {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM uploads WHERE id = $1")
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO tombstones (id, removed_at) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET removed_at = EXCLUDED.removed_at",
+            )
+            .bind(&key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn expired(&self, now: u64, limit: usize) -> Result<Vec<UploadId>, MetaError> {
+        let (now, limit) = (secs(now), i64::try_from(limit).unwrap_or(i64::MAX));
+        let ids: Vec<String> = self
+            .run(move |pool| async move {
+                sqlx::query_scalar(
+                    "SELECT id FROM uploads WHERE expires_at <= $1
+                     ORDER BY expires_at, id LIMIT $2",
+                )
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&pool)
+                .await
+            })
+            .await?;
+        ids.iter().map(|s| parse_id(s)).collect()
+    }
+
+    async fn prune_tombstones(&self, before: u64) -> Result<usize, MetaError> {
+        let before = secs(before);
+        let ttl = self.inner.lease_ttl.as_secs_f64();
+        let n = self
+            .run(move |pool| async move {
+                // Leases of crashed instances linger until pruned here.
+                sqlx::query(
+                    "DELETE FROM leases WHERE expires_at < now() - $1::float8 * interval '1 second'",
+                )
+                .bind(ttl)
+                .execute(&pool)
+                .await?;
+                sqlx::query("DELETE FROM tombstones WHERE removed_at < $1")
+                    .bind(before)
+                    .execute(&pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            })
+            .await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    async fn add_concat_waiters(
+        &self,
+        final_id: &UploadId,
+        partials: &[UploadId],
+    ) -> Result<(), MetaError> {
+        let final_id = final_id.as_str().to_owned();
+        let partials: Vec<String> = partials.iter().map(|p| p.as_str().to_owned()).collect();
+        self.run(move |pool| async move {
+            sqlx::query(
+                "INSERT INTO concat_waiters (partial_id, final_id)
+                 SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING",
+            )
+            .bind(partials)
+            .bind(final_id)
+            .execute(&pool)
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn concat_waiters(&self, partial: &UploadId) -> Result<Vec<UploadId>, MetaError> {
+        let partial = partial.as_str().to_owned();
+        let ids: Vec<String> = self
+            .run(move |pool| async move {
+                sqlx::query_scalar(
+                    "SELECT final_id FROM concat_waiters WHERE partial_id = $1 ORDER BY final_id",
+                )
+                .bind(partial)
+                .fetch_all(&pool)
+                .await
+            })
+            .await?;
+        ids.iter().map(|s| parse_id(s)).collect()
+    }
+
+    async fn remove_concat_waiters(
+        &self,
+        final_id: &UploadId,
+        partials: &[UploadId],
+    ) -> Result<(), MetaError> {
+        let final_id = final_id.as_str().to_owned();
+        let partials: Vec<String> = partials.iter().map(|p| p.as_str().to_owned()).collect();
+        self.run(move |pool| async move {
+            sqlx::query(
+                "DELETE FROM concat_waiters WHERE final_id = $2 AND partial_id = ANY($1::text[])",
+            )
+            .bind(partials)
+            .bind(final_id)
+            .execute(&pool)
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn claim_destination(&self, destination: &str, id: &UploadId) -> Result<bool, MetaError> {
+        let (dest, key) = (destination.to_owned(), id.as_str().to_owned());
+        let holder: String = self
+            .run(move |pool| async move {
+                // The no-op update makes RETURNING yield the current holder.
+                sqlx::query_scalar(
+                    "INSERT INTO destinations (destination, upload_id) VALUES ($1, $2)
+                     ON CONFLICT (destination) DO UPDATE SET destination = EXCLUDED.destination
+                     RETURNING upload_id",
+                )
+                .bind(dest)
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+            })
+            .await?;
+        Ok(holder == id.as_str())
+    }
+
+    async fn release_destination(&self, destination: &str, id: &UploadId) -> Result<(), MetaError> {
+        let (dest, key) = (destination.to_owned(), id.as_str().to_owned());
+        self.run(move |pool| async move {
+            sqlx::query("DELETE FROM destinations WHERE destination = $1 AND upload_id = $2")
+                .bind(dest)
+                .bind(key)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    async fn pending_finish_hooks(&self, limit: usize) -> Result<Vec<UploadId>, MetaError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let claim = self.inner.hook_claim.as_secs_f64();
+        let ids: Vec<String> = self
+            .run(move |pool| async move {
+                sqlx::query_scalar(
+                    "UPDATE uploads SET hook_claimed_until = now() + $2::float8 * interval '1 second'
+                     WHERE id IN (
+                       SELECT id FROM uploads
+                       WHERE finish_hook_pending
+                         AND (hook_claimed_until IS NULL OR hook_claimed_until < now())
+                       ORDER BY id LIMIT $1
+                       FOR UPDATE SKIP LOCKED)
+                     RETURNING id",
+                )
+                .bind(limit)
+                .bind(claim)
+                .fetch_all(&pool)
+                .await
+            })
+            .await?;
+        let mut ids = ids
+            .iter()
+            .map(|s| parse_id(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn claim_finish_hook(&self, id: &UploadId) -> Result<bool, MetaError> {
+        let key = id.as_str().to_owned();
+        let claim = self.inner.hook_claim.as_secs_f64();
+        let n = self
+            .run(move |pool| async move {
+                sqlx::query(
+                    "UPDATE uploads SET hook_claimed_until = now() + $2::float8 * interval '1 second'
+                     WHERE id = $1 AND finish_hook_pending
+                       AND (hook_claimed_until IS NULL OR hook_claimed_until < now())",
+                )
+                .bind(key)
+                .bind(claim)
+                .execute(&pool)
+                .await
+                .map(|r| r.rows_affected())
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn job_lock(&self, job: &str) -> Result<Option<JobGuard>, MetaError> {
+        let key = job_key(job);
+        let conn = self
+            .run(move |pool| async move {
+                let mut conn = pool.acquire().await?.detach();
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut conn)
+                    .await?;
+                if got {
+                    Ok(Some(conn))
+                } else {
+                    conn.close().await?;
+                    Ok(None)
+                }
+            })
+            .await?;
+        Ok(conn.map(|conn| {
+            JobGuard::holding(AdvisoryLock {
+                conn: Some(conn),
+                rt: self.inner.rt.0.as_ref().map(|rt| rt.handle().clone()),
+            })
+        }))
+    }
+
+    async fn ping(&self) -> Result<(), MetaError> {
+        self.run(|pool| async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()) })
+            .await
+    }
+}
+
+fn lease_err(e: MetaError) -> LeaseError {
+    LeaseError::Backend(e.to_string())
+}
+
+#[async_trait]
+impl LeaseStore for PgMetaStore {
+    fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    fn ttl(&self) -> Duration {
+        self.inner.lease_ttl
+    }
+
+    async fn try_acquire(&self, upload: &UploadId) -> Result<Attempt, LeaseError> {
+        let token = uuid::Uuid::new_v4();
+        let (key, me, ttl) = (
+            upload.as_str().to_owned(),
+            self.inner.instance.clone(),
+            self.inner.lease_ttl.as_secs_f64(),
+        );
+        let tok = token.to_string();
+        let outcome = self
+            .run(move |pool| async move {
+                // Two rounds at most: a lease released between the insert
+                // and the look-up is simply tried again.
+                for _ in 0..2 {
+                    let won: Option<String> = sqlx::query_scalar(
+                        "INSERT INTO leases (upload_id, holder, token, expires_at, heartbeat_at)
+                         VALUES ($1, $2, $3, now() + $4::float8 * interval '1 second', now())
+                         ON CONFLICT (upload_id) DO UPDATE SET holder = EXCLUDED.holder,
+                           token = EXCLUDED.token, expires_at = EXCLUDED.expires_at,
+                           heartbeat_at = now()
+                         WHERE leases.expires_at < now() OR leases.holder = EXCLUDED.holder
+                         RETURNING holder",
+                    )
+                    .bind(&key)
+                    .bind(&me)
+                    .bind(&tok)
+                    .bind(ttl)
+                    .fetch_optional(&pool)
+                    .await?;
+                    if won.is_some() {
+                        return Ok(None);
+                    }
+                    let holder: Option<String> =
+                        sqlx::query_scalar("SELECT holder FROM leases WHERE upload_id = $1")
+                            .bind(&key)
+                            .fetch_optional(&pool)
+                            .await?;
+                    if let Some(holder) = holder {
+                        return Ok(Some(holder));
+                    }
+                }
+                Ok(Some(String::new()))
+            })
+            .await
+            .map_err(lease_err)?;
+        Ok(match outcome {
+            None => Attempt::Acquired(Lease {
+                upload: upload.clone(),
+                token,
+            }),
+            Some(holder) => Attempt::HeldBy(holder),
+        })
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        let (key, tok, ttl) = (
+            lease.upload.as_str().to_owned(),
+            lease.token.to_string(),
+            self.inner.lease_ttl.as_secs_f64(),
+        );
+        let n = self
+            .run(move |pool| async move {
+                sqlx::query(
+                    "UPDATE leases SET expires_at = now() + $3::float8 * interval '1 second',
+                       heartbeat_at = now()
+                     WHERE upload_id = $1 AND token = $2",
+                )
+                .bind(key)
+                .bind(tok)
+                .bind(ttl)
+                .execute(&pool)
+                .await
+                .map(|r| r.rows_affected())
+            })
+            .await
+            .map_err(lease_err)?;
+        Ok(n == 1)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), LeaseError> {
+        let (key, tok) = (lease.upload.as_str().to_owned(), lease.token.to_string());
+        self.run(move |pool| async move {
+            sqlx::query("DELETE FROM leases WHERE upload_id = $1 AND token = $2")
+                .bind(key)
+                .bind(tok)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        })
+        .await
+        .map_err(lease_err)
+    }
+
+    async fn request_stop(&self, upload: &UploadId, holder: &str) -> Result<(), LeaseError> {
+        let payload = format!("{holder} {}", upload.as_str());
+        self.run(move |pool| async move {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(STOP_CHANNEL)
+                .bind(payload)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        })
+        .await
+        .map_err(lease_err)
+    }
+
+    async fn stop_requests(&self) -> Result<tokio::sync::mpsc::Receiver<UploadId>, LeaseError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let me = self.inner.instance.clone();
+        let mut listener = self
+            .run(|pool| async move {
+                let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                l.listen(STOP_CHANNEL).await?;
+                Ok(l)
+            })
+            .await
+            .map_err(lease_err)?;
+        let handle = self
+            .inner
+            .rt
+            .0
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+            .ok_or_else(|| LeaseError::Backend("PostgreSQL runtime is gone".into()))?;
+        handle.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    n = listener.recv() => n,
+                };
+                match next {
+                    Ok(n) => {
+                        let Some((holder, id)) = n.payload().split_once(' ') else {
+                            continue;
+                        };
+                        if holder != me {
+                            continue;
+                        }
+                        if let Ok(id) = UploadId::parse(id) {
+                            if tx.send(id).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // `recv` reconnects on its next call.
+                        tracing::warn!(error = %e, "stop-request listener lost its connection");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

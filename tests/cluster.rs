@@ -1,0 +1,499 @@
+//! Several tusker processes sharing one PostgreSQL meta store and one S3
+//! bucket: any instance continues any upload, one writer per upload across
+//! instances, a SIGKILLed instance's uploads complete through the others,
+//! and each finished upload gets exactly one post-finish hook.
+//!
+//! Needs `TUSKER_TEST_POSTGRES_URL` and `TUSKER_TEST_S3_ENDPOINT`; without
+//! them every test prints that it was skipped.
+
+mod common;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use common::*;
+use serde_json::Value;
+use sqlx::Connection;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+const MIB: usize = 1024 * 1024;
+
+struct Env {
+    pg_admin: String,
+    s3: String,
+}
+
+fn env() -> Option<Env> {
+    Some(Env {
+        pg_admin: std::env::var("TUSKER_TEST_POSTGRES_URL").ok()?,
+        s3: std::env::var("TUSKER_TEST_S3_ENDPOINT").ok()?,
+    })
+}
+
+macro_rules! env_or_skip {
+    () => {
+        match env() {
+            Some(e) => e,
+            None => {
+                eprintln!("skipped: set TUSKER_TEST_POSTGRES_URL and TUSKER_TEST_S3_ENDPOINT to run the cluster tests");
+                return;
+            }
+        }
+    };
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let start = base.find("://").map_or(0, |i| i + 3);
+    let path = base[start..].find('/').map_or(base.len(), |i| start + i);
+    match query {
+        Some(q) => format!("{}/{name}?{q}", &base[..path]),
+        None => format!("{}/{name}", &base[..path]),
+    }
+}
+
+/// A throw-away database, dropped at the end of the test.
+struct Db {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Db {
+    async fn create(admin: &str) -> Db {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        Db {
+            admin: admin.to_owned(),
+            url: with_database(admin, &name),
+            name,
+        }
+    }
+
+    async fn drop(self) {
+        let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let _ = conn.close().await;
+    }
+}
+
+async fn bucket(endpoint: &str) -> String {
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let res = client()
+        .put(format!("{endpoint}/{name}"))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(res.status().is_success(), "create bucket: {}", res.status());
+    name
+}
+
+/// Counts post-finish hooks per upload id.
+struct HookReceiver {
+    url: String,
+    finishes: Arc<Mutex<HashMap<String, usize>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl HookReceiver {
+    fn start() -> HookReceiver {
+        let finishes = Arc::new(Mutex::new(HashMap::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let counts = finishes.clone();
+        std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    let counts = counts.clone();
+                    App::new().default_service(web::to(move |body: web::Json<Value>| {
+                        let counts = counts.clone();
+                        async move {
+                            if body["Type"] == "post-finish" {
+                                let id = body["Event"]["Upload"]["ID"]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .to_owned();
+                                *counts.lock().unwrap().entry(id).or_insert(0) += 1;
+                            }
+                            HttpResponse::Ok().json(serde_json::json!({}))
+                        }
+                    }))
+                })
+                .workers(1)
+                .bind("127.0.0.1:0")
+                .unwrap();
+                let addr = server.addrs()[0];
+                let server = server.run();
+                tx.send((addr, server.handle())).unwrap();
+                server.await.unwrap();
+            })
+        });
+        let (addr, handle) = rx.recv().unwrap();
+        HookReceiver {
+            url: format!("http://{addr}/hooks"),
+            finishes,
+            handle,
+        }
+    }
+
+    fn count(&self, id: &str) -> usize {
+        self.finishes.lock().unwrap().get(id).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for HookReceiver {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+/// One tusker process; SIGKILLed and reaped when dropped.
+struct Proc {
+    child: Child,
+    addr: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    async fn start(dir: &Path, n: usize, env: &Env, db: &str, bucket: &str, hooks: &str) -> Proc {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = dir.join(format!("tusker-{n}.log"));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tusker"))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(dir.join(format!("data-{n}")))
+            .arg("--meta")
+            .arg(db)
+            .arg("--storage")
+            .arg(format!("s3://{bucket}/x"))
+            .arg("--s3-endpoint")
+            .arg(&env.s3)
+            .args(["--part-size", "5MiB", "--workers", "2"])
+            .args(["--lease-ttl", "2s", "--lock-timeout", "3s"])
+            .args(["--storage-retry-max-delay", "500ms"])
+            .arg("--hooks-http")
+            .arg(hooks)
+            .args(["--hooks-enabled-events", "post-finish"])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn tusker");
+        let mut p = Proc { child, addr, log };
+        let c = client();
+        let url = format!("http://{addr}/files/");
+        let mut up = false;
+        for _ in 0..400 {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!("tusker exited with {status}: {}", p.log_text());
+            }
+            if let Ok(r) = c.request(reqwest::Method::OPTIONS, &url).send().await {
+                if r.status() == 200 {
+                    up = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "tusker did not come up: {}", p.log_text());
+        p
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}/files/", self.addr)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three instances on one database and bucket, and a client that sends
+/// each request to the next live instance in turn.
+struct Cluster {
+    procs: Vec<Option<Proc>>,
+    next: usize,
+    hooks: HookReceiver,
+    db: Db,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(env: &Env) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::create(&env.pg_admin).await;
+        let bucket = bucket(&env.s3).await;
+        let hooks = HookReceiver::start();
+        let mut procs = Vec::new();
+        for n in 0..3 {
+            procs.push(Some(
+                Proc::start(dir.path(), n, env, &db.url, &bucket, &hooks.url).await,
+            ));
+        }
+        Cluster {
+            procs,
+            next: 0,
+            hooks,
+            db,
+            _dir: dir,
+        }
+    }
+
+    /// The endpoint of the next live instance.
+    fn endpoint(&mut self) -> String {
+        for _ in 0..self.procs.len() {
+            let i = self.next % self.procs.len();
+            self.next += 1;
+            if let Some(p) = &self.procs[i] {
+                return p.endpoint();
+            }
+        }
+        panic!("no live instance");
+    }
+
+    fn url(&mut self, id: &str) -> String {
+        format!("{}{id}", self.endpoint())
+    }
+
+    fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .flatten()
+            .map(|p| p.log_text())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+
+    async fn stop(mut self) {
+        for p in self.procs.iter_mut().flatten() {
+            p.kill();
+        }
+        self.db.drop().await;
+    }
+}
+
+/// The offset, asking instances in turn; 423 (the upload's lease is held
+/// by a dead instance until it expires) and 5xx are retried, bounded.
+async fn cluster_offset(c: &reqwest::Client, cluster: &mut Cluster, id: &str) -> u64 {
+    for _ in 0..60 {
+        let url = cluster.url(id);
+        let res = c
+            .head(&url)
+            .header(TUS.0, TUS.1)
+            .send()
+            .await
+            .expect("HEAD");
+        if res.status() == 200 {
+            return header(&res, "upload-offset").unwrap().parse().unwrap();
+        }
+        assert!(
+            res.status() == 423 || res.status().is_server_error(),
+            "HEAD {url}: {}",
+            res.status()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("upload {id} stayed unavailable: {}", cluster.logs());
+}
+
+/// PATCHes `data` from the current offset in `chunk`-sized requests, each
+/// to the next instance, as tus-js-client would (HEAD after a failure).
+async fn upload_rest(
+    c: &reqwest::Client,
+    cluster: &mut Cluster,
+    id: &str,
+    data: &[u8],
+    chunk: usize,
+) {
+    let mut offset = cluster_offset(c, cluster, id).await as usize;
+    for _ in 0..400 {
+        if offset == data.len() {
+            return;
+        }
+        let end = (offset + chunk).min(data.len());
+        let url = cluster.url(id);
+        let res = patch(c, &url, offset as u64, data[offset..end].to_vec()).await;
+        match res.status().as_u16() {
+            204 => {
+                let got: usize = header(&res, "upload-offset").unwrap().parse().unwrap();
+                assert!(got > offset && got <= end, "offset {offset} -> {got}");
+                offset = got;
+            }
+            409 | 423 | 500..=599 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                offset = cluster_offset(c, cluster, id).await as usize;
+            }
+            s => panic!("PATCH {url} at {offset}: {s} {:?}", res.text().await),
+        }
+    }
+    panic!("upload {id} did not complete: {}", cluster.logs());
+}
+
+/// Creates an upload on the next instance; returns its id.
+async fn cluster_create(c: &reqwest::Client, cluster: &mut Cluster, len: usize) -> String {
+    let url = create(c, &cluster.endpoint(), len as u64).await;
+    url.rsplit('/').next().unwrap().to_owned()
+}
+
+async fn assert_complete(c: &reqwest::Client, cluster: &mut Cluster, id: &str, data: &[u8]) {
+    for _ in 0..3 {
+        let url = cluster.url(id);
+        let got = download(c, &url).await;
+        assert!(got == data, "upload {id} differs when read through {url}");
+    }
+}
+
+/// Waits until each upload got its post-finish, then checks none got two.
+async fn assert_one_post_finish(cluster: &Cluster, ids: &[String]) {
+    let all = eventually(Duration::from_secs(30), || async {
+        ids.iter().all(|id| cluster.hooks.count(id) >= 1)
+    })
+    .await;
+    assert!(all, "post-finish missing: {}", cluster.logs());
+    for id in ids {
+        assert_eq!(cluster.hooks.count(id), 1, "post-finish count of {id}");
+    }
+}
+
+#[tokio::test]
+async fn round_robin_requests_complete_byte_exact() {
+    let env = env_or_skip!();
+    let mut cluster = Cluster::start(&env).await;
+    let c = client();
+    let mut ids = Vec::new();
+    for (i, (len, chunk)) in [(12 * MIB + 7, MIB), (6 * MIB, 500 * 1024), (1, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let data = bytes(len, i as u64);
+        let id = cluster_create(&c, &mut cluster, len).await;
+        upload_rest(&c, &mut cluster, &id, &data, chunk).await;
+        assert_complete(&c, &mut cluster, &id, &data).await;
+        ids.push(id);
+    }
+    assert_one_post_finish(&cluster, &ids).await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn an_instance_killed_mid_patch_leaves_the_upload_to_the_others() {
+    let env = env_or_skip!();
+    let mut cluster = Cluster::start(&env).await;
+    let c = client();
+    let total = 16 * MIB + 3;
+    let data = bytes(total, 7);
+    let id = cluster_create(&c, &mut cluster, total).await;
+    // Some acknowledged bytes first, through another instance.
+    upload_rest(&c, &mut cluster, &id, &data[..3 * MIB], MIB).await;
+    let acked = cluster_offset(&c, &mut cluster, &id).await as usize;
+    assert_eq!(acked, 3 * MIB);
+
+    // A streaming PATCH for the rest into instance 1, killed half way.
+    let victim = cluster.procs[1].as_ref().unwrap().addr;
+    let mut sock = tokio::net::TcpStream::connect(victim).await.unwrap();
+    let head = format!(
+        "PATCH /files/{id} HTTP/1.1\r\nHost: {victim}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: {acked}\r\nContent-Length: {}\r\n\r\n",
+        total - acked
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&data[acked..acked + 7 * MIB]).await.unwrap();
+    sock.flush().await.unwrap();
+    if let Some(mut p) = cluster.procs[1].take() {
+        p.kill();
+    }
+    drop(sock);
+
+    // The others take over once the dead instance's lease expires.
+    let after = cluster_offset(&c, &mut cluster, &id).await as usize;
+    assert!(after >= acked, "offset went from {acked} down to {after}");
+    upload_rest(&c, &mut cluster, &id, &data, 2 * MIB).await;
+    assert_complete(&c, &mut cluster, &id, &data).await;
+    assert_one_post_finish(&cluster, std::slice::from_ref(&id)).await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn racing_patches_on_two_instances_keep_one_writer() {
+    let env = env_or_skip!();
+    let mut cluster = Cluster::start(&env).await;
+    let c = client();
+    let mut ids = Vec::new();
+    for round in 0..3u64 {
+        let total = 11 * MIB + round as usize;
+        let data = bytes(total, 100 + round);
+        let id = cluster_create(&c, &mut cluster, total).await;
+        let (a, b) = (cluster.url(&id), cluster.url(&id));
+        // Both send the whole upload from 0 at once.
+        let (ra, rb) = tokio::join!(
+            patch(&c, &a, 0, data.clone()),
+            patch(&c, &b, 0, data.clone())
+        );
+        eprintln!(
+            "round {round}: racing PATCHes answered {} (offset {:?}) and {} (offset {:?})",
+            ra.status(),
+            header(&ra, "upload-offset"),
+            rb.status(),
+            header(&rb, "upload-offset")
+        );
+        for r in [&ra, &rb] {
+            assert!(
+                [204, 409, 423].contains(&r.status().as_u16()),
+                "racing PATCH answered {}",
+                r.status()
+            );
+        }
+        // The first to take the lease answers 204 (stopped part way by the
+        // other, or done); the other then finds the offset moved on (409).
+        assert!(
+            ra.status() == 204 || rb.status() == 204,
+            "neither racing PATCH succeeded"
+        );
+        upload_rest(&c, &mut cluster, &id, &data, 4 * MIB).await;
+        assert_complete(&c, &mut cluster, &id, &data).await;
+        ids.push(id);
+    }
+    assert_one_post_finish(&cluster, &ids).await;
+    cluster.stop().await;
+}
