@@ -10,6 +10,9 @@
 # Env:   TUSKER_BASELINE_BIN=path  also measures that tusker binary as
 #        "tusker-baseline" (before/after comparisons in the same run).
 #
+# Scenario 6 (the limit) runs right before the servers of scenarios 1, 2
+# and 4, with the same bytes, so every figure is a fraction of it.
+#
 # Writes bench/results/<stamp>.jsonl (raw, one JSON object per measurement)
 # and bench/RESULTS.md's measured section (bench/results/<stamp>.md).
 set -euo pipefail
@@ -99,11 +102,32 @@ start() { # name dir
   done
   echo "$name did not come up" >&2; return 1
 }
-stop() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=; true; }
+stop() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi; SERVER_PID=; }
 trap 'stop; [ -n "${SINK_PID:-}" ] && kill $SINK_PID 2>/dev/null; true' EXIT
+
+# The limit, measured right before the servers of a scenario (same bytes,
+# same moment of this noisy machine): a raw receiver that writes the
+# stream(s) to files and fsyncs.
+limit_for() { # key streams size
+  local key=$1 streams=$2 size=$3
+  say "$key on the limit (loopback → file → fsync)"
+  "$LOADGEN" sink --listen 127.0.0.1:$PORT_limit --dir "$WORK/limit" >"$LOGS/sink.log" 2>&1 &
+  SINK_PID=$!
+  sleep 0.3; sync
+  "$LOADGEN" limit --addr 127.0.0.1:$PORT_limit --size "$size" --streams "$streams" --pid $SINK_PID \
+    --server limit --scenario "$key" --out "$OUT" || true
+  kill $SINK_PID; wait $SINK_PID 2>/dev/null || true; SINK_PID=
+  rm -rf "$WORK/limit"
+}
 
 run_scenario() { # key loadgen-args...
   local key=$1; shift
+  if has 6; then
+    case $key in
+      1-single|2-chunked) limit_for "$key" 1 "$SIZE" ;;
+      4-many) limit_for "$key" "$MANY" "$MANY_SIZE" ;;
+    esac
+  fi
   for name in ${SERVERS//,/ }; do
     [ -n "$name" ] || continue
     local var=PORT_${name//-/_}
@@ -119,19 +143,6 @@ run_scenario() { # key loadgen-args...
 }
 
 has() { [[ ,$SCENARIOS, == *,$1,* ]]; }
-if has 6; then
-  say "limit: loopback → file → fsync"
-  "$LOADGEN" sink --listen 127.0.0.1:$PORT_limit --dir "$WORK/limit" >"$LOGS/sink.log" 2>&1 &
-  SINK_PID=$!
-  sleep 0.3; sync
-  "$LOADGEN" limit --addr 127.0.0.1:$PORT_limit --size "$SIZE" --pid $SINK_PID \
-    --server limit --scenario 6-limit-single --out "$OUT"
-  sync
-  "$LOADGEN" limit --addr 127.0.0.1:$PORT_limit --size "$MANY_SIZE" --streams "$MANY" --pid $SINK_PID \
-    --server limit --scenario 6-limit-many --out "$OUT"
-  kill $SINK_PID; wait $SINK_PID 2>/dev/null || true; SINK_PID=
-  rm -rf "$WORK/limit"
-fi
 has 1 && run_scenario 1-single single --size "$SIZE"
 has 2 && run_scenario 2-chunked single --size "$SIZE" --chunk "$CHUNK"
 has 3 && run_scenario 3-small small --count "$SMALL_COUNT" --size "$SMALL_SIZE" --concurrency "$CONC"

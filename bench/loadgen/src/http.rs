@@ -149,8 +149,9 @@ impl Conn {
                     self.fill().await?;
                 };
                 let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-                let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                    .map_err(|_| io::Error::other("bad chunk size"))?;
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                        .map_err(|_| io::Error::other("bad chunk size"))?;
                 self.buf.drain(..line_end + 2);
                 while self.buf.len() < size + 2 {
                     self.fill().await?;
@@ -160,7 +161,9 @@ impl Conn {
                     break;
                 }
             }
-        } else if let Some(n) = res.header("content-length").and_then(|v| v.parse::<usize>().ok())
+        } else if let Some(n) = res
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
         {
             if status != 204 && status != 304 {
                 while self.buf.len() < n {

@@ -7,11 +7,19 @@ use std::fmt::Write as _;
 /// Scenarios in table order: (key, title, the limit row it compares with).
 const SCENARIOS: &[(&str, &str, Option<&str>)] = &[
     ("1-single", "(1) one PATCH, disk", Some("6-limit-single")),
-    ("2-chunked", "(2) 5 MiB PATCHes, disk", Some("6-limit-single")),
+    (
+        "2-chunked",
+        "(2) 5 MiB PATCHes, disk",
+        Some("6-limit-single"),
+    ),
     ("3-small", "(3) 64 KiB creation-with-upload ×32", None),
     ("4-many", "(4) 100 concurrent uploads", Some("6-limit-many")),
     ("6-limit-single", "(6) limit: 1 stream → file + fsync", None),
-    ("6-limit-many", "(6) limit: 100 streams → files + fsync", None),
+    (
+        "6-limit-many",
+        "(6) limit: 100 streams → files + fsync",
+        None,
+    ),
 ];
 
 const SERVERS: &[&str] = &["tusker", "tusker-baseline", "tus-node", "rustus", "limit"];
@@ -46,6 +54,11 @@ pub fn run(input: &str, output: &str, machine: &str) {
         rows.get(&(sc.to_owned(), srv.to_owned()))
             .and_then(|v| v[k].as_f64())
     };
+    // The limit measured right before a scenario's servers, else the
+    // stand-alone limit row.
+    let limit_of = |sc: &str, fallback: &str| {
+        get(sc, "limit", "mb_per_s").or_else(|| get(fallback, "limit", "mb_per_s"))
+    };
     let mut md = String::new();
     let _ = writeln!(md, "## Measured\n");
     if !machine.is_empty() {
@@ -62,7 +75,7 @@ pub fn run(input: &str, output: &str, machine: &str) {
                 continue;
             };
             let n = |k: &str| v[k].as_f64();
-            let vs_limit = lim.map(|l| ratio(n("mb_per_s"), get(l, "limit", "mb_per_s")));
+            let vs_limit = lim.map(|l| ratio(n("mb_per_s"), limit_of(sc, l)));
             let _ = writeln!(
                 md,
                 "| {title} | {srv} | {} | {} | {} | {} | {} | {} | {} |",
@@ -76,14 +89,21 @@ pub fn run(input: &str, output: &str, machine: &str) {
             );
         }
     }
-    let _ = writeln!(md, "\n### Ratios (tusker ÷ other; >1 means tusker is faster / uses more)\n");
+    let _ = writeln!(
+        md,
+        "\n### Ratios (tusker ÷ other; >1 means tusker is faster / uses more)\n"
+    );
     let _ = writeln!(
         md,
         "| scenario | throughput ÷ @tus/server | ÷ rustus | ÷ baseline | ÷ limit | CPU/GiB ÷ @tus/server | CPU/GiB ÷ baseline | RSS ÷ @tus/server |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for (sc, title, lim) in SCENARIOS.iter().filter(|s| !s.0.starts_with('6')) {
-        let thr = if *sc == "3-small" { "uploads_per_s" } else { "mb_per_s" };
+        let thr = if *sc == "3-small" {
+            "uploads_per_s"
+        } else {
+            "mb_per_s"
+        };
         let t = get(sc, "tusker", thr);
         let _ = writeln!(
             md,
@@ -91,7 +111,7 @@ pub fn run(input: &str, output: &str, machine: &str) {
             ratio(t, get(sc, "tus-node", thr)),
             ratio(t, get(sc, "rustus", thr)),
             ratio(t, get(sc, "tusker-baseline", thr)),
-            lim.map(|l| ratio(t, get(l, "limit", "mb_per_s")))
+            lim.map(|l| ratio(t, limit_of(sc, l)))
                 .unwrap_or_else(|| "–".into()),
             ratio(
                 get(sc, "tusker", "cpu_s_per_gib"),
