@@ -92,7 +92,7 @@ start() { # name dir
     tus-node) node bench/peers/tus-node/server.mjs $port "$dir" >"$LOGS/$name.log" 2>&1 & ;;
     # fsync on (tusker always fsyncs before acknowledging; @tus/file-store cannot).
     rustus) RUSTUS_LOG_LEVEL=ERROR "$RUSTUS" --host 127.0.0.1 --port $port --data-dir "$dir/data" \
-              --info-dir "$dir/info" --force-fsync >"$LOGS/$name.log" 2>&1 & ;;
+              --info-dir "$dir/info" --force-fsync true >"$LOGS/$name.log" 2>&1 & ;;
   esac
   SERVER_PID=$!
   for _ in $(seq 200); do
@@ -134,7 +134,7 @@ run_scenario() { # key loadgen-args...
     say "$key on $name"
     start "$name" "$WORK/$name" || { echo "{\"server\":\"$name\",\"scenario\":\"$key\",\"error\":\"did not start\"}" >>"$OUT"; continue; }
     sync
-    "$LOADGEN" "$@" --url "http://127.0.0.1:${!var}/files/" --pid "$SERVER_PID" \
+    timeout "${LOADGEN_TIMEOUT:-900}" "$LOADGEN" "$@" --url "http://127.0.0.1:${!var}/files/" --pid "$SERVER_PID" \
       --server "$name" --scenario "$key" --out "$OUT" \
       || echo "{\"server\":\"$name\",\"scenario\":\"$key\",\"error\":\"load generator failed\"}" >>"$OUT"
     stop
