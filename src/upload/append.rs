@@ -140,18 +140,34 @@ impl Engine {
         let mut position = info.offset;
         let mut since_checkpoint = 0u64;
         let idle = self.config.body_idle_timeout;
+        // Set up once, not per chunk: the stop signal, the idle timer (moved
+        // only when it fires, from the time of the last chunk) and the
+        // metrics handle.
+        let stop = lock.stop_requested();
+        tokio::pin!(stop);
+        let mut last_data = tokio::time::Instant::now();
+        let idle_timer = tokio::time::sleep_until(last_data + idle);
+        tokio::pin!(idle_timer);
+        let received = metrics::counter!(crate::telemetry::BYTES_RECEIVED);
 
         let end = loop {
             let next = tokio::select! {
                 biased;
-                _ = lock.stop_requested() => break End::Stopped,
-                next = tokio::time::timeout(idle, body.next()) => next,
+                _ = &mut stop => break End::Stopped,
+                next = body.next() => next,
+                _ = &mut idle_timer => {
+                    let deadline = last_data + idle;
+                    if deadline <= tokio::time::Instant::now() {
+                        break End::Broken(format!("no data for {}s", idle.as_secs()));
+                    }
+                    idle_timer.as_mut().reset(deadline);
+                    continue;
+                }
             };
             let chunk = match next {
-                Err(_) => break End::Broken(format!("no data for {}s", idle.as_secs())),
-                Ok(None) => break End::Complete,
-                Ok(Some(Err(e))) => break End::Broken(e.to_string()),
-                Ok(Some(Ok(chunk))) => chunk,
+                None => break End::Complete,
+                Some(Err(e)) => break End::Broken(e.to_string()),
+                Some(Ok(chunk)) => chunk,
             };
             if chunk.is_empty() {
                 continue;
@@ -174,12 +190,13 @@ impl Engine {
             position += len;
             since_checkpoint += len;
             self.progress(&info, position, ctx);
-            // metrics
-            metrics::counter!(crate::telemetry::BYTES_RECEIVED).increment(len);
+            received.increment(len);
             if hasher.is_none() && since_checkpoint >= self.config.checkpoint_bytes {
                 since_checkpoint = 0;
                 self.persist(&mut info, w.as_mut()).await?;
             }
+            // Idle time counts from here: a slow disk is not an idle client.
+            last_data = tokio::time::Instant::now();
         };
 
         let discard = |writer: Option<Box<dyn UploadWriter>>| async move {
@@ -213,6 +230,17 @@ impl Engine {
         }
 
         match writer.as_mut() {
+            Some(w) if matches!(end, End::Complete) && !req.complete => {
+                self.make_durable(&mut info, w.as_mut()).await?;
+                if info.is_complete() && !info.finished && self.seals_in_meta_only(&info) {
+                    // The last bytes, and sealing touches nothing but the
+                    // meta store: one save records the offset and the seal.
+                    self.seal(&mut info, ctx).await?;
+                } else {
+                    self.save_progress(&mut info).await?;
+                }
+                w.committed().await;
+            }
             Some(w) => self.persist(&mut info, w.as_mut()).await?,
             None => self.save_progress(&mut info).await?,
         }
@@ -258,12 +286,33 @@ impl Engine {
         info: &mut UploadInfo,
         writer: &mut dyn UploadWriter,
     ) -> Result<(), UploadError> {
-        let durable = writer.sync().await?;
-        info.offset = durable.offset;
-        info.storage = durable.storage;
+        self.make_durable(info, writer).await?;
         self.save_progress(info).await?;
         writer.committed().await;
         Ok(())
+    }
+
+    /// Makes the writer's bytes durable; the caller records the offset.
+    async fn make_durable(
+        &self,
+        info: &mut UploadInfo,
+        writer: &mut dyn UploadWriter,
+    ) -> Result<(), UploadError> {
+        let durable = writer.sync().await?;
+        info.offset = durable.offset;
+        info.storage = durable.storage;
+        Ok(())
+    }
+
+    /// Whether sealing `info` needs nothing but a meta store save: local
+    /// files staying where they are, and no pre-finish hook that could
+    /// reject. Then the final offset can be recorded by the seal's save
+    /// alone; should that save fail, nothing was acknowledged and the
+    /// unrecorded bytes are cut off by the next writer.
+    fn seals_in_meta_only(&self, info: &UploadInfo) -> bool {
+        self.data.kind() == "file"
+            && info.destination.is_none()
+            && !self.hook_enabled(HookType::PreFinish)
     }
 
     async fn save_progress(&self, info: &mut UploadInfo) -> Result<(), UploadError> {

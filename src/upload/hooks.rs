@@ -189,7 +189,7 @@ impl Engine {
         }
     }
 
-    fn hook_enabled(&self, kind: HookType) -> bool {
+    pub(crate) fn hook_enabled(&self, kind: HookType) -> bool {
         self.hooks.as_ref().is_some_and(|h| h.hooks.enabled(kind))
     }
 

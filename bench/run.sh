@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# tusker vs @tus/server vs rustus vs this machine's limit, on loopback.
+#
+#   bench/run.sh            the issue's sizes (1 GiB, 2,000 × 64 KiB, 100 × 64 MiB)
+#   bench/run.sh --quick    small sizes, a couple of minutes
+#
+# Flags: --size N --chunk N --small-count N --small-size N --concurrency N
+#        --many N --many-size N --servers tusker,tus-node,rustus
+#        --scenarios 1,2,3,4,6 --no-peers-install
+# Env:   TUSKER_BASELINE_BIN=path  also measures that tusker binary as
+#        "tusker-baseline" (before/after comparisons in the same run).
+#
+# Scenario 6 (the limit) runs right before the servers of scenarios 1, 2
+# and 4, with the same bytes, so every figure is a fraction of it.
+#
+# Writes bench/results/<stamp>.jsonl (raw, one JSON object per measurement)
+# and bench/RESULTS.md's measured section (bench/results/<stamp>.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+SIZE=1GiB CHUNK=5MiB SMALL_COUNT=2000 SMALL_SIZE=64KiB CONC=32 MANY=100 MANY_SIZE=64MiB
+SERVERS=tusker,tus-node,rustus SCENARIOS=1,2,3,4,6 INSTALL_PEERS=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) SIZE=256MiB SMALL_COUNT=400 MANY=20 MANY_SIZE=16MiB; shift ;;
+    --size) SIZE=$2; shift 2 ;;
+    --chunk) CHUNK=$2; shift 2 ;;
+    --small-count) SMALL_COUNT=$2; shift 2 ;;
+    --small-size) SMALL_SIZE=$2; shift 2 ;;
+    --concurrency) CONC=$2; shift 2 ;;
+    --many) MANY=$2; shift 2 ;;
+    --many-size) MANY_SIZE=$2; shift 2 ;;
+    --servers) SERVERS=$2; shift 2 ;;
+    --scenarios) SCENARIOS=$2; shift 2 ;;
+    --no-peers-install) INSTALL_PEERS=0; shift ;;
+    *) echo "unknown flag $1" >&2; exit 2 ;;
+  esac
+done
+if [ -n "${TUSKER_BASELINE_BIN:-}" ]; then SERVERS="$SERVERS,tusker-baseline"; fi
+
+LOGS=$ROOT/bench/logs WORK=$ROOT/bench/work RESULTS=$ROOT/bench/results
+mkdir -p "$LOGS" "$WORK" "$RESULTS"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$RESULTS/$STAMP.jsonl
+TOOLS=$ROOT/bench/.tools
+RUSTUS=$TOOLS/bin/rustus
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# rustus is a big build: start it first, in the background, and never block on it.
+RUSTUS_PID=
+if [[ ,$SERVERS, == *,rustus,* ]] && [ ! -x "$RUSTUS" ] && [ "$INSTALL_PEERS" = 1 ]; then
+  say "installing rustus from crates.io in the background (log: bench/logs/rustus-install.log)"
+  # Its own target dir: it must not wait for tusker's build lock.
+  (CARGO_TARGET_DIR=$TOOLS/target nice -n 10 cargo install rustus --locked --root "$TOOLS" \
+     >"$LOGS/rustus-install.log" 2>&1 || true) &
+  RUSTUS_PID=$!
+fi
+
+say "building tusker (release) and the load generator"
+cargo build --release --bin tusker
+TUSKER=$CARGO_TARGET_DIR/release/tusker
+(cd bench/loadgen && CARGO_TARGET_DIR=$ROOT/bench/loadgen/target cargo build --release --locked)
+LOADGEN=$ROOT/bench/loadgen/target/release/loadgen
+
+if [[ ,$SERVERS, == *,tus-node,* ]] && [ "$INSTALL_PEERS" = 1 ]; then
+  say "installing @tus/server from npm (bench/peers/tus-node)"
+  (cd bench/peers/tus-node && npm ci --no-audit --no-fund >"$LOGS/npm.log" 2>&1) \
+    || { echo "npm ci failed; see bench/logs/npm.log" >&2; SERVERS=${SERVERS//tus-node/}; }
+fi
+
+if [ -n "$RUSTUS_PID" ]; then
+  say "waiting for the rustus install (started first; up to 15 minutes more)"
+  for _ in $(seq 900); do kill -0 "$RUSTUS_PID" 2>/dev/null || break; sleep 1; done
+fi
+if [[ ,$SERVERS, == *,rustus,* ]] && [ ! -x "$RUSTUS" ]; then
+  echo "rustus unavailable (see bench/logs/rustus-install.log); measuring without it" >&2
+  echo "{\"server\":\"rustus\",\"scenario\":\"unavailable\",\"reason\":\"cargo install rustus failed or did not finish; see bench/logs/rustus-install.log\"}" >>"$OUT"
+  SERVERS=${SERVERS//rustus/}
+fi
+
+PORT_tusker=1080 PORT_rustus=1081 PORT_tus_node=1082 PORT_tusker_baseline=1083 PORT_limit=1090
+SERVER_PID=
+start() { # name dir
+  local name=$1 dir=$2 port var
+  var=PORT_${name//-/_}; port=${!var}
+  rm -rf "$dir"; mkdir -p "$dir"
+  case $name in
+    tusker) RUST_LOG=warn "$TUSKER" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
+    tusker-baseline) RUST_LOG=warn "$TUSKER_BASELINE_BIN" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
+    tus-node) node bench/peers/tus-node/server.mjs $port "$dir" >"$LOGS/$name.log" 2>&1 & ;;
+    # fsync on (tusker always fsyncs before acknowledging; @tus/file-store cannot).
+    rustus) RUSTUS_LOG_LEVEL=ERROR "$RUSTUS" --host 127.0.0.1 --port $port --data-dir "$dir/data" \
+              --info-dir "$dir/info" --force-fsync true >"$LOGS/$name.log" 2>&1 & ;;
+  esac
+  SERVER_PID=$!
+  for _ in $(seq 200); do
+    if curl -s -o /dev/null -X OPTIONS "http://127.0.0.1:$port/files/"; then return 0; fi
+    kill -0 $SERVER_PID 2>/dev/null || { echo "$name died; see bench/logs/$name.log" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "$name did not come up" >&2; return 1
+}
+stop() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi; SERVER_PID=; }
+trap 'stop; [ -n "${SINK_PID:-}" ] && kill $SINK_PID 2>/dev/null; true' EXIT
+
+# The limit, measured right before the servers of a scenario (same bytes,
+# same moment of this noisy machine): a raw receiver that writes the
+# stream(s) to files and fsyncs.
+limit_for() { # key streams size
+  local key=$1 streams=$2 size=$3
+  say "$key on the limit (loopback → file → fsync)"
+  "$LOADGEN" sink --listen 127.0.0.1:$PORT_limit --dir "$WORK/limit" >"$LOGS/sink.log" 2>&1 &
+  SINK_PID=$!
+  sleep 0.3; sync
+  "$LOADGEN" limit --addr 127.0.0.1:$PORT_limit --size "$size" --streams "$streams" --pid $SINK_PID \
+    --server limit --scenario "$key" --out "$OUT" || true
+  kill $SINK_PID; wait $SINK_PID 2>/dev/null || true; SINK_PID=
+  rm -rf "$WORK/limit"
+}
+
+run_scenario() { # key loadgen-args...
+  local key=$1; shift
+  if has 6; then
+    case $key in
+      1-single|2-chunked) limit_for "$key" 1 "$SIZE" ;;
+      4-many) limit_for "$key" "$MANY" "$MANY_SIZE" ;;
+    esac
+  fi
+  for name in ${SERVERS//,/ }; do
+    [ -n "$name" ] || continue
+    local var=PORT_${name//-/_}
+    say "$key on $name"
+    start "$name" "$WORK/$name" || { echo "{\"server\":\"$name\",\"scenario\":\"$key\",\"error\":\"did not start\"}" >>"$OUT"; continue; }
+    sync
+    timeout "${LOADGEN_TIMEOUT:-900}" "$LOADGEN" "$@" --url "http://127.0.0.1:${!var}/files/" --pid "$SERVER_PID" \
+      --server "$name" --scenario "$key" --out "$OUT" \
+      || echo "{\"server\":\"$name\",\"scenario\":\"$key\",\"error\":\"load generator failed\"}" >>"$OUT"
+    stop
+    rm -rf "$WORK/$name"
+  done
+}
+
+has() { [[ ,$SCENARIOS, == *,$1,* ]]; }
+has 1 && run_scenario 1-single single --size "$SIZE"
+has 2 && run_scenario 2-chunked single --size "$SIZE" --chunk "$CHUNK"
+has 3 && run_scenario 3-small small --count "$SMALL_COUNT" --size "$SMALL_SIZE" --concurrency "$CONC"
+has 4 && run_scenario 4-many many --uploads "$MANY" --size "$MANY_SIZE"
+
+MACHINE="Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), \
+$(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), $(df -h "$WORK" | awk 'NR==2{print $1}') filesystem; \
+run $STAMP (UTC); sizes: single $SIZE (chunked $CHUNK), small $SMALL_COUNT × $SMALL_SIZE by $CONC clients, \
+many $MANY × $MANY_SIZE. Shared, noisy machine: compare ratios within this run, not absolute numbers."
+"$LOADGEN" report --in "$OUT" --out "$RESULTS/$STAMP.md" --machine "$MACHINE"
+say "results: bench/results/$STAMP.jsonl and bench/results/$STAMP.md"
+cat "$RESULTS/$STAMP.md"
+
+if [ -x bench/s3.sh ] || [ -f bench/s3.sh ]; then
+  say "S3 scenario (bench/s3.sh)"
+  bash bench/s3.sh || echo "bench/s3.sh failed" >&2
+fi
