@@ -9,7 +9,7 @@
 //! The multipart id, every part's ETag and the segment list are returned as
 //! store state, which the engine persists before acknowledging the bytes.
 
-use super::{ByteStream, DataError, DataStore, Durable, UploadWriter};
+use super::{ByteStream, DataError, DataStore, UploadWriter};
 use crate::model::UploadInfo;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
@@ -22,10 +22,12 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::Semaphore;
 
 use super::tail_cache::{SegmentId, TailCache};
+
+mod writer;
+use writer::ObjectWriter;
 
 /// Smallest non-last part S3 accepts.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -352,19 +354,12 @@ impl DataStore for ObjectData {
         } else {
             self.tails.get(&staging, &state.segment_ids())
         };
-        Ok(Box::new(ObjectWriter {
-            data: self.clone(),
+        Ok(Box::new(ObjectWriter::new(
+            self.clone(),
             staging,
-            tail: tail.clone(),
-            durable_tail: tail,
-            completed: Vec::new(),
-            current: state.clone(),
-            durable: state,
-            pending: Vec::new(),
-            pending_len: 0,
-            inflight: JoinSet::new(),
-            garbage: Vec::new(),
-        }))
+            state,
+            tail,
+        )))
     }
 
     async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
@@ -495,208 +490,6 @@ impl DataStore for ObjectData {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(convert(e)),
         }
-    }
-}
-
-type PartResult = (usize, Result<PartId, object_store::Error>);
-
-struct ObjectWriter {
-    data: ObjectData,
-    staging: String,
-    /// Bytes of `current.segments`, when known in memory.
-    tail: Option<Vec<Bytes>>,
-    /// Bytes of `durable.segments`, when known in memory.
-    durable_tail: Option<Vec<Bytes>>,
-    /// ETags of parts finished during this request, by index.
-    completed: Vec<Option<String>>,
-    /// State as of the last `sync`.
-    durable: State,
-    /// `durable` plus what this request consumed/started: `parts` counts
-    /// only parts whose upload has finished and been ordered in.
-    current: State,
-    /// Bytes after `current.segments` and the parts cut so far.
-    pending: Vec<Bytes>,
-    pending_len: u64,
-    inflight: JoinSet<PartResult>,
-    /// Segments consumed by parts: deleted once the new state is persisted.
-    garbage: Vec<String>,
-}
-
-impl ObjectWriter {
-    fn parts_started(&self) -> usize {
-        self.current.parts.len() + self.completed.len()
-    }
-
-    fn tuning(&self) -> &ObjectTuning {
-        &self.data.tuning
-    }
-
-    /// Takes exactly `n` bytes from the front of `pending`.
-    fn take_pending(&mut self, mut n: u64) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        while n > 0 {
-            let Some(first) = self.pending.first_mut() else {
-                break;
-            };
-            if (first.len() as u64) <= n {
-                n -= first.len() as u64;
-                out.push(self.pending.remove(0));
-            } else {
-                out.push(first.split_to(n as usize));
-                n = 0;
-            }
-        }
-        self.pending_len -= out.iter().map(|b| b.len() as u64).sum::<u64>();
-        out
-    }
-
-    /// Cuts one part (staged segments + pending bytes) and starts its upload.
-    async fn cut_part(&mut self) -> Result<(), DataError> {
-        let part_size = self.current.part_size;
-        let idx = self.parts_started();
-        if idx as u64 >= MAX_PARTS {
-            return Err(DataError::LimitExceeded(format!(
-                "upload exceeds {MAX_PARTS} parts of {part_size} bytes"
-            )));
-        }
-        while self.inflight.len() >= self.tuning().part_concurrency.max(1) {
-            self.reap_one().await?;
-        }
-        let units = part_size
-            .div_ceil(PERMIT_UNIT)
-            .min(Semaphore::MAX_PERMITS as u64) as u32;
-        let permit: OwnedSemaphorePermit = self
-            .data
-            .memory
-            .clone()
-            .acquire_many_owned(units)
-            .await
-            .map_err(|_| DataError::Backend("buffer memory semaphore closed".into()))?;
-        let segments = std::mem::take(&mut self.current.segments);
-        let staged: u64 = segments.iter().map(|s| s.len).sum();
-        let mut chunks = match self.tail.take() {
-            Some(bytes) => bytes,
-            None => self.data.read_segments(&self.staging, &segments).await?,
-        };
-        self.tail = Some(Vec::new());
-        self.garbage.extend(segments.into_iter().map(|s| s.key));
-        chunks.extend(self.take_pending(part_size - staged));
-        let payload = PutPayload::from_iter(chunks);
-        debug_assert_eq!(payload.content_length() as u64, part_size);
-
-        let (store, tuning) = (self.data.store.clone(), self.data.tuning.clone());
-        let path = Path::from(self.current.key.as_str());
-        let id = self.current.multipart_id.clone();
-        self.completed.push(None);
-        self.inflight.spawn(async move {
-            let result = retry(&tuning, "put part", || {
-                store.put_part(&path, &id, idx, payload.clone())
-            })
-            .await;
-            drop(permit);
-            (idx, result)
-        });
-        Ok(())
-    }
-
-    /// Waits for one in-flight part.
-    async fn reap_one(&mut self) -> Result<(), DataError> {
-        let Some(joined) = self.inflight.join_next().await else {
-            return Ok(());
-        };
-        let (idx, result) =
-            joined.map_err(|e| DataError::Backend(format!("part upload task failed: {e}")))?;
-        let part = result.map_err(convert)?;
-        let slot = idx - self.current.parts.len();
-        self.completed[slot] = Some(part.content_id);
-        Ok(())
-    }
-
-    /// Moves finished parts, in order, into `current.parts`.
-    fn order_parts(&mut self) {
-        let done = self.completed.iter().take_while(|c| c.is_some()).count();
-        for etag in self.completed.drain(..done).flatten() {
-            self.current.parts.push(etag);
-        }
-    }
-}
-
-#[async_trait]
-impl UploadWriter for ObjectWriter {
-    async fn write(&mut self, chunk: Bytes) -> Result<(), DataError> {
-        self.pending_len += chunk.len() as u64;
-        self.pending.push(chunk);
-        while self.current.staged() + self.pending_len >= self.current.part_size {
-            self.cut_part().await?;
-        }
-        Ok(())
-    }
-
-    async fn sync(&mut self) -> Result<Durable, DataError> {
-        while !self.inflight.is_empty() {
-            self.reap_one().await?;
-        }
-        self.order_parts();
-        if self.pending_len > 0 {
-            let key = format!("{}{:08}", self.staging, self.current.next_segment);
-            let chunks = std::mem::take(&mut self.pending);
-            let payload = PutPayload::from_iter(chunks.iter().cloned());
-            let len = self.pending_len;
-            let path = Path::from(key.as_str());
-            let store = self.data.store.clone();
-            retry(self.tuning(), "put segment", || {
-                store.put(&path, payload.clone())
-            })
-            .await
-            .map_err(convert)?;
-            self.pending_len = 0;
-            self.current.next_segment += 1;
-            self.current.segments.push(Segment { key, len });
-            if let Some(tail) = self.tail.as_mut() {
-                tail.extend(chunks);
-            }
-        }
-        self.durable = self.current.clone();
-        self.durable_tail = self.tail.clone();
-        Ok(Durable {
-            offset: self.durable.offset(),
-            storage: self.durable.to_value(),
-        })
-    }
-
-    async fn committed(&mut self) {
-        // The persisted state names these segments now: safe to serve them
-        // from memory to this upload's next part.
-        match &self.durable_tail {
-            Some(tail) => {
-                self.data
-                    .tails
-                    .put(&self.staging, self.durable.segment_ids(), tail.clone())
-            }
-            None => self.data.tails.remove(&self.staging),
-        }
-        for key in std::mem::take(&mut self.garbage) {
-            if let Err(e) = self.data.store.delete(&Path::from(key.as_str())).await {
-                tracing::warn!(%key, error = %e, "deleting consumed segment failed");
-            }
-        }
-    }
-
-    async fn discard(&mut self) -> Result<Durable, DataError> {
-        // Parts started here may still land; their numbers are simply
-        // uploaded again later, replacing them.
-        self.inflight.abort_all();
-        while self.inflight.join_next().await.is_some() {}
-        self.completed.clear();
-        self.pending.clear();
-        self.pending_len = 0;
-        self.garbage.clear();
-        self.current = self.durable.clone();
-        self.tail = self.durable_tail.clone();
-        Ok(Durable {
-            offset: self.durable.offset(),
-            storage: self.durable.to_value(),
-        })
     }
 }
 
