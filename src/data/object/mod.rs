@@ -291,6 +291,16 @@ impl ObjectData {
         }
     }
 
+    /// Whether the object at `path` exists with `len` bytes: only a
+    /// `finish` of the upload owning the key puts it there.
+    async fn assembled(&self, path: &Path, len: u64) -> Result<bool, DataError> {
+        match retry(&self.tuning, "head object", || self.store.head(path)).await {
+            Ok(meta) => Ok(meta.size == len),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(convert(e)),
+        }
+    }
+
     async fn abort(&self, state: &State) -> Result<(), DataError> {
         let path = Path::from(state.key.as_str());
         let id = state.multipart_id.clone();
@@ -300,6 +310,9 @@ impl ObjectData {
         .await
         {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            // S3 answers an abort of an upload already gone with 404
+            // NoSuchUpload, which object_store does not map to NotFound.
+            Err(e) if http_status(&e.to_string()) == Some(404) => Ok(()),
             Err(e) => Err(convert(e)),
         }
     }
@@ -369,6 +382,25 @@ impl DataStore for ObjectData {
         }
         let path = Path::from(state.key.as_str());
         let staging = self.staging_prefix(info);
+        if self.assembled(&path, info.offset).await? {
+            // An earlier finish assembled the object, then the process died
+            // before the record said so: its staged segments may be deleted
+            // and its multipart upload completed, so neither is used again.
+            tracing::info!(upload = %info.id, "object already assembled before a restart");
+            self.tails.remove(&staging);
+            if state.parts.is_empty() {
+                // The single-PUT path aborts the multipart upload after the
+                // PUT; the crash may have come in between, or after it. The
+                // object is whole either way: a failure leaves garbage only.
+                if let Err(e) = self.abort(&state).await {
+                    tracing::warn!(upload = %info.id, error = %e, "aborting the multipart upload of an assembled object failed");
+                }
+            }
+            state.completed = true;
+            state.segments.clear();
+            self.delete_staging(info).await;
+            return Ok(state.to_value());
+        }
         let tail = self.read_segments(&staging, &state.segments).await?;
         self.tails.remove(&staging);
         let tail = PutPayload::from_iter(tail);
@@ -506,5 +538,78 @@ mod classify_tests {
             Some(503)
         );
         assert_eq!(http_status("connection reset by peer"), None);
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+    use crate::model::Concat;
+    use crate::protocol::UploadId;
+    use object_store::memory::InMemory;
+
+    fn store(backend: &Arc<InMemory>) -> ObjectData {
+        let tuning = ObjectTuning {
+            part_size: MIN_PART_SIZE,
+            retry_attempts: 1,
+            ..ObjectTuning::default()
+        };
+        ObjectData::new(backend.clone(), "uploads", "memory", tuning)
+    }
+
+    /// `finish` assembled the object, then the process died before the
+    /// record was saved: after a restart, finishing again from the old
+    /// record must succeed (the staged tail is deleted and the multipart
+    /// upload completed by then) and the object must be intact.
+    #[tokio::test]
+    async fn finish_again_after_a_crash_before_the_record_was_saved() {
+        let part = MIN_PART_SIZE as usize;
+        // Single PUT; parts and a staged tail; parts only.
+        for len in [1000, part + 1000, 2 * part] {
+            let backend = Arc::new(InMemory::new());
+            let data = store(&backend);
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut info = UploadInfo {
+                id: UploadId::generate(),
+                length: Some(len as u64),
+                offset: 0,
+                metadata: None,
+                concat: Concat::None,
+                created_at: 0,
+                expires_at: None,
+                finished: false,
+                storage: serde_json::Value::Null,
+                destination: None,
+                finish_hook_pending: false,
+            };
+            info.storage = data.create(&info).await.unwrap();
+            let mut writer = data.writer(&info).await.unwrap();
+            writer.write(Bytes::from(bytes.clone())).await.unwrap();
+            let durable = writer.sync().await.unwrap();
+            writer.committed().await;
+            info.offset = durable.offset;
+            info.storage = durable.storage;
+            assert_eq!(info.offset, len as u64);
+
+            data.finish(&info).await.unwrap();
+            // The restart: a new process (empty tail cache), the old record.
+            let restarted = store(&backend);
+            let state = restarted
+                .finish(&info)
+                .await
+                .unwrap_or_else(|e| panic!("{len} bytes: finishing again failed: {e}"));
+            let mut finished = info.clone();
+            finished.storage = state;
+            assert!(State::load(&finished).unwrap().completed, "{len} bytes");
+            let got: Vec<u8> = restarted
+                .read(&finished, 0, len as u64)
+                .await
+                .unwrap()
+                .try_collect::<Vec<Bytes>>()
+                .await
+                .unwrap()
+                .concat();
+            assert!(got == bytes, "{len} bytes: object differs");
+        }
     }
 }
