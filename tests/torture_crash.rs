@@ -194,6 +194,8 @@ enum Event {
     Body { into_body: u64 },
     /// A 201 or 204 arrived.
     Acked,
+    /// A POST is about to go out.
+    Creating,
 }
 
 /// State shared by the clients and the killer.
@@ -388,6 +390,7 @@ async fn create(shared: &Arc<Shared>, data: Arc<Vec<u8>>, rng: &mut Rng) -> Opti
     });
     for _ in 0..ATTEMPTS {
         let endpoint = shared.endpoint().await;
+        shared.emit(Event::Creating);
         let mut req = shared
             .http
             .post(&endpoint)
@@ -485,15 +488,19 @@ enum Moment {
     MidBody(u64),
     /// Right after a 201/204 arrived.
     AfterAck,
+    /// This many ms after a POST went out (while the server creates the
+    /// record and the storage).
+    MidCreate(u64),
 }
 
 /// Kills and restarts the server `plan.kills` times; after each restart
 /// every known upload must answer HEAD with a consistent offset.
 async fn killer(shared: Arc<Shared>, server: &mut Tusker, plan: &Plan, mut rng: Rng) {
     for k in 0..plan.kills {
-        let moment = match rng.next() % 3 {
+        let moment = match rng.next() % 4 {
             0 => Moment::Delay(rng.range(0, plan.max_delay_ms)),
             1 => Moment::MidBody(rng.range(1, 4 * MIB as u64)),
+            2 => Moment::MidCreate(rng.range(0, 30)),
             _ => Moment::AfterAck,
         };
         // Let the clients get going after the restart.
@@ -516,6 +523,16 @@ async fn killer(shared: Arc<Shared>, server: &mut Tusker, plan: &Plan, mut rng: 
                         Err(broadcast::error::RecvError::Closed) => break,
                     }
                 },
+                Moment::MidCreate(ms) => {
+                    loop {
+                        match events.recv().await {
+                            Ok(Event::Creating) => break,
+                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(broadcast::error::RecvError::Closed) => break,
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
             }
         })
         .await;
@@ -639,6 +656,39 @@ async fn torture(mut server: Tusker, backend: Backend) {
             .await;
             assert_eq!(staged, 0, "{key}: finished, staged segments left");
         }
+    }
+    if let Backend::S3 { endpoint, bucket } = &backend {
+        // An open multipart upload whose upload the server does not know
+        // can only come from a creation killed between CreateMultipartUpload
+        // and the record's write (object_store cannot list them, so no
+        // expiry will abort it: the bucket lifecycle rule does); every other
+        // one belongs to an upload that expiry or DELETE will abort.
+        let mut unknown = Vec::new();
+        for key in s3::open_multipart_keys(endpoint, bucket).await {
+            let id = key.strip_prefix("uploads/").unwrap_or(&key);
+            let res = shared
+                .http
+                .head(server.url(id))
+                .header(TUS.0, TUS.1)
+                .send()
+                .await
+                .expect("HEAD");
+            match res.status().as_u16() {
+                200 => {}
+                404 => unknown.push(key),
+                status => panic!("{key}: HEAD answered {status}"),
+            }
+        }
+        let lost = shared.lost_creations.load(Ordering::SeqCst);
+        assert!(
+            unknown.len() <= lost,
+            "{} multipart uploads without a record ({unknown:?}), only {lost} creations were cut",
+            unknown.len()
+        );
+        eprintln!(
+            "{} open multipart uploads without a record, from {lost} cut creations",
+            unknown.len()
+        );
     }
     let acks: usize = tracks.iter().map(|t| t.acks.lock().unwrap().len()).sum();
     eprintln!(
