@@ -709,9 +709,33 @@ async fn torture(mut server: Tusker, backend: Backend) {
     server.kill();
 }
 
+/// The test directory (data directory, sled, the server's log), kept when
+/// the test fails so the failure can be examined.
+struct KeepOnFailure(Option<tempfile::TempDir>);
+
+impl KeepOnFailure {
+    fn new() -> KeepOnFailure {
+        KeepOnFailure(Some(tempfile::tempdir().unwrap()))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.as_ref().expect("present").path()
+    }
+}
+
+impl Drop for KeepOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.0.take() {
+                eprintln!("kept {} (data, sled, tusker.log)", dir.keep().display());
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_survives_random_sigkills() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = KeepOnFailure::new();
     let server = Spawn::new(&dir.path().join("data"), &dir.path().join("tusker.log"))
         .start()
         .await;
@@ -722,7 +746,7 @@ async fn disk_survives_random_sigkills() {
 async fn s3_survives_random_sigkills() {
     let endpoint = s3_or_skip!();
     let bucket = s3::bucket(&endpoint).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = KeepOnFailure::new();
     let server = Spawn::new(&dir.path().join("data"), &dir.path().join("tusker.log"))
         .s3(&endpoint, &bucket, "uploads")
         .start()
