@@ -1,7 +1,7 @@
 //! Crash torture: several uploads run at once against the real binary,
 //! with random sizes and random PATCH sizes, while tusker is SIGKILLed at
 //! random moments (after a random delay, in the middle of a request body,
-//! right after a 204) and restarted on the same data directory (and the
+//! right after a 201/204, just after a POST went out) and restarted on the same data directory (and the
 //! same bucket, for object storage). Clients resume from HEAD after every
 //! failure, as tus clients do.
 //!
@@ -9,11 +9,13 @@
 //! HEAD and 409 answers) is recorded per upload. Proven throughout:
 //! - HEAD never reports less than the highest offset acknowledged before it
 //!   was sent, and never more than the client has handed over;
-//! - after every restart, every known upload answers HEAD (no lock or
-//!   record left stuck) with such an offset;
+//! - after every restart, every unfinished upload (and a sample of the
+//!   finished ones) answers HEAD (no lock or record left stuck) with such
+//!   an offset;
 //! - every finished upload downloads byte-exact (for S3 also read straight
 //!   from the bucket), still after one last kill, and leaves no multipart
-//!   upload and no staged segment behind.
+//!   upload and no staged segment behind; a multipart upload without a
+//!   record comes only from a creation the kill cut short.
 //!
 //! The seed is printed; `TUSKER_TORTURE_SEED=N` replays the same choices
 //! (sizes, PATCH sizes, kill modes and delays; thread timing still varies).
@@ -340,7 +342,12 @@ async fn client(shared: Arc<Shared>, plan: Plan, mut rng: Rng, n: usize) {
                     }
                 }
                 Ok(res) if res.status() == 409 => {
-                    // Only a lost answer can leave the client behind.
+                    // Only a lost answer can leave the client behind; the
+                    // 409 carries the server's offset.
+                    let reported: u64 = header(&res, "upload-offset")
+                        .and_then(|o| o.parse().ok())
+                        .expect("409 has Upload-Offset");
+                    t.check("409", reported, before);
                     shared.resumes.fetch_add(1, Ordering::SeqCst);
                     offset = shared.head(&t).await;
                 }
