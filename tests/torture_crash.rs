@@ -716,6 +716,10 @@ async fn torture(mut server: Tusker, backend: Backend) {
     server.kill();
 }
 
+/// Long PATCHes record their progress every 2 MiB, so kills also land
+/// between such checkpoints and the recovery from them is exercised.
+const CHECKPOINTS: [&str; 2] = ["--checkpoint-size", "2MiB"];
+
 /// The test directory (data directory, sled, the server's log), kept when
 /// the test fails so the failure can be examined.
 struct KeepOnFailure(Option<tempfile::TempDir>);
@@ -744,6 +748,7 @@ impl Drop for KeepOnFailure {
 async fn disk_survives_random_sigkills() {
     let dir = KeepOnFailure::new();
     let server = Spawn::new(&dir.path().join("data"), &dir.path().join("tusker.log"))
+        .args(CHECKPOINTS)
         .start()
         .await;
     torture(server, Backend::Disk).await;
@@ -756,6 +761,7 @@ async fn s3_survives_random_sigkills() {
     let dir = KeepOnFailure::new();
     let server = Spawn::new(&dir.path().join("data"), &dir.path().join("tusker.log"))
         .s3(&endpoint, &bucket, "uploads")
+        .args(CHECKPOINTS)
         .start()
         .await;
     torture(server, Backend::S3 { endpoint, bucket }).await;
