@@ -9,12 +9,12 @@
 mod common;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
+use common::proc::{Spawn, Tusker};
 use common::*;
 use serde_json::Value;
 use sqlx::Connection;
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -163,97 +163,26 @@ impl Drop for HookReceiver {
     }
 }
 
-/// One tusker process; SIGKILLed and reaped when dropped.
-struct Proc {
-    child: Child,
-    addr: std::net::SocketAddr,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    async fn start(dir: &Path, n: usize, env: &Env, db: &str, bucket: &str, hooks: &str) -> Proc {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = dir.join(format!("tusker-{n}.log"));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tusker"))
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(dir.join(format!("data-{n}")))
-            .arg("--meta")
-            .arg(db)
-            .arg("--storage")
-            .arg(format!("s3://{bucket}/x"))
-            .arg("--s3-endpoint")
-            .arg(&env.s3)
-            .args(["--part-size", "5MiB", "--workers", "2"])
-            .args(["--lease-ttl", "2s", "--lock-timeout", "3s"])
-            .args(["--storage-retry-max-delay", "500ms"])
-            .arg("--hooks-http")
-            .arg(hooks)
-            .args(["--hooks-enabled-events", "post-finish"])
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn tusker");
-        let mut p = Proc { child, addr, log };
-        let c = client();
-        let url = format!("http://{addr}/files/");
-        let mut up = false;
-        for _ in 0..400 {
-            if let Some(status) = p.child.try_wait().unwrap() {
-                panic!("tusker exited with {status}: {}", p.log_text());
-            }
-            if let Ok(r) = c.request(reqwest::Method::OPTIONS, &url).send().await {
-                if r.status() == 200 {
-                    up = true;
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(up, "tusker did not come up: {}", p.log_text());
-        p
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}/files/", self.addr)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts instance `n`: its own data directory and log, the shared
+/// database, bucket and hook receiver.
+async fn instance(dir: &Path, n: usize, env: &Env, db: &str, bucket: &str, hooks: &str) -> Tusker {
+    Spawn::new(
+        &dir.join(format!("data-{n}")),
+        &dir.join(format!("tusker-{n}.log")),
+    )
+    .s3(&env.s3, bucket, "x")
+    .args(["--meta", db, "--hooks-http", hooks])
+    .args(["--lease-ttl", "2s", "--lock-timeout", "3s"])
+    .args(["--hooks-enabled-events", "post-finish"])
+    .env("RUST_LOG", "warn,tusker=info")
+    .start()
+    .await
 }
 
 /// Three instances on one database and bucket, and a client that sends
 /// each request to the next live instance in turn.
 struct Cluster {
-    procs: Vec<Option<Proc>>,
+    procs: Vec<Option<Tusker>>,
     next: usize,
     hooks: HookReceiver,
     db: Db,
@@ -269,7 +198,7 @@ impl Cluster {
         let mut procs = Vec::new();
         for n in 0..3 {
             procs.push(Some(
-                Proc::start(dir.path(), n, env, &db.url, &bucket, &hooks.url).await,
+                instance(dir.path(), n, env, &db.url, &bucket, &hooks.url).await,
             ));
         }
         Cluster {

@@ -5,90 +5,10 @@
 
 mod common;
 
+use common::proc::Spawn;
 use common::*;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-
-/// The tusker binary, killed (SIGKILL) and reaped when dropped.
-struct Proc {
-    child: Child,
-    addr: std::net::SocketAddr,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    async fn start(data_dir: &Path, log: &Path) -> Proc {
-        // A free port: bind to 0, note it, release it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tusker"))
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--workers", "2"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn tusker");
-        let mut p = Proc {
-            child,
-            addr,
-            log: log.to_owned(),
-        };
-        let c = client();
-        let url = format!("http://{addr}/files/");
-        let mut up = false;
-        for _ in 0..400 {
-            if let Some(status) = p.child.try_wait().unwrap() {
-                panic!("tusker exited with {status}: {}", p.log_text());
-            }
-            if let Ok(r) = c.request(reqwest::Method::OPTIONS, &url).send().await {
-                if r.status() == 200 {
-                    up = true;
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(up, "tusker did not come up: {}", p.log_text());
-        p
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}/files/", self.addr)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL, then reap.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 const TOTAL: usize = 24 << 20;
 
@@ -100,7 +20,7 @@ async fn sigkill_mid_patch_never_loses_acknowledged_bytes() {
     let c = client();
     let data = bytes(TOTAL, 42);
 
-    let mut server = Proc::start(&data_dir, &log).await;
+    let mut server = Spawn::new(&data_dir, &log).start().await;
     let url = create(&c, &server.endpoint(), TOTAL as u64).await;
     let id = id_of(&url);
     let file = data_dir.join("uploads").join(&id);
@@ -153,7 +73,7 @@ async fn sigkill_mid_patch_never_loses_acknowledged_bytes() {
         server.kill();
         drop(sock);
 
-        server = Proc::start(&data_dir, &log).await;
+        server.restart().await;
         let url = format!("{}{id}", server.endpoint());
         let after = offset(&c, &url).await as usize;
         assert!(
@@ -175,10 +95,9 @@ async fn sigkill_mid_patch_never_loses_acknowledged_bytes() {
         got.len() == data.len() && got == data,
         "downloaded bytes differ after kills"
     );
-    server.kill();
 
     // And it stays complete across one more restart.
-    let server = Proc::start(&data_dir, &log).await;
+    server.restart().await;
     let url = format!("{}{id}", server.endpoint());
     let h = head(&c, &url).await;
     check(

@@ -7,87 +7,12 @@
 mod common;
 
 use bytes::Bytes;
+use common::proc::Spawn;
 use common::s3::*;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A tusker process; killed (SIGKILL) when dropped.
-struct Tusker {
-    child: Child,
-    endpoint: String,
-    log: PathBuf,
-}
-
-impl Tusker {
-    fn spawn(data_dir: &Path, s3: &str, bucket: &str, log: &Path) -> Tusker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_tusker"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--storage", &format!("s3://{bucket}/uploads")])
-            .args(["--s3-endpoint", s3])
-            .args(["--part-size", "5MiB"])
-            .args(["--workers", "2"])
-            .args(["--storage-retry-max-delay", "500ms"])
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn tusker");
-        Tusker {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}/files/"),
-            log: log.to_owned(),
-        }
-    }
-
-    async fn ready(&self, c: &reqwest::Client) {
-        let endpoint = self.endpoint.clone();
-        let up = eventually(Duration::from_secs(30), || {
-            let (c, endpoint) = (c.clone(), endpoint.clone());
-            async move {
-                c.request(reqwest::Method::OPTIONS, &endpoint)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
-        assert!(up, "tusker did not start; log:\n{}", self.log_text());
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Tusker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// PATCHes `data[start..]` as one request whose body trickles out in
 /// 128 KiB pieces; `sent` counts the bytes handed to the connection.
@@ -135,9 +60,11 @@ async fn sigkill_mid_patch_never_loses_acknowledged_bytes() {
         .unwrap();
     let data = Arc::new(bytes(40 * MIB + 12345, 31));
 
-    let mut tusker = Tusker::spawn(&data_dir, &s3, &bucket, &log);
-    tusker.ready(&c).await;
-    let url = create(&c, &tusker.endpoint, data.len() as u64).await;
+    let mut tusker = Spawn::new(&data_dir, &log)
+        .s3(&s3, &bucket, "uploads")
+        .start()
+        .await;
+    let url = create(&c, &tusker.endpoint(), data.len() as u64).await;
     let id = url.rsplit('/').next().unwrap().to_owned();
     // The highest offset any response has reported so far.
     let mut acked = 0u64;
@@ -147,7 +74,7 @@ async fn sigkill_mid_patch_never_loses_acknowledged_bytes() {
         .into_iter()
         .enumerate()
     {
-        let url = format!("{}{id}", tusker.endpoint);
+        let url = tusker.url(&id);
         let head = offset(&c, &url).await;
         assert!(
             head >= acked,
@@ -191,11 +118,10 @@ async fn sigkill_mid_patch_never_loses_acknowledged_bytes() {
             Ok(Err(e)) => panic!("PATCH task: {e}"),
             Err(_) => panic!("round {round}: PATCH did not end after the kill"),
         }
-        tusker = Tusker::spawn(&data_dir, &s3, &bucket, &log);
-        tusker.ready(&c).await;
+        tusker.restart().await;
     }
 
-    let url = format!("{}{id}", tusker.endpoint);
+    let url = tusker.url(&id);
     let head = offset(&c, &url).await;
     assert!(head >= acked, "HEAD says {head}, {acked} was acknowledged");
     assert!(head <= data.len() as u64);

@@ -57,6 +57,15 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Whether two paths name the same file (one inode, two links).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 fn missing(info: &UploadInfo) -> impl Fn(std::io::Error) -> DataError + '_ {
     move |e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -139,12 +148,29 @@ impl DataStore for FileStore {
             return Ok(info.storage.clone());
         }
         let (from, to) = (self.path(info), self.root.join(&dest));
+        let len = info.offset;
         blocking(move || {
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             // A hard link fails if the destination exists: never overwrite.
-            std::fs::hard_link(&from, &to)?;
+            match std::fs::hard_link(&from, &to) {
+                Ok(()) => {}
+                // An earlier finish got this far, then the process died
+                // before the record said so: the file has both names, or
+                // only the new one (the destination was claimed for this
+                // upload, and it holds every byte).
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AlreadyExists && same_file(&from, &to) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && !from.exists()
+                        && std::fs::metadata(&to).is_ok_and(|m| m.len() == len) =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
             std::fs::remove_file(&from)?;
             if let Some(parent) = to.parent() {
                 sync_dir(parent)?;
@@ -393,5 +419,57 @@ impl UploadWriter for FileWriter {
             offset: self.durable,
             storage: self.storage.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+    use crate::model::Concat;
+    use crate::protocol::UploadId;
+
+    /// Moving a finished upload to its destination is a link and an
+    /// unlink; the process may die after either, before the record says
+    /// the upload is finished. Finishing again from the old record must
+    /// succeed and leave the bytes at the destination.
+    #[tokio::test]
+    async fn finish_again_after_a_crash_while_moving_to_the_destination() {
+        for crash_after_unlink in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = FileStore::open(dir.path()).unwrap();
+            let bytes = b"every byte of the upload".to_vec();
+            let mut info = UploadInfo {
+                id: UploadId::generate(),
+                length: Some(bytes.len() as u64),
+                offset: 0,
+                metadata: None,
+                concat: Concat::None,
+                created_at: 0,
+                expires_at: None,
+                finished: false,
+                storage: serde_json::Value::Null,
+                destination: Some("videos/a.bin".to_owned()),
+                finish_hook_pending: false,
+            };
+            info.storage = store.create(&info).await.unwrap();
+            let mut writer = store.writer(&info).await.unwrap();
+            writer.write(Bytes::from(bytes.clone())).await.unwrap();
+            info.offset = writer.sync().await.unwrap().offset;
+
+            // The first finish, cut short by the crash.
+            let (from, to) = (store.path(&info), dir.path().join("videos/a.bin"));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::hard_link(&from, &to).unwrap();
+            if crash_after_unlink {
+                std::fs::remove_file(&from).unwrap();
+            }
+
+            let storage = store.finish(&info).await.unwrap_or_else(|e| {
+                panic!("crash after unlink {crash_after_unlink}: finishing again failed: {e}")
+            });
+            assert_eq!(storage, serde_json::json!({ "path": "videos/a.bin" }));
+            assert!(!from.exists());
+            assert_eq!(std::fs::read(&to).unwrap(), bytes);
+        }
     }
 }

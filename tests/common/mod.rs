@@ -4,6 +4,7 @@
 
 pub mod fault_proxy;
 pub mod logs;
+pub mod proc;
 pub mod raw;
 pub mod s3;
 

@@ -114,3 +114,23 @@ pub async fn upload_in_chunks(
         assert_eq!(header(&res, "upload-offset"), Some(offset.to_string()));
     }
 }
+
+/// Keys of the open multipart uploads in the bucket (ListMultipartUploads,
+/// first page).
+pub async fn open_multipart_keys(endpoint: &str, bucket: &str) -> Vec<String> {
+    let res = client()
+        .get(format!("{endpoint}/{bucket}?uploads"))
+        .send()
+        .await
+        .expect("list uploads");
+    assert_eq!(res.status(), 200, "list multipart uploads");
+    let body = res.text().await.expect("body");
+    body.split("<Upload>")
+        .skip(1)
+        .filter_map(|u| {
+            let start = u.find("<Key>")? + "<Key>".len();
+            let end = u[start..].find("</Key>")? + start;
+            Some(u[start..end].to_owned())
+        })
+        .collect()
+}

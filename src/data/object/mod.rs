@@ -274,10 +274,15 @@ impl ObjectData {
         Ok(out)
     }
 
-    /// Deletes every object under the upload's staging prefix.
+    /// Deletes every object under the upload's staging prefix, retrying
+    /// transient failures (a segment left here is never looked at again).
     async fn delete_staging(&self, info: &UploadInfo) {
         let prefix = Path::from(self.staging_prefix(info).trim_end_matches('/'));
-        let listed: Vec<_> = match self.store.list(Some(&prefix)).try_collect().await {
+        let listed = retry(&self.tuning, "list segments", || {
+            self.store.list(Some(&prefix)).try_collect::<Vec<_>>()
+        })
+        .await;
+        let listed = match listed {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(upload = %info.id, error = %e, "listing staged segments failed");
@@ -285,9 +290,27 @@ impl ObjectData {
             }
         };
         for meta in listed {
-            if let Err(e) = self.store.delete(&meta.location).await {
+            if let Err(e) = self.delete_segment(&meta.location).await {
                 tracing::warn!(upload = %info.id, key = %meta.location, error = %e, "deleting staged segment failed");
             }
+        }
+    }
+
+    /// Deletes one staged segment, retrying transient failures.
+    async fn delete_segment(&self, key: &Path) -> Result<(), object_store::Error> {
+        match retry(&self.tuning, "delete segment", || self.store.delete(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the object at `path` exists with `len` bytes: only a
+    /// `finish` of the upload owning the key puts it there.
+    async fn assembled(&self, path: &Path, len: u64) -> Result<bool, DataError> {
+        match retry(&self.tuning, "head object", || self.store.head(path)).await {
+            Ok(meta) => Ok(meta.size == len),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(convert(e)),
         }
     }
 
@@ -300,6 +323,9 @@ impl ObjectData {
         .await
         {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            // S3 answers an abort of an upload already gone with 404
+            // NoSuchUpload, which object_store does not map to NotFound.
+            Err(e) if http_status(&e.to_string()) == Some(404) => Ok(()),
             Err(e) => Err(convert(e)),
         }
     }
@@ -369,6 +395,25 @@ impl DataStore for ObjectData {
         }
         let path = Path::from(state.key.as_str());
         let staging = self.staging_prefix(info);
+        if self.assembled(&path, info.offset).await? {
+            // An earlier finish assembled the object, then the process died
+            // before the record said so: its staged segments may be deleted
+            // and its multipart upload completed, so neither is used again.
+            tracing::info!(upload = %info.id, "object already assembled before a restart");
+            self.tails.remove(&staging);
+            if state.parts.is_empty() {
+                // The single-PUT path aborts the multipart upload after the
+                // PUT; the crash may have come in between, or after it. The
+                // object is whole either way: a failure leaves garbage only.
+                if let Err(e) = self.abort(&state).await {
+                    tracing::warn!(upload = %info.id, error = %e, "aborting the multipart upload of an assembled object failed");
+                }
+            }
+            state.completed = true;
+            state.segments.clear();
+            self.delete_staging(info).await;
+            return Ok(state.to_value());
+        }
         let tail = self.read_segments(&staging, &state.segments).await?;
         self.tails.remove(&staging);
         let tail = PutPayload::from_iter(tail);
@@ -506,5 +551,273 @@ mod classify_tests {
             Some(503)
         );
         assert_eq!(http_status("connection reset by peer"), None);
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+    use crate::model::Concat;
+    use crate::protocol::UploadId;
+    use object_store::memory::InMemory;
+
+    fn store(backend: &Arc<InMemory>) -> ObjectData {
+        let tuning = ObjectTuning {
+            part_size: MIN_PART_SIZE,
+            retry_attempts: 1,
+            ..ObjectTuning::default()
+        };
+        ObjectData::new(backend.clone(), "uploads", "memory", tuning)
+    }
+
+    /// `finish` assembled the object, then the process died before the
+    /// record was saved: after a restart, finishing again from the old
+    /// record must succeed (the staged tail is deleted and the multipart
+    /// upload completed by then) and the object must be intact.
+    #[tokio::test]
+    async fn finish_again_after_a_crash_before_the_record_was_saved() {
+        let part = MIN_PART_SIZE as usize;
+        // Single PUT; parts and a staged tail; parts only.
+        for len in [1000, part + 1000, 2 * part] {
+            let backend = Arc::new(InMemory::new());
+            let data = store(&backend);
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut info = UploadInfo {
+                id: UploadId::generate(),
+                length: Some(len as u64),
+                offset: 0,
+                metadata: None,
+                concat: Concat::None,
+                created_at: 0,
+                expires_at: None,
+                finished: false,
+                storage: serde_json::Value::Null,
+                destination: None,
+                finish_hook_pending: false,
+            };
+            info.storage = data.create(&info).await.unwrap();
+            let mut writer = data.writer(&info).await.unwrap();
+            writer.write(Bytes::from(bytes.clone())).await.unwrap();
+            let durable = writer.sync().await.unwrap();
+            writer.committed().await;
+            info.offset = durable.offset;
+            info.storage = durable.storage;
+            assert_eq!(info.offset, len as u64);
+
+            data.finish(&info).await.unwrap();
+            // The restart: a new process (empty tail cache), the old record.
+            let restarted = store(&backend);
+            let state = restarted
+                .finish(&info)
+                .await
+                .unwrap_or_else(|e| panic!("{len} bytes: finishing again failed: {e}"));
+            let mut finished = info.clone();
+            finished.storage = state;
+            assert!(State::load(&finished).unwrap().completed, "{len} bytes");
+            let got: Vec<u8> = restarted
+                .read(&finished, 0, len as u64)
+                .await
+                .unwrap()
+                .try_collect::<Vec<Bytes>>()
+                .await
+                .unwrap()
+                .concat();
+            assert!(got == bytes, "{len} bytes: object differs");
+        }
+    }
+}
+
+#[cfg(test)]
+mod cleanup_tests {
+    use super::*;
+    use crate::model::Concat;
+    use crate::protocol::UploadId;
+    use futures_util::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::MultipartUpload;
+    use object_store::{
+        CopyOptions, GetResult, ListResult, ObjectMeta, PutMultipartOptions, PutOptions, PutResult,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An in-memory store whose next `failures` listings and deletions
+    /// fail as a busy S3 server's do (a 500).
+    #[derive(Debug)]
+    struct Flaky {
+        inner: InMemory,
+        failures: AtomicUsize,
+    }
+
+    impl Flaky {
+        fn fail(&self) -> Option<object_store::Error> {
+            let left = self.failures.load(Ordering::SeqCst);
+            (left > 0 && self.failures.fetch_sub(1, Ordering::SeqCst) > 0).then(|| {
+                object_store::Error::Generic {
+                    store: "Flaky",
+                    source: "Server returned non-2xx status code: 500 Internal Server Error".into(),
+                }
+            })
+        }
+    }
+
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Flaky")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Flaky {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            match self.fail() {
+                Some(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+                None => self.inner.delete_stream(locations),
+            }
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            match self.fail() {
+                Some(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+                None => self.inner.list(prefix),
+            }
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[async_trait]
+    impl MultipartStore for Flaky {
+        async fn create_multipart(&self, path: &Path) -> object_store::Result<String> {
+            self.inner.create_multipart(path).await
+        }
+
+        async fn put_part(
+            &self,
+            path: &Path,
+            id: &String,
+            part_idx: usize,
+            data: PutPayload,
+        ) -> object_store::Result<PartId> {
+            self.inner.put_part(path, id, part_idx, data).await
+        }
+
+        async fn complete_multipart(
+            &self,
+            path: &Path,
+            id: &String,
+            parts: Vec<PartId>,
+        ) -> object_store::Result<PutResult> {
+            self.inner.complete_multipart(path, id, parts).await
+        }
+
+        async fn abort_multipart(&self, path: &Path, id: &String) -> object_store::Result<()> {
+            self.inner.abort_multipart(path, id).await
+        }
+    }
+
+    /// A busy S3 server failed the listing (and a deletion) of the staged
+    /// segments when an upload finished: they were left in the bucket for
+    /// good. The torture test's soak found it; the cleanup now retries.
+    #[tokio::test]
+    async fn finishing_removes_staged_segments_despite_transient_failures() {
+        let backend = Arc::new(Flaky {
+            inner: InMemory::new(),
+            failures: AtomicUsize::new(0),
+        });
+        let tuning = ObjectTuning {
+            part_size: MIN_PART_SIZE,
+            retry_attempts: 4,
+            retry_max_delay: Duration::from_millis(10),
+            ..ObjectTuning::default()
+        };
+        let data = ObjectData::new(backend.clone(), "uploads", "flaky", tuning);
+        let len = MIN_PART_SIZE as usize + 3000;
+        let mut info = UploadInfo {
+            id: UploadId::generate(),
+            length: Some(len as u64),
+            offset: 0,
+            metadata: None,
+            concat: Concat::None,
+            created_at: 0,
+            expires_at: None,
+            finished: false,
+            storage: serde_json::Value::Null,
+            destination: None,
+            finish_hook_pending: false,
+        };
+        info.storage = data.create(&info).await.unwrap();
+        // Three PATCHes: each leaves a staged segment or consumes them.
+        for piece in [1000, MIN_PART_SIZE as usize, 2000] {
+            let mut writer = data.writer(&info).await.unwrap();
+            writer.write(Bytes::from(vec![7u8; piece])).await.unwrap();
+            let durable = writer.sync().await.unwrap();
+            writer.committed().await;
+            info.offset = durable.offset;
+            info.storage = durable.storage;
+        }
+        assert_eq!(info.offset, len as u64);
+        let staging = Path::from(data.staging_prefix(&info).trim_end_matches('/'));
+        let staged: Vec<ObjectMeta> = backend
+            .inner
+            .list(Some(&staging))
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(!staged.is_empty(), "the test needs staged segments");
+
+        backend.failures.store(2, Ordering::SeqCst);
+        data.finish(&info).await.unwrap();
+        let left: Vec<ObjectMeta> = backend
+            .inner
+            .list(Some(&staging))
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "staged segments left: {left:?}");
     }
 }
