@@ -154,3 +154,95 @@ async fn malformed_ids_are_404_never_500() {
     assert_eq!(stored_files(dir.path()), vec![real_id]);
     server.stop().await;
 }
+
+/// `X-HTTP-Method-Override` never turns a request into or out of HEAD: the
+/// connection frames the response by the method on the wire, so a HEAD
+/// answered as DELETE sent an unexpected body (and deleted the upload), and a
+/// GET answered as HEAD left the client waiting for a body. Each row is
+/// followed on the same connection by a plain HEAD, which must still parse.
+/// (Found by tests/torture_http_fuzz.rs.)
+#[tokio::test]
+async fn method_override_keeps_response_framing() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::on(dir.path());
+    let c = client();
+    let data = bytes(5, 7);
+    let finished = upload(&c, &server.endpoint, &data).await;
+    let in_progress = create(&c, &server.endpoint, 100).await;
+    let (fin, prog) = (path_of(&finished), path_of(&in_progress));
+    // (name, wire method, override, path, extra headers, status, body length)
+    let rows: Vec<(&str, &str, &str, &str, &str, u16, usize)> = vec![
+        (
+            "HEAD as DELETE stays HEAD",
+            "HEAD",
+            "DELETE",
+            &fin,
+            "",
+            200,
+            0,
+        ),
+        (
+            "HEAD as PATCH stays HEAD",
+            "HEAD",
+            "PATCH",
+            &prog,
+            "",
+            200,
+            0,
+        ),
+        ("HEAD as GET stays HEAD", "HEAD", "GET", &fin, "", 200, 0),
+        (
+            "GET as HEAD stays GET",
+            "GET",
+            "HEAD",
+            &fin,
+            "",
+            200,
+            data.len(),
+        ),
+        (
+            "GET as head stays GET",
+            "GET",
+            "head",
+            &fin,
+            "",
+            200,
+            data.len(),
+        ),
+        (
+            "POST as HEAD stays POST",
+            "POST",
+            "HEAD",
+            "/files/",
+            "Upload-Length: 3\r\nContent-Length: 0\r\n",
+            201,
+            0,
+        ),
+    ];
+    for (name, method, over, path, extra, status, body_len) in rows {
+        let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: h\r\nTus-Resumable: 1.0.0\r\nX-HTTP-Method-Override: {over}\r\n{extra}\r\n\
+             HEAD {prog} HTTP/1.1\r\nHost: h\r\nTus-Resumable: 1.0.0\r\nConnection: close\r\n\r\n"
+        );
+        sock.write_all(req.as_bytes()).await.unwrap();
+        let first = if method == "HEAD" {
+            read_head(&mut sock).await
+        } else {
+            read_response(&mut sock).await
+        };
+        assert_eq!(first.status, status, "[{name}] {first:?}");
+        if method == "HEAD" {
+            assert_eq!(first.body.len(), 0, "[{name}]");
+        } else if status == 200 {
+            assert_eq!(first.body.len(), body_len, "[{name}] {first:?}");
+        }
+        let second = read_head(&mut sock).await;
+        assert_eq!(second.status, 200, "[{name}] follow-up HEAD: {second:?}");
+        assert_eq!(second.header("upload-offset"), Some("0"), "[{name}]");
+    }
+    // The HEAD "as DELETE" deleted nothing.
+    assert_eq!(download(&c, &finished).await, data);
+    server.stop().await;
+}
