@@ -1350,6 +1350,19 @@ async fn hostile_requests_break_nothing() {
     assert!(before[0].content.as_deref() == Some(&bytes(3000, 1)[..]));
     assert!(before[5].content.is_some(), "the final upload is complete");
     let outside_before = tree(root.path());
+    // The working directory (a relative path would land here).
+    let cwd = std::env::current_dir().unwrap();
+    let cwd_names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let cwd_before = cwd_names(&cwd);
 
     let mut scratch = Vec::new();
     for _ in 0..16 {
@@ -1418,7 +1431,11 @@ async fn hostile_requests_break_nothing() {
         })
         .collect();
 
+    let cwd_after = cwd_names(&cwd);
     let internal = logs::count(&["internal error"]);
+    let errors = logs::count(&["ERROR"]);
+    // Proof that the capture sees the server: warnings about cut bodies.
+    eprintln!("fuzz: {} WARN lines logged", logs::count(&["WARN"]));
     let panicked = panics.load(Ordering::SeqCst);
     server.stop().await;
 
@@ -1443,8 +1460,15 @@ async fn hostile_requests_break_nothing() {
     if !stray.is_empty() {
         problems.push(format!("stray files in uploads/: {stray:?}"));
     }
-    if internal > 0 {
-        problems.push(format!("{internal} internal errors logged"));
+    if internal > 0 || errors > 0 {
+        problems.push(format!(
+            "{internal} internal errors and {errors} ERROR lines logged"
+        ));
+    }
+    if cwd_after != cwd_before {
+        problems.push(format!(
+            "the working directory changed: {cwd_before:?} -> {cwd_after:?}"
+        ));
     }
     if panicked > 0 {
         problems.push(format!("{panicked} panics"));
