@@ -1057,10 +1057,12 @@ async fn worker(
 ) {
     let mut rng = Rng(seed);
     let mut conn: Option<Conn> = None;
-    // `TUSKER_FUZZ_TRACE=<n>` prints the bytes of request #n of every worker.
-    let trace: Option<usize> = std::env::var("TUSKER_FUZZ_TRACE")
-        .ok()
-        .and_then(|s| s.parse().ok());
+    // `TUSKER_FUZZ_TRACE=<n>` prints the bytes of request #n of every
+    // worker, `<a>-<b>` those of #a to #b.
+    let trace: Option<(usize, usize)> = std::env::var("TUSKER_FUZZ_TRACE").ok().and_then(|s| {
+        let (a, b) = s.split_once('-').unwrap_or((&s, &s));
+        Some((a.parse().ok()?, b.parse().ok()?))
+    });
     // An upload of this worker's own whose offset it tracks, so that half
     // of its PATCHes carry the right offset and their (mutated) bodies
     // reach the body reader instead of a 409.
@@ -1101,10 +1103,10 @@ async fn worker(
                 }
             }
         }
-        if trace == Some(i) {
+        if trace.is_some_and(|(a, b)| (a..=b).contains(&i)) {
             eprintln!(
                 "fuzz: request #{i} of seed {seed:#x}: {:?}",
-                String::from_utf8_lossy(&wire[..wire.len().min(4000)])
+                String::from_utf8_lossy(&wire[..wire.len().min(400)])
             );
         }
         let (mut c, reused) = match conn.take() {
