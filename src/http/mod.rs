@@ -116,12 +116,9 @@ fn cors(settings: &HttpSettings) -> Cors {
 
 /// `X-HTTP-Method-Override` replaces the method, as tus 1.0 requires (for
 /// clients and proxies that cannot send PATCH or DELETE). CORS preflights
-/// are left alone, and so is any change to or from HEAD: the connection
-/// frames the response by the method on the wire, so a HEAD answered as
-/// DELETE would send a body the client does not expect (and a GET answered
-/// as HEAD would omit one it waits for), desynchronising the connection.
+/// are left alone.
 fn method_override(req: &mut ServiceRequest) {
-    if req.method() == Method::OPTIONS || req.method() == Method::HEAD {
+    if req.method() == Method::OPTIONS {
         return;
     }
     let Some(method) = req
@@ -132,9 +129,6 @@ fn method_override(req: &mut ServiceRequest) {
     else {
         return;
     };
-    if method == Method::HEAD {
-        return;
-    }
     req.head_mut().method = method;
 }
 
