@@ -260,3 +260,56 @@ async fn content_type_and_disposition_are_safe() {
     }
     server.stop().await;
 }
+
+/// A GET that declares a request body is refused with 400 before any byte
+/// of the upload is sent. Before, the download started streaming while
+/// actix drained the unread body, and a bad chunk in it cut the 200
+/// response short (found by tests/torture_http_fuzz.rs).
+#[tokio::test]
+async fn get_with_a_request_body_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::on(dir.path());
+    let c = client();
+    let data = bytes(512 * 1024, 9);
+    let path = path_of(&upload(&c, &server.endpoint, &data).await);
+    // (name, framing lines, body, status)
+    let rows: Vec<(&str, &str, &str, u16)> = vec![
+        (
+            "bad chunk size",
+            "Transfer-Encoding: chunked\r\n",
+            "zz\r\nabc\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            "chunk longer than its size",
+            "Transfer-Encoding: chunked\r\n",
+            "3\r\nabcdef\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            "valid empty chunked body",
+            "Transfer-Encoding: chunked\r\n",
+            "0\r\n\r\n",
+            400,
+        ),
+        ("Content-Length body", "Content-Length: 5\r\n", "hello", 400),
+        ("Content-Length: 0", "Content-Length: 0\r\n", "", 200),
+        ("no body", "", "", 200),
+    ];
+    for (name, framing, body, status) in rows {
+        let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n{framing}\r\n{body}");
+        sock.write_all(req.as_bytes()).await.unwrap();
+        let resp = read_response(&mut sock).await;
+        assert_eq!(resp.status, status, "[{name}] {:?}", resp.headers);
+        if status == 200 {
+            assert!(resp.body == data, "[{name}] body differs");
+        } else {
+            let text = String::from_utf8_lossy(&resp.body);
+            assert!(text.starts_with("ERR_UNEXPECTED_BODY: "), "[{name}] {text}");
+        }
+    }
+    server.stop().await;
+}

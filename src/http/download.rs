@@ -2,7 +2,7 @@
 //! Content-Type and an RFC 6266 Content-Disposition.
 
 use super::range::{self, RangeOutcome};
-use super::request::{request_info, upload_id};
+use super::request::{has_body, request_info, upload_id};
 use super::{ApiError, AppState};
 use crate::model::UploadInfo;
 use crate::protocol::Metadata;
@@ -114,6 +114,15 @@ fn etag(info: &UploadInfo) -> String {
 
 /// GET: the bytes of a finished upload.
 pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    // A GET has no body. One that declares a body is refused before the
+    // download starts: otherwise actix drains the unread body while the
+    // response streams, and a framing error in it cuts the response short.
+    if has_body(req.headers()) {
+        return Err(ApiError::bad_request(
+            "ERR_UNEXPECTED_BODY",
+            "a GET request carries no body",
+        ));
+    }
     let id = upload_id(&req)?;
     let info = state.engine.finished(&id, &request_info(&req)).await?;
     let tag = etag(&info);

@@ -248,26 +248,35 @@ pub struct LimitedBody<S> {
     limit: Option<u64>,
     seen: u64,
     tripped: Arc<AtomicBool>,
+    malformed: Arc<AtomicBool>,
     done: bool,
 }
 
-/// Tells whether a [`LimitedBody`] hit its limit.
+/// Tells whether a [`LimitedBody`] hit its limit or ended in malformed
+/// framing.
 #[derive(Clone)]
 pub struct BodyLimit {
     tripped: Arc<AtomicBool>,
+    malformed: Arc<AtomicBool>,
     limit: Option<u64>,
 }
 
 impl BodyLimit {
-    /// Maps an append error: a body cut at the limit is a 413.
     /// Whether the body was cut at the limit.
     pub fn tripped(&self) -> bool {
         self.tripped.load(Ordering::Relaxed)
     }
 
+    /// Maps an append error: a body cut at the limit is a 413; a body whose
+    /// chunked framing is malformed is the client's fault and not transient,
+    /// so 400 rather than the 503 of a broken connection.
     pub fn error(&self, e: UploadError) -> ApiError {
         match (self.tripped.load(Ordering::Relaxed), self.limit) {
             (true, Some(max)) => body_too_large(max),
+            _ if self.malformed.load(Ordering::Relaxed) => ApiError::bad_request(
+                "ERR_MALFORMED_BODY",
+                "the request body's chunked framing is malformed",
+            ),
             _ => e.into(),
         }
     }
@@ -276,15 +285,21 @@ impl BodyLimit {
 /// Wraps a request body in the `--max-body-size` limit.
 pub fn limit_body<S>(inner: S, limit: Option<u64>) -> (LimitedBody<S>, BodyLimit) {
     let tripped = Arc::new(AtomicBool::new(false));
+    let malformed = Arc::new(AtomicBool::new(false));
     (
         LimitedBody {
             inner,
             limit,
             seen: 0,
             tripped: tripped.clone(),
+            malformed: malformed.clone(),
             done: false,
         },
-        BodyLimit { tripped, limit },
+        BodyLimit {
+            tripped,
+            malformed,
+            limit,
+        },
     )
 }
 
@@ -310,6 +325,11 @@ where
             }
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
+                // actix reports a request that stops parsing inside its body
+                // (bad chunk size, bare LF, …) as a corrupted encoding.
+                if matches!(e, actix_web::error::PayloadError::EncodingCorrupted) {
+                    self.malformed.store(true, Ordering::Relaxed);
+                }
                 return Poll::Ready(Some(Err(e.into())));
             }
             Poll::Ready(Some(Ok(chunk))) => chunk,
@@ -394,5 +414,23 @@ mod tests {
 
         let (body, _) = limit_body(chunks(&[64; 100]), None);
         assert_eq!(collect(body).await, (6400, false));
+    }
+
+    #[actix_rt::test]
+    async fn corrupted_framing_is_a_client_error() {
+        use actix_web::error::PayloadError;
+        let broken = |e: PayloadError| {
+            futures_util::stream::iter(vec![Ok(Bytes::from_static(b"abc")), Err(e)])
+        };
+        let (body, limit) = limit_body(broken(PayloadError::EncodingCorrupted), None);
+        assert_eq!(collect(body).await, (3, true));
+        let err = limit.error(UploadError::Body("corrupted".into()));
+        assert_eq!((err.status.as_u16(), err.code), (400, "ERR_MALFORMED_BODY"));
+
+        // A body cut off by the network stays a transient 503.
+        let (body, limit) = limit_body(broken(PayloadError::Incomplete(None)), None);
+        assert_eq!(collect(body).await, (3, true));
+        let err = limit.error(UploadError::Body("cut".into()));
+        assert_eq!(err.status.as_u16(), 503);
     }
 }

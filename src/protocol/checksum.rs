@@ -193,5 +193,27 @@ mod tests {
         fn parse_never_panics(s in "\\PC{0,120}") {
             let _ = Checksum::parse(&s);
         }
+
+        #[test]
+        fn wrong_digest_lengths_are_rejected(alg in 0usize..5, len in 0usize..80) {
+            let alg = [ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256, ChecksumAlgorithm::Sha512, ChecksumAlgorithm::Md5, ChecksumAlgorithm::Crc32][alg];
+            prop_assume!(len != alg.digest_len());
+            let header = format!("{} {}", alg.name(), STANDARD.encode(vec![7u8; len]));
+            prop_assert!(matches!(Checksum::parse(&header), Err(ProtocolError::InvalidChecksum(_))), "{:?}", header);
+        }
+
+        #[test]
+        fn algorithm_names_ignore_case_only(alg in 0usize..5, upper in proptest::collection::vec(any::<bool>(), 6), data in proptest::collection::vec(any::<u8>(), 0..32)) {
+            let alg = [ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256, ChecksumAlgorithm::Sha512, ChecksumAlgorithm::Md5, ChecksumAlgorithm::Crc32][alg];
+            let name: String = alg.name().chars().zip(upper.iter().chain(std::iter::repeat(&false))).map(|(c, &u)| if u { c.to_ascii_uppercase() } else { c }).collect();
+            let digest = STANDARD.encode(digest(alg, &data));
+            prop_assert_eq!(Checksum::parse(&format!("{name} {digest}")).map(|c| c.algorithm), Ok(alg));
+            // A prefix, suffix or look-alike is an unknown algorithm.
+            for other in [format!("{name}x"), format!("x{name}"), name.replace('1', "l")] {
+                if other != name {
+                    prop_assert!(matches!(Checksum::parse(&format!("{other} {digest}")), Err(ProtocolError::UnsupportedChecksumAlgorithm(_))), "{:?}", other);
+                }
+            }
+        }
     }
 }

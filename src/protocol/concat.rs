@@ -113,5 +113,35 @@ mod tests {
                 for u in urls { let _ = url_path(&u); }
             }
         }
+
+        #[test]
+        fn absolute_urls_yield_their_path(scheme in "https?", host in "[a-z0-9.-]{1,20}(:[0-9]{1,5})?", path in "(/[A-Za-z0-9._~%-]{0,12}){1,4}") {
+            let url = format!("{scheme}://{host}{path}");
+            prop_assert_eq!(url_path(&url), Ok(path.as_str()));
+            prop_assert_eq!(url_path(&path), Ok(path.as_str()));
+        }
+
+        #[test]
+        fn queries_fragments_and_relative_urls_are_rejected(path in "(/[a-z0-9]{1,8}){1,3}", tail in "[?#][ -~]{0,10}", rel in "[a-z0-9.]{1,8}(/[a-z0-9]{1,8}){0,2}") {
+            let with_tail = format!("{path}{tail}");
+            let absolute_tail = format!("http://h{path}{tail}");
+            prop_assert!(url_path(&with_tail).is_err());
+            prop_assert!(url_path(&absolute_tail).is_err());
+            prop_assert!(url_path(&rel).is_err());
+        }
+
+        #[test]
+        fn at_most_max_parts(n in (MAX_PARTS - 3)..(MAX_PARTS + 3)) {
+            let header = format!("final;{}", vec!["/files/a"; n].join(" "));
+            prop_assert_eq!(UploadConcat::parse(&header).is_ok(), n <= MAX_PARTS);
+        }
+
+        #[test]
+        fn separators_are_any_ascii_whitespace(ids in proptest::collection::vec("[a-z0-9]{1,8}", 1..6), sep in "[ \t]{1,3}", pad in "[ \t]{0,2}") {
+            let urls: Vec<String> = ids.iter().map(|i| format!("/files/{i}")).collect();
+            let header = format!("{pad}final;{pad}{}{pad}", urls.join(&sep));
+            prop_assert_eq!(UploadConcat::parse(&header), Ok(UploadConcat::Final(urls)));
+            prop_assert_eq!(UploadConcat::parse(&format!("{pad}partial{pad}")), Ok(UploadConcat::Partial));
+        }
     }
 }

@@ -61,6 +61,7 @@ impl From<UploadId> for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn generated_ids_are_valid_and_distinct() {
@@ -84,6 +85,30 @@ mod tests {
             &"a".repeat(129),
         ] {
             assert!(UploadId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_iff_safe_charset_and_length(s in "[A-Za-z0-9_./%\\\\é-]{0,140}") {
+            let safe = (1..=MAX_ID_LEN).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            prop_assert_eq!(UploadId::parse(&s).is_ok(), safe, "{:?}", s);
+        }
+
+        #[test]
+        fn valid_ids_round_trip_through_serde(s in "[A-Za-z0-9_-]{1,128}") {
+            let id = UploadId::parse(&s).unwrap();
+            prop_assert_eq!(id.as_str(), s.as_str());
+            let json = serde_json::to_string(&id).unwrap();
+            prop_assert_eq!(serde_json::from_str::<UploadId>(&json).unwrap(), id);
+        }
+
+        #[test]
+        fn traversal_never_parses(prefix in "[a-z0-9]{0,8}", sep in "\\.\\.|/|%2[eEfF]|\\\\|\\x00", suffix in "[a-z0-9]{0,8}") {
+            let s = format!("{prefix}{sep}{suffix}");
+            prop_assert!(UploadId::parse(&s).is_err(), "{:?}", s);
+            prop_assert!(serde_json::from_str::<UploadId>(&serde_json::to_string(&s).unwrap()).is_err());
         }
     }
 }

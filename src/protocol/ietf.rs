@@ -447,5 +447,27 @@ mod tests {
                 prop_assert_eq!(text.matches("\r\n\r\n").count(), 1);
             }
         }
+
+        #[test]
+        fn booleans_reject_other_items(item in "-?[0-9]{1,5}|\"[a-z]{0,5}\"|[a-z][a-z0-9]{0,5}|:[A-Za-z0-9+/]{0,8}=*:|\\?[2-9a-z]") {
+            prop_assert!(parse_bool("Upload-Complete", &item).is_err(), "{:?}", item);
+        }
+
+        #[test]
+        fn integers_reject_negatives_and_over_15_digits(n in 1i64..=999_999_999_999_999, extra in 1000000000000000u64..u64::MAX) {
+            for bad in [format!("-{n}"), extra.to_string(), format!("{n}.0")] {
+                prop_assert!(parse_u64("Upload-Offset", &bad).is_err(), "{:?}", bad);
+            }
+        }
+
+        #[test]
+        fn partial_upload_type_ignores_case_and_parameters(upper in proptest::collection::vec(any::<bool>(), 26), params in "(;[ ]?[a-z]{1,8}=[a-z0-9]{0,8}){0,3}") {
+            let essence: String = PARTIAL_UPLOAD.chars().zip(upper).map(|(c, u)| if u { c.to_ascii_uppercase() } else { c }).collect();
+            let good = format!("{essence}{params}");
+            prop_assert!(is_partial_upload(&good), "{:?}", good);
+            for bad in [format!("application/offset+octet-stream{params}"), format!("text/plain; x={PARTIAL_UPLOAD}")] {
+                prop_assert!(!is_partial_upload(&bad), "{:?}", bad);
+            }
+        }
     }
 }

@@ -196,5 +196,48 @@ mod tests {
         fn parse_never_panics(s in "\\PC{0,200}") {
             let _ = Metadata::parse(&s);
         }
+
+        #[test]
+        fn size_limit_is_on_the_whole_header(key in "[a-z]{1,8}", len in (MAX_METADATA_LEN - 64)..(MAX_METADATA_LEN + 64)) {
+            // One pair whose header is exactly `len` bytes: a key, a space and
+            // base64 of `len - key - 1` characters (a multiple of 4).
+            let b64_len = (len - key.len() - 1) / 4 * 4;
+            let header = format!("{key} {}", "A".repeat(b64_len));
+            let parsed = Metadata::parse(&header);
+            prop_assert_eq!(parsed.is_ok(), header.len() <= MAX_METADATA_LEN, "{} bytes", header.len());
+            if let Ok(m) = parsed {
+                prop_assert_eq!(m.get(&key).map(<[u8]>::len), Some(b64_len / 4 * 3));
+            }
+        }
+
+        #[test]
+        fn duplicate_keys_are_rejected(key in "[!-+--~]{1,16}", a in proptest::collection::vec(any::<u8>(), 0..16), b in proptest::collection::vec(any::<u8>(), 0..16)) {
+            let header = format!("{},{}", Metadata::from_pairs([(key.clone(), a)]).encode(), Metadata::from_pairs([(key, b)]).encode());
+            prop_assert!(Metadata::parse(&header).is_err(), "{:?}", header);
+        }
+
+        #[test]
+        fn keys_outside_visible_ascii_are_rejected(prefix in "[a-z]{1,4}", bad in "[\\x00-\\x08\\x0a-\\x1f\\x7f-\\u{10ffff}]", value in proptest::collection::vec(any::<u8>(), 0..16)) {
+            let m = Metadata::from_pairs([("v", value)]).encode();
+            let header = format!("{prefix}{bad}{}", &m[1..]);
+            prop_assert!(Metadata::parse(&header).is_err(), "{:?}", header);
+        }
+
+        #[test]
+        fn values_are_one_base64_token(v1 in proptest::collection::vec(any::<u8>(), 1..16), v2 in proptest::collection::vec(any::<u8>(), 1..16)) {
+            let b64 = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
+            // Two tokens, or characters outside the alphabet, are not a value.
+            for bad in [format!("k {} {}", b64(&v1), b64(&v2)), format!("k {}!", b64(&v1)), format!("k -{}", b64(&v1))] {
+                prop_assert!(Metadata::parse(&bad).is_err(), "{:?}", bad);
+            }
+        }
+
+        #[test]
+        fn unpadded_values_equal_padded(v in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let padded = Metadata::from_pairs([("k", v.clone())]);
+            let unpadded = padded.encode().trim_end_matches('=').to_owned();
+            let parsed = Metadata::parse(&unpadded).unwrap();
+            prop_assert_eq!(parsed.get("k"), Some(v.as_slice()));
+        }
     }
 }
