@@ -216,12 +216,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             behind_proxy: config.behind_proxy,
             cors_allow_origin: config.cors_allow_origin.clone(),
             max_body_size: config.max_body_size,
+            max_metadata_size: config.max_metadata_size,
             demo_dir: config.demo_dir.clone(),
         },
         metrics: metrics.clone(),
         upload_slots: config
             .max_concurrent_uploads
             .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+        client_slots: config
+            .max_uploads_per_client
+            .map(|n| Arc::new(http::ops::ClientSlots::new(n))),
     });
     let listeners = bind(&config.listen)?;
     let addrs: Vec<SocketAddr> = listeners

@@ -208,6 +208,15 @@ pub struct ServeArgs {
     /// body); more are answered 503 with Retry-After. 0 for no limit.
     #[arg(long, env = "TUSKER_MAX_CONCURRENT_UPLOADS", default_value_t = 0)]
     pub max_concurrent_uploads: usize,
+    /// Requests streaming data into uploads at once from one client address
+    /// (behind `--behind-proxy`, the forwarded one); more are answered 429
+    /// with Retry-After. 0 for no limit.
+    #[arg(long, env = "TUSKER_MAX_UPLOADS_PER_CLIENT", default_value_t = 0)]
+    pub max_uploads_per_client: usize,
+    /// Longest Upload-Metadata header accepted, in bytes; longer ones (or
+    /// more than 256 keys) are answered 431.
+    #[arg(long, env = "TUSKER_MAX_METADATA_SIZE", default_value = "4KiB", value_parser = parse_size)]
+    pub max_metadata_size: u64,
     /// Serve the browser demo page under /demo/ (off by default). Needs its
     /// JavaScript dependency installed: `npm ci --prefix demo`.
     #[arg(long, env = "TUSKER_DEMO", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
@@ -291,6 +300,10 @@ pub struct Config {
     pub max_body_size: Option<u64>,
     /// Cap on requests streaming into uploads; `None` for none.
     pub max_concurrent_uploads: Option<usize>,
+    /// Per-client cap on requests streaming into uploads; `None` for none.
+    pub max_uploads_per_client: Option<usize>,
+    /// Longest `Upload-Metadata` header, in bytes.
+    pub max_metadata_size: usize,
     /// The demo page's directory when `--demo` is on.
     pub demo_dir: Option<PathBuf>,
 }
@@ -368,6 +381,8 @@ impl From<ServeArgs> for Config {
             client_request_timeout: a.client_request_timeout,
             max_body_size: Some(a.max_body_size).filter(|&n| n > 0),
             max_concurrent_uploads: Some(a.max_concurrent_uploads).filter(|&n| n > 0),
+            max_uploads_per_client: Some(a.max_uploads_per_client).filter(|&n| n > 0),
+            max_metadata_size: usize::try_from(a.max_metadata_size).unwrap_or(usize::MAX),
             demo_dir: a.demo.then_some(a.demo_dir),
             storage_options: crate::data::open::StorageOptions {
                 s3_endpoint: a.s3_endpoint,

@@ -38,6 +38,8 @@ pub struct HttpSettings {
     pub cors_allow_origin: Vec<String>,
     /// Largest body of one request carrying upload bytes; `None` for none.
     pub max_body_size: Option<u64>,
+    /// Longest `Upload-Metadata` header accepted, in bytes.
+    pub max_metadata_size: usize,
     /// The demo page's directory when `--demo` is on.
     pub demo_dir: Option<std::path::PathBuf>,
 }
@@ -50,6 +52,9 @@ pub struct AppState {
     pub metrics: crate::telemetry::Metrics,
     /// Slots for requests streaming into uploads (`--max-concurrent-uploads`).
     pub upload_slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// Per-client caps on requests streaming into uploads
+    /// (`--max-uploads-per-client`).
+    pub client_slots: Option<Arc<ops::ClientSlots>>,
 }
 
 /// Request headers a browser may send (CORS preflight).
