@@ -11,7 +11,8 @@
 //! within a bound derived from its configured buffers.
 //!
 //! The schedule is random but seeded: the seed is printed, and
-//! `TUSKER_TORTURE_SEED=<seed>` replays it (up to thread timing).
+//! `TUSKER_TORTURE_SEED=<seed>` replays it (up to thread timing);
+//! `TUSKER_TORTURE_TRACE=1` prints every client round.
 //! Needs `TUSKER_TEST_S3_ENDPOINT`; without it the test prints "skipped".
 
 mod common;
@@ -223,6 +224,7 @@ async fn torture_upload(addr: SocketAddr, url: String, data: Vec<u8>, mut rng: R
     let total = data.len() as u64;
     let mut acked = 0u64;
     let mut sent_max = 0u64;
+    let trace = std::env::var_os("TUSKER_TORTURE_TRACE").is_some();
     for round in 0..MAX_ROUNDS {
         let off = head_offset(&c, &url).await;
         assert!(
@@ -250,6 +252,12 @@ async fn torture_upload(addr: SocketAddr, url: String, data: Vec<u8>, mut rng: R
         let (written, answer) =
             patch_round(addr, &url, off, &data[start..start + size], cut, keep).await;
         sent_max = sent_max.max(off + written as u64);
+        if trace {
+            eprintln!(
+                "{url} round {round}: at {off}, {size} bytes, {cut:?} after {keep}: wrote {written}, answer {:?}",
+                answer.as_deref().and_then(status_of)
+            );
+        }
         if let Some(status) = answer.as_deref().and_then(status_of) {
             let raw = answer.as_deref().unwrap_or_default();
             match status {
@@ -276,6 +284,14 @@ async fn torture_upload(addr: SocketAddr, url: String, data: Vec<u8>, mut rng: R
         }
     }
     panic!("{url}: not complete after {MAX_ROUNDS} rounds");
+}
+
+/// The log lines about storage clean-up, for failure messages.
+fn warnings(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("WARN") && (l.contains("delet") || l.contains("list")))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The stored object, read from S3 directly (not through the proxy).
@@ -327,6 +343,7 @@ async fn uploads_survive_faults_on_both_sides_with_bounded_memory() {
                 Call::AbortMultipart,
                 Call::PutObject,
                 Call::Get,
+                Call::List,
                 Call::Delete,
             ],
             kinds: vec![
@@ -408,10 +425,12 @@ async fn uploads_survive_faults_on_both_sides_with_bounded_memory() {
         0,
         "multipart uploads left in the bucket"
     );
+    let left = keys_under(&endpoint, &bucket, "uploads/.tusker-staging/").await;
     assert_eq!(
-        keys_under(&endpoint, &bucket, "uploads/.tusker-staging/").await,
+        left,
         0,
-        "staged segments left for finished uploads"
+        "staged segments left for finished uploads; server warnings:\n{}",
+        warnings(&bin.log_text())
     );
 
     if let (Some(before), Some(after)) = (before, bin.memory()) {
@@ -438,4 +457,44 @@ async fn uploads_survive_faults_on_both_sides_with_bounded_memory() {
             mib(bound)
         );
     }
+}
+
+/// Finishing an upload removes its staged segments even when the first
+/// listings and deletions of them fail (they are retried like any storage
+/// call; a segment left there belongs to no record and stays forever).
+#[tokio::test]
+async fn staged_segments_go_even_when_listing_and_deleting_them_fails_at_first() {
+    let endpoint = s3_or_skip!();
+    let bucket = bucket(&endpoint).await;
+    let proxy = FaultProxy::start(&endpoint, Mode::Pass);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::s3::s3_config(dir.path(), &proxy.url, &bucket);
+    cfg.storage_options.tuning.retry_attempts = 4;
+    cfg.storage_options.tuning.retry_max_delay = Duration::from_millis(100);
+    let server = TestServer::start(cfg);
+    let c = client();
+    // A part and a staged tail of two segments.
+    let data = bytes(7 * MIB as usize + 11, 9);
+    let url = create(&c, &server.endpoint, data.len() as u64).await;
+    common::s3::upload_in_chunks(&c, &url, 0, &data[..6 * MIB as usize], 3 * MIB as usize).await;
+    assert!(keys_under(&endpoint, &bucket, "uploads/.tusker-staging/").await > 0);
+    proxy.set_mode(Mode::FailFirst(vec![(Call::List, 2), (Call::Delete, 2)]));
+    common::s3::upload_in_chunks(
+        &c,
+        &url,
+        6 * MIB as usize,
+        &data[6 * MIB as usize..],
+        MIB as usize,
+    )
+    .await;
+    assert!(download(&c, &url).await == data);
+    eprintln!("proxy: {}", proxy.summary());
+    assert_eq!(
+        keys_under(&endpoint, &bucket, "uploads/.tusker-staging/").await,
+        0,
+        "staged segments left behind"
+    );
+    assert!(proxy.faults() >= 4, "the faults were not injected");
+    assert_eq!(open_multipart_uploads(&endpoint, &bucket).await, 0);
+    server.stop().await;
 }

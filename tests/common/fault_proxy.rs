@@ -31,6 +31,8 @@ pub enum Mode {
     AllParts,
     /// Seeded random faults on any kind of call.
     Chaos(Chaos),
+    /// Answer the next n requests of each listed call with 503, then pass.
+    FailFirst(Vec<(Call, u64)>),
 }
 
 /// The kind of S3 call a request is.
@@ -46,9 +48,11 @@ pub enum Call {
     AbortMultipart,
     /// `PUT key` (staged segments, small finished uploads)
     PutObject,
-    /// `GET key` or a listing
+    /// `GET key`
     Get,
-    /// `DELETE key`
+    /// `GET ?list-type=2…` (ListObjectsV2)
+    List,
+    /// `DELETE key`, or `POST ?delete` (DeleteObjects)
     Delete,
     /// Anything else (HEAD…)
     Other,
@@ -103,10 +107,12 @@ pub fn classify(method: &str, path: &str) -> Call {
     match method {
         "POST" if has("uploads") => Call::CreateMultipart,
         "POST" if has("uploadId") => Call::CompleteMultipart,
+        "POST" if has("delete") => Call::Delete,
         "PUT" if has("partNumber") && has("uploadId") => Call::PutPart,
         "PUT" if !key.is_empty() => Call::PutObject,
         "DELETE" if has("uploadId") => Call::AbortMultipart,
         "DELETE" => Call::Delete,
+        "GET" if has("list-type") => Call::List,
         "GET" => Call::Get,
         _ => Call::Other,
     }
@@ -470,9 +476,31 @@ impl Shared {
         } else {
             0
         };
-        let mode = self.mode.lock().expect("mode lock").clone();
+        let mode = {
+            let mut mode = self.mode.lock().expect("mode lock");
+            if let Mode::FailFirst(budget) = &mut *mode {
+                let hit = budget.iter_mut().find(|(c, n)| *c == call && *n > 0);
+                if let Some((_, n)) = hit {
+                    *n -= 1;
+                    // This request fails: a 503 on any call.
+                    Mode::Chaos(Chaos {
+                        seed: 0,
+                        percent: 100,
+                        calls: vec![call],
+                        kinds: vec![FaultKind::Status503],
+                        lossless: Vec::new(),
+                        latency: Duration::ZERO,
+                        stall: Duration::ZERO,
+                    })
+                } else {
+                    Mode::Pass
+                }
+            } else {
+                mode.clone()
+            }
+        };
         let (fault, latency) = match mode {
-            Mode::Pass => (None, Duration::ZERO),
+            Mode::Pass | Mode::FailFirst(_) => (None, Duration::ZERO),
             Mode::Every(every) => (
                 (call == Call::PutPart && every > 0 && n % every == every - 1)
                     .then(|| self.rotating_fault()),

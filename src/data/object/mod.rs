@@ -274,10 +274,16 @@ impl ObjectData {
         Ok(out)
     }
 
-    /// Deletes every object under the upload's staging prefix.
+    /// Deletes every object under the upload's staging prefix. Listing and
+    /// each delete are retried like any storage call: a staged segment left
+    /// behind here is named by no record and would stay forever.
     async fn delete_staging(&self, info: &UploadInfo) {
         let prefix = Path::from(self.staging_prefix(info).trim_end_matches('/'));
-        let listed: Vec<_> = match self.store.list(Some(&prefix)).try_collect().await {
+        let listed: Vec<_> = match retry(&self.tuning, "list staging", || {
+            self.store.list(Some(&prefix)).try_collect::<Vec<_>>()
+        })
+        .await
+        {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(upload = %info.id, error = %e, "listing staged segments failed");
@@ -285,8 +291,15 @@ impl ObjectData {
             }
         };
         for meta in listed {
-            if let Err(e) = self.store.delete(&meta.location).await {
-                tracing::warn!(upload = %info.id, key = %meta.location, error = %e, "deleting staged segment failed");
+            match retry(&self.tuning, "delete segment", || {
+                self.store.delete(&meta.location)
+            })
+            .await
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(upload = %info.id, key = %meta.location, error = %e, "deleting staged segment failed")
+                }
             }
         }
     }
