@@ -498,3 +498,128 @@ async fn staged_segments_go_even_when_listing_and_deleting_them_fails_at_first()
     assert_eq!(open_multipart_uploads(&endpoint, &bucket).await, 0);
     server.stop().await;
 }
+
+/// Many uploads each hold most of a part's bytes and then go quiet (no
+/// `--max-concurrent-uploads`). The part bytes the server buffers must stay
+/// within `--buffer-memory`: beyond it, bodies are read more slowly (the
+/// bytes wait in the clients' sockets), not buffered.
+#[tokio::test]
+async fn partial_parts_of_many_uploads_stay_within_the_buffer_budget() {
+    let endpoint = s3_or_skip!();
+    let bucket = bucket(&endpoint).await;
+    let dir = tempfile::tempdir().unwrap();
+    const BUFFER_MEMORY: u64 = 16 * MIB;
+    const UPLOADS: usize = 24;
+    const HELD: usize = (4 * MIB + MIB / 2) as usize;
+    let args: Vec<String> = [
+        "--storage",
+        &format!("s3://{bucket}/uploads"),
+        "--s3-endpoint",
+        &endpoint,
+        "--part-size",
+        "5MiB",
+        "--buffer-memory",
+        "16MiB",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let bin = Binary::start(dir.path(), &args, &[]).await;
+    let Some(before) = bin.memory() else {
+        eprintln!("skipped: no /proc to read memory from");
+        return;
+    };
+    let c = client();
+    let data = bytes(10 * MIB as usize, 10);
+    let mut held = Vec::new();
+    for _ in 0..UPLOADS {
+        let url = create(&c, &bin.endpoint(), data.len() as u64).await;
+        let mut sock = TcpStream::connect(bin.addr).await.unwrap();
+        let head = format!(
+            "PATCH {} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
+            path_of(&url),
+            bin.addr,
+            data.len()
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        // Written in the background: with the budget used up the server
+        // stops reading, and the client's writes wait.
+        let body = data[..HELD].to_vec();
+        let (r, mut w) = sock.into_split();
+        let writer = tokio::spawn(async move {
+            let _ = w.write_all(&body).await;
+            w
+        });
+        held.push((url, r, writer));
+    }
+    // Until the server has taken all it will take.
+    let base = format!("http://{}", bin.addr);
+    let received = || async {
+        let text = c
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("tusker_bytes_received_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let mut last = None;
+    let mut steady = 0;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = received().await;
+        steady = if now == last { steady + 1 } else { 0 };
+        last = now;
+        if steady >= 10 {
+            break;
+        }
+    }
+    let after = bin.memory().expect("memory");
+    let bound = before.hwm + BUFFER_MEMORY + BUFFER_MEMORY / 4 + 32 * MIB;
+    eprintln!(
+        "memory: start {} peak {} bound {}; server took {} of {} held",
+        mib(before.hwm),
+        mib(after.hwm),
+        mib(bound),
+        mib(last.unwrap_or(0.0) as u64),
+        mib((UPLOADS * HELD) as u64)
+    );
+    assert!(
+        after.hwm <= bound,
+        "peak memory {} above the bound {}",
+        mib(after.hwm),
+        mib(bound)
+    );
+    // Every held upload finishes once the clients go on (all at once: the
+    // ones waiting for memory need the others' parts to be cut first).
+    let mut rest = Vec::new();
+    for (url, r, writer) in held {
+        let tail = data[HELD..].to_vec();
+        rest.push(tokio::spawn(async move {
+            let mut w = writer.await.expect("writer");
+            w.write_all(&tail).await.expect("rest of the body");
+            (url, r, w)
+        }));
+    }
+    for task in rest {
+        let (url, mut r, _w) = task.await.expect("task");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+            let n = tokio::time::timeout(PATIENCE, r.read(&mut buf))
+                .await
+                .expect("answer in time")
+                .expect("read");
+            assert!(n > 0, "{url}: closed without an answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(status_of(&answer), Some(204), "{url}");
+        let stored = object(&endpoint, &bucket, &format!("uploads/{}", id_of(&url))).await;
+        assert!(stored == data, "{url}: stored object differs");
+    }
+    assert_eq!(open_multipart_uploads(&endpoint, &bucket).await, 0);
+}
