@@ -248,17 +248,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             source,
         })?;
         let (state, shutdown, worker_metrics) = (state.clone(), shutdown.clone(), metrics.clone());
-        let client_request_timeout = config.client_request_timeout;
+        let timeouts = http::ConnectionTimeouts {
+            client_request: config.client_request_timeout,
+            keep_alive: config.keep_alive_timeout,
+        };
         builder = builder
             .listen("tusker", listener, move || {
                 // Runs on each worker thread as it starts.
                 worker_metrics.install_on_current_thread();
-                http::service(
-                    state.clone(),
-                    addr,
-                    shutdown.clone(),
-                    client_request_timeout,
-                )
+                http::service(state.clone(), addr, shutdown.clone(), timeouts)
             })
             .map_err(|source| StartError::Bind {
                 addr: addr.to_string(),

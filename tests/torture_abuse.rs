@@ -168,6 +168,8 @@ async fn a_connection_that_sends_nothing_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.client_request_timeout = Duration::from_secs(1);
+    // Longer than the test's patience when left at a default it ignores.
+    cfg.keep_alive_timeout = Duration::from_millis(500);
     let server = TestServer::start(cfg);
     // Never a byte: closed by the request timeout (408 or plain close).
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
@@ -188,6 +190,24 @@ async fn a_connection_that_sends_nothing_is_closed() {
         String::from_utf8_lossy(&got).matches("HTTP/1.1 ").count(),
         1,
         "one answer, then the close"
+    );
+    server.stop().await;
+
+    // Keep-alive off: the answer says so and the connection closes,
+    // though the client did not ask for that.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.keep_alive_timeout = Duration::ZERO;
+    let server = TestServer::start(cfg);
+    let mut one = TcpStream::connect(server.addr).await.unwrap();
+    let options = format!("OPTIONS /files/ HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+    one.write_all(options.as_bytes()).await.unwrap();
+    let got = until_closed(&mut one).await;
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 1, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
     );
     server.stop().await;
 }

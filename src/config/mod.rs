@@ -199,6 +199,10 @@ pub struct ServeArgs {
     /// ("0s" disables the limit).
     #[arg(long, env = "TUSKER_CLIENT_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub client_request_timeout: Duration,
+    /// An idle keep-alive connection is closed after this ("0s": one
+    /// request per connection).
+    #[arg(long, env = "TUSKER_KEEP_ALIVE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub keep_alive_timeout: Duration,
     /// Largest request body (one PATCH, or a POST with data); 0 for no limit.
     /// A declared Content-Length above it is refused with 413; a chunked body
     /// is cut at the limit (the bytes before it are kept) and answered 413.
@@ -296,6 +300,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Limit for receiving request headers; zero disables it.
     pub client_request_timeout: Duration,
+    /// Idle keep-alive connections are closed after this; zero disables
+    /// keep-alive.
+    pub keep_alive_timeout: Duration,
     /// Per-request body limit; `None` for none.
     pub max_body_size: Option<u64>,
     /// Cap on requests streaming into uploads; `None` for none.
@@ -379,6 +386,7 @@ impl From<ServeArgs> for Config {
             log_format: a.log_format,
             shutdown_timeout: a.shutdown_timeout,
             client_request_timeout: a.client_request_timeout,
+            keep_alive_timeout: a.keep_alive_timeout,
             max_body_size: Some(a.max_body_size).filter(|&n| n > 0),
             max_concurrent_uploads: Some(a.max_concurrent_uploads).filter(|&n| n > 0),
             max_uploads_per_client: Some(a.max_uploads_per_client).filter(|&n| n > 0),
