@@ -159,6 +159,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             expire_after: config.expire_after,
             lock_timeout: config.lock_timeout,
             body_idle_timeout: config.body_idle_timeout,
+            min_body_rate: config.min_body_rate,
             checkpoint_bytes: config.checkpoint_size,
         },
     );

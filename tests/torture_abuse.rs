@@ -269,6 +269,52 @@ async fn a_stalled_or_dribbled_body_is_cut_and_the_received_bytes_are_kept() {
     server.stop().await;
 }
 
+/// A body that trickles in just faster than the idle timeout (never idle,
+/// but far below `--min-body-rate`) is cut; the bytes are kept. Without a
+/// minimum rate the same trickle would hold its upload slot for ever.
+#[tokio::test]
+async fn a_trickling_body_is_cut_by_the_minimum_rate_and_the_bytes_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.body_idle_timeout = Duration::from_secs(1);
+    cfg.min_body_rate = Some(64 * 1024);
+    let server = TestServer::start(cfg);
+    let c = client();
+    let data = bytes(100_000, 11);
+    let url = create(&c, &server.endpoint, data.len() as u64).await;
+    let mut sock = held_patch(server.addr, &url, &data, 5000, "").await;
+    let mut sent = 5000;
+    // 500 bytes every 300 ms: about 1.6 KiB/s, never a second of silence.
+    let mut cut = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if sock.write_all(&data[sent..sent + 500]).await.is_err() {
+            cut = true;
+            break;
+        }
+        sent += 500;
+        let mut probe = [0u8; 1024];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(5), sock.read(&mut probe)).await {
+            if let Ok(n) = r {
+                assert!(n == 0 || first_status(&probe[..n]) == Some(503));
+            }
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a 1.6 KiB/s body was never cut ({sent} bytes sent)");
+    until_closed(&mut sock).await;
+    let kept = offset(&c, &url).await;
+    assert!(
+        (5000..=sent as u64).contains(&kept),
+        "offset {kept} outside 5000..={sent}"
+    );
+    let res = patch(&c, &url, kept, data[kept as usize..].to_vec()).await;
+    assert_eq!(res.status(), 204);
+    assert!(download(&c, &url).await == data);
+    server.stop().await;
+}
+
 /// The client sends FIN half way through the body and waits: the server
 /// sees the body end early, keeps the bytes and still answers on the
 /// half-closed connection.

@@ -115,6 +115,12 @@ pub struct ServeArgs {
     /// (the bytes received so far are kept).
     #[arg(long, env = "TUSKER_BODY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub body_idle_timeout: Duration,
+    /// Slowest request body accepted, in bytes per second (suffixes as for
+    /// sizes), measured over each --body-idle-timeout spent waiting for the
+    /// client; slower bodies are cut like stalled ones (the bytes received
+    /// are kept). 0 for no minimum.
+    #[arg(long, env = "TUSKER_MIN_BODY_RATE", default_value = "0", value_parser = parse_size)]
+    pub min_body_rate: u64,
     /// During a long PATCH, received bytes are made durable and the offset
     /// recorded at least every this many bytes, so a crash loses little.
     #[arg(long, env = "TUSKER_CHECKPOINT_SIZE", default_value = "64MiB", value_parser = parse_size)]
@@ -281,6 +287,8 @@ pub struct Config {
     pub behind_proxy: bool,
     pub lock_timeout: Duration,
     pub body_idle_timeout: Duration,
+    /// Slowest body accepted (bytes per second of waiting); `None` for none.
+    pub min_body_rate: Option<u64>,
     pub workers: Option<usize>,
     /// Durability checkpoint interval of long PATCHes, in bytes.
     pub checkpoint_size: u64,
@@ -365,6 +373,7 @@ impl From<ServeArgs> for Config {
             behind_proxy: a.behind_proxy,
             lock_timeout: a.lock_timeout,
             body_idle_timeout: a.body_idle_timeout,
+            min_body_rate: Some(a.min_body_rate).filter(|&n| n > 0),
             workers: a.workers,
             checkpoint_size: a.checkpoint_size.max(1),
             sweep_interval,
