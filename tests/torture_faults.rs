@@ -265,11 +265,16 @@ async fn torture_upload(addr: SocketAddr, url: String, data: Vec<u8>, mut rng: R
                     let now: u64 = header_of(raw, "upload-offset")
                         .and_then(|v| v.parse().ok())
                         .expect("204 carries Upload-Offset");
+                    // Usually the whole body; less when a newer request for
+                    // the upload stopped this one. A request this client
+                    // abandoned (reset) can reach the server late and be
+                    // that newer request: the 204 then reports what was
+                    // kept, and the client goes on from there.
                     assert!(
-                        matches!(cut, Cut::None),
-                        "{url}: a cut body was acknowledged"
+                        (off..=off + written as u64).contains(&now),
+                        "{url} round {round}: 204 with offset {now} outside {off}..={}",
+                        off + written as u64
                     );
-                    assert_eq!(now, off + size as u64, "{url}: 204 for a partial body");
                     acked = now;
                 }
                 // Busy, storage failing, body broken: resume from HEAD.
@@ -284,6 +289,35 @@ async fn torture_upload(addr: SocketAddr, url: String, data: Vec<u8>, mut rng: R
         }
     }
     panic!("{url}: not complete after {MAX_ROUNDS} rounds");
+}
+
+/// POST, retried like a client would while storage fails (5xx, or no
+/// answer within the client's timeout while storage calls stall).
+async fn create_retrying(c: &reqwest::Client, endpoint: &str, length: u64) -> String {
+    for _ in 0..20 {
+        let res = match c
+            .post(endpoint)
+            .header(TUS.0, TUS.1)
+            .header("Upload-Length", length.to_string())
+            .send()
+            .await
+        {
+            Ok(res) => res,
+            Err(e) => {
+                eprintln!("create failed: {e}; retrying");
+                continue;
+            }
+        };
+        let status = res.status().as_u16();
+        if status == 201 {
+            return location(&res);
+        }
+        let body = res.text().await.unwrap_or_default();
+        assert!(status >= 500, "create: {status} {body}");
+        eprintln!("create answered {status} {body}; retrying");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("create never succeeded");
 }
 
 /// The log lines about storage clean-up, for failure messages.
@@ -396,7 +430,7 @@ async fn uploads_survive_faults_on_both_sides_with_bounded_memory() {
         // Not a multiple of the part size: a tail is always staged.
         let len = rng.range(20 * MIB, 36 * MIB) as usize;
         let data = bytes(len, seed.wrapping_add(i as u64));
-        let url = create(&c, &bin.endpoint(), len as u64).await;
+        let url = create_retrying(&c, &bin.endpoint(), len as u64).await;
         uploads.push((url.clone(), data.clone()));
         let rng = Rng(rng.next());
         tasks.push(tokio::spawn(torture_upload(bin.addr, url, data, rng)));
