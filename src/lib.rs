@@ -159,6 +159,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             expire_after: config.expire_after,
             lock_timeout: config.lock_timeout,
             body_idle_timeout: config.body_idle_timeout,
+            min_body_rate: config.min_body_rate,
             checkpoint_bytes: config.checkpoint_size,
         },
     );
@@ -216,12 +217,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             behind_proxy: config.behind_proxy,
             cors_allow_origin: config.cors_allow_origin.clone(),
             max_body_size: config.max_body_size,
+            max_metadata_size: config.max_metadata_size,
             demo_dir: config.demo_dir.clone(),
         },
         metrics: metrics.clone(),
         upload_slots: config
             .max_concurrent_uploads
             .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+        client_slots: config
+            .max_uploads_per_client
+            .map(|n| Arc::new(http::ops::ClientSlots::new(n))),
     });
     let listeners = bind(&config.listen)?;
     let addrs: Vec<SocketAddr> = listeners
@@ -244,17 +249,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             source,
         })?;
         let (state, shutdown, worker_metrics) = (state.clone(), shutdown.clone(), metrics.clone());
-        let client_request_timeout = config.client_request_timeout;
+        let timeouts = http::ConnectionTimeouts {
+            client_request: config.client_request_timeout,
+            keep_alive: config.keep_alive_timeout,
+        };
         builder = builder
             .listen("tusker", listener, move || {
                 // Runs on each worker thread as it starts.
                 worker_metrics.install_on_current_thread();
-                http::service(
-                    state.clone(),
-                    addr,
-                    shutdown.clone(),
-                    client_request_timeout,
-                )
+                http::service(state.clone(), addr, shutdown.clone(), timeouts)
             })
             .map_err(|source| StartError::Bind {
                 addr: addr.to_string(),

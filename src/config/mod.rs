@@ -115,6 +115,12 @@ pub struct ServeArgs {
     /// (the bytes received so far are kept).
     #[arg(long, env = "TUSKER_BODY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub body_idle_timeout: Duration,
+    /// Slowest request body accepted, in bytes per second (suffixes as for
+    /// sizes), measured over each --body-idle-timeout spent waiting for the
+    /// client; slower bodies are cut like stalled ones (the bytes received
+    /// are kept). 0 for no minimum.
+    #[arg(long, env = "TUSKER_MIN_BODY_RATE", default_value = "0", value_parser = parse_size)]
+    pub min_body_rate: u64,
     /// During a long PATCH, received bytes are made durable and the offset
     /// recorded at least every this many bytes, so a crash loses little.
     #[arg(long, env = "TUSKER_CHECKPOINT_SIZE", default_value = "64MiB", value_parser = parse_size)]
@@ -199,6 +205,10 @@ pub struct ServeArgs {
     /// ("0s" disables the limit).
     #[arg(long, env = "TUSKER_CLIENT_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub client_request_timeout: Duration,
+    /// An idle keep-alive connection is closed after this ("0s": one
+    /// request per connection).
+    #[arg(long, env = "TUSKER_KEEP_ALIVE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub keep_alive_timeout: Duration,
     /// Largest request body (one PATCH, or a POST with data); 0 for no limit.
     /// A declared Content-Length above it is refused with 413; a chunked body
     /// is cut at the limit (the bytes before it are kept) and answered 413.
@@ -208,6 +218,15 @@ pub struct ServeArgs {
     /// body); more are answered 503 with Retry-After. 0 for no limit.
     #[arg(long, env = "TUSKER_MAX_CONCURRENT_UPLOADS", default_value_t = 0)]
     pub max_concurrent_uploads: usize,
+    /// Requests streaming data into uploads at once from one client address
+    /// (behind `--behind-proxy`, the forwarded one); more are answered 429
+    /// with Retry-After. 0 for no limit.
+    #[arg(long, env = "TUSKER_MAX_UPLOADS_PER_CLIENT", default_value_t = 0)]
+    pub max_uploads_per_client: usize,
+    /// Longest Upload-Metadata header accepted, in bytes; longer ones (or
+    /// more than 256 keys) are answered 431.
+    #[arg(long, env = "TUSKER_MAX_METADATA_SIZE", default_value = "4KiB", value_parser = parse_size)]
+    pub max_metadata_size: u64,
     /// Serve the browser demo page under /demo/ (off by default). Needs its
     /// JavaScript dependency installed: `npm ci --prefix demo`.
     #[arg(long, env = "TUSKER_DEMO", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
@@ -268,6 +287,8 @@ pub struct Config {
     pub behind_proxy: bool,
     pub lock_timeout: Duration,
     pub body_idle_timeout: Duration,
+    /// Slowest body accepted (bytes per second of waiting); `None` for none.
+    pub min_body_rate: Option<u64>,
     pub workers: Option<usize>,
     /// Durability checkpoint interval of long PATCHes, in bytes.
     pub checkpoint_size: u64,
@@ -287,10 +308,17 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Limit for receiving request headers; zero disables it.
     pub client_request_timeout: Duration,
+    /// Idle keep-alive connections are closed after this; zero disables
+    /// keep-alive.
+    pub keep_alive_timeout: Duration,
     /// Per-request body limit; `None` for none.
     pub max_body_size: Option<u64>,
     /// Cap on requests streaming into uploads; `None` for none.
     pub max_concurrent_uploads: Option<usize>,
+    /// Per-client cap on requests streaming into uploads; `None` for none.
+    pub max_uploads_per_client: Option<usize>,
+    /// Longest `Upload-Metadata` header, in bytes.
+    pub max_metadata_size: usize,
     /// The demo page's directory when `--demo` is on.
     pub demo_dir: Option<PathBuf>,
 }
@@ -345,6 +373,7 @@ impl From<ServeArgs> for Config {
             behind_proxy: a.behind_proxy,
             lock_timeout: a.lock_timeout,
             body_idle_timeout: a.body_idle_timeout,
+            min_body_rate: Some(a.min_body_rate).filter(|&n| n > 0),
             workers: a.workers,
             checkpoint_size: a.checkpoint_size.max(1),
             sweep_interval,
@@ -366,8 +395,11 @@ impl From<ServeArgs> for Config {
             log_format: a.log_format,
             shutdown_timeout: a.shutdown_timeout,
             client_request_timeout: a.client_request_timeout,
+            keep_alive_timeout: a.keep_alive_timeout,
             max_body_size: Some(a.max_body_size).filter(|&n| n > 0),
             max_concurrent_uploads: Some(a.max_concurrent_uploads).filter(|&n| n > 0),
+            max_uploads_per_client: Some(a.max_uploads_per_client).filter(|&n| n > 0),
+            max_metadata_size: usize::try_from(a.max_metadata_size).unwrap_or(usize::MAX),
             demo_dir: a.demo.then_some(a.demo_dir),
             storage_options: crate::data::open::StorageOptions {
                 s3_endpoint: a.s3_endpoint,

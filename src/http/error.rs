@@ -182,6 +182,13 @@ impl From<ProtocolError> for ApiError {
             ProtocolError::InvalidInteger { .. } => "ERR_INVALID_HEADER",
             ProtocolError::InvalidDeferLength => "ERR_INVALID_UPLOAD_DEFER_LENGTH",
             ProtocolError::InvalidMetadata(_) => "ERR_INVALID_METADATA",
+            ProtocolError::MetadataTooLarge(_) => {
+                return ApiError::new(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "ERR_METADATA_TOO_LARGE",
+                    e.to_string(),
+                )
+            }
             ProtocolError::InvalidChecksum(_) => "ERR_INVALID_CHECKSUM",
             ProtocolError::UnsupportedChecksumAlgorithm(_) => "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM",
             ProtocolError::InvalidConcat(_) => "ERR_INVALID_CONCAT",

@@ -38,8 +38,20 @@ pub struct HttpSettings {
     pub cors_allow_origin: Vec<String>,
     /// Largest body of one request carrying upload bytes; `None` for none.
     pub max_body_size: Option<u64>,
+    /// Longest `Upload-Metadata` header accepted, in bytes.
+    pub max_metadata_size: usize,
     /// The demo page's directory when `--demo` is on.
     pub demo_dir: Option<std::path::PathBuf>,
+}
+
+/// Limits on a connection's idle and slow phases.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionTimeouts {
+    /// Complete request headers must arrive within this; zero disables it.
+    pub client_request: Duration,
+    /// An idle keep-alive connection is closed after this; zero disables
+    /// keep-alive (one request per connection).
+    pub keep_alive: Duration,
 }
 
 /// Shared state of every worker.
@@ -50,6 +62,9 @@ pub struct AppState {
     pub metrics: crate::telemetry::Metrics,
     /// Slots for requests streaming into uploads (`--max-concurrent-uploads`).
     pub upload_slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// Per-client caps on requests streaming into uploads
+    /// (`--max-uploads-per-client`).
+    pub client_slots: Option<Arc<ops::ClientSlots>>,
 }
 
 /// Request headers a browser may send (CORS preflight).
@@ -228,14 +243,14 @@ fn ietf_guard() -> impl guard::Guard {
 }
 
 /// The per-worker service for accepted TCP connections: HTTP/1.1 (as
-/// `HttpServer` would serve it: its default timeouts, graceful-shutdown
-/// signal and half-close handling) over an
-/// [`interim::InterimIo`], so handlers can send 1xx responses.
+/// `HttpServer` would serve it: its graceful-shutdown signal and half-close
+/// handling) over an [`interim::InterimIo`], so handlers can send 1xx
+/// responses. `timeouts` bound slow and idle clients.
 pub fn service(
     state: web::Data<AppState>,
     local: SocketAddr,
     shutdown: actix_server::GracefulShutdownSignal,
-    client_request_timeout: Duration,
+    timeouts: ConnectionTimeouts,
 ) -> impl ServiceFactory<
     actix_rt::net::TcpStream,
     Config = (),
@@ -251,8 +266,12 @@ pub fn service(
             let shutdown = shutdown.clone();
             async move { shutdown.notified().await }
         })
-        .keep_alive(actix_http::KeepAlive::Timeout(Duration::from_secs(5)))
-        .client_request_timeout(client_request_timeout)
+        .keep_alive(if timeouts.keep_alive.is_zero() {
+            actix_http::KeepAlive::Disabled
+        } else {
+            actix_http::KeepAlive::Timeout(timeouts.keep_alive)
+        })
+        .client_request_timeout(timeouts.client_request)
         .client_disconnect_timeout(Duration::from_secs(1))
         .h1_allow_half_closed(true)
         .local_addr(local)

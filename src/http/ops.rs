@@ -13,6 +13,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::Stream;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -175,9 +176,97 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// A request streaming into an upload; counted in
-/// `tusker_uploads_in_progress` and holding a concurrency slot until dropped.
+/// `tusker_uploads_in_progress` and holding a concurrency slot (global and
+/// per client) until dropped.
 pub struct UploadSlot {
+    _client: Option<ClientSlot>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Requests streaming into uploads per client address, each at most `max`.
+/// Only clients with a request running have an entry, so the map stays as
+/// small as the number of requests in flight.
+#[derive(Debug)]
+pub struct ClientSlots {
+    max: usize,
+    running: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One request's place in [`ClientSlots`]; given back when dropped.
+#[derive(Debug)]
+pub struct ClientSlot {
+    slots: Arc<ClientSlots>,
+    client: IpAddr,
+}
+
+impl ClientSlots {
+    /// At most `max` requests per client (at least one).
+    pub fn new(max: usize) -> Self {
+        ClientSlots {
+            max: max.max(1),
+            running: Default::default(),
+        }
+    }
+
+    /// Takes a slot for `client`, or `None` when it already has `max`.
+    pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let n = running.entry(client).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            slots: self.clone(),
+            client,
+        })
+    }
+
+    /// Clients with at least one request running.
+    pub fn clients(&self) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut running = self.slots.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// The client's address: the peer, or behind a proxy the address the
+/// proxy forwarded (`Forwarded: for=` / `X-Forwarded-For`).
+pub fn client_ip(req: &HttpRequest, behind_proxy: bool) -> Option<IpAddr> {
+    if behind_proxy {
+        if let Some(ip) = req
+            .connection_info()
+            .realip_remote_addr()
+            .and_then(parse_ip)
+        {
+            return Some(ip);
+        }
+    }
+    req.peer_addr().map(|a| a.ip())
+}
+
+/// `1.2.3.4`, `1.2.3.4:5`, `::1`, `[::1]` or `[::1]:5`.
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim().trim_matches('"');
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = s.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip());
+    }
+    s.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse().ok())
 }
 
 impl Drop for UploadSlot {
@@ -188,7 +277,8 @@ impl Drop for UploadSlot {
 
 /// Admits a request that carries upload bytes, before its body is read:
 /// 503 while shutting down or when `--max-concurrent-uploads` are running,
-/// 413 when its `Content-Length` exceeds `--max-body-size`.
+/// 429 when its client already runs `--max-uploads-per-client`, 413 when
+/// its `Content-Length` exceeds `--max-body-size`.
 pub fn begin_upload(state: &AppState, req: &HttpRequest) -> Result<UploadSlot, ApiError> {
     if state.engine.is_stopping() {
         return Err(ApiError::new(
@@ -208,6 +298,22 @@ pub fn begin_upload(state: &AppState, req: &HttpRequest) -> Result<UploadSlot, A
             return Err(body_too_large(max));
         }
     }
+    let client = match &state.client_slots {
+        None => None,
+        Some(slots) => match client_ip(req, state.settings.behind_proxy) {
+            // No address (not a TCP peer): nothing to count it under.
+            None => None,
+            Some(ip) => Some(slots.acquire(ip).ok_or_else(|| {
+                tracing::debug!(client = %ip, "per-client upload limit reached");
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "ERR_TOO_MANY_UPLOADS_FROM_CLIENT",
+                    "too many uploads in progress from this client; retry later",
+                )
+                .with_header("retry-after", 2)
+            })?),
+        },
+    };
     let permit = match &state.upload_slots {
         None => None,
         Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
@@ -220,7 +326,10 @@ pub fn begin_upload(state: &AppState, req: &HttpRequest) -> Result<UploadSlot, A
         })?),
     };
     metrics::gauge!(telemetry::UPLOADS_IN_PROGRESS).increment(1.0);
-    Ok(UploadSlot { _permit: permit })
+    Ok(UploadSlot {
+        _client: client,
+        _permit: permit,
+    })
 }
 
 fn body_too_large(max: u64) -> ApiError {
@@ -397,6 +506,39 @@ mod tests {
             .sum();
         let failed = items.last().is_some_and(|i| i.is_err());
         (bytes, failed)
+    }
+
+    #[test]
+    fn client_slots_cap_each_client_and_forget_idle_ones() {
+        let slots = Arc::new(ClientSlots::new(2));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "::1".parse().unwrap();
+        let a1 = slots.acquire(a).unwrap();
+        let a2 = slots.acquire(a).unwrap();
+        assert!(slots.acquire(a).is_none());
+        let b1 = slots.acquire(b).unwrap();
+        assert_eq!(slots.clients(), 2);
+        drop(a1);
+        let a3 = slots.acquire(a).unwrap();
+        drop((a2, a3, b1));
+        assert_eq!(slots.clients(), 0);
+    }
+
+    #[test]
+    fn forwarded_addresses() {
+        for (text, want) in [
+            ("10.1.2.3", Some("10.1.2.3")),
+            ("10.1.2.3:4567", Some("10.1.2.3")),
+            ("::1", Some("::1")),
+            ("[2001:db8::1]", Some("2001:db8::1")),
+            ("[2001:db8::1]:80", Some("2001:db8::1")),
+            ("\"[::1]:80\"", Some("::1")),
+            ("unknown", None),
+            ("_hidden", None),
+        ] {
+            let want: Option<IpAddr> = want.map(|w| w.parse().unwrap());
+            assert_eq!(parse_ip(text), want, "{text}");
+        }
     }
 
     #[actix_rt::test]

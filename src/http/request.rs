@@ -162,6 +162,7 @@ mod tests {
             behind_proxy: false,
             cors_allow_origin: vec!["*".into()],
             max_body_size: None,
+            max_metadata_size: crate::protocol::metadata::MAX_METADATA_LEN,
             demo_dir: None,
         }
     }

@@ -51,7 +51,7 @@ pub async fn create(
         .transpose()?;
     let metadata = match header(hdrs, "upload-metadata")? {
         Some(raw) => {
-            Metadata::parse(raw)?;
+            Metadata::parse_within(raw, state.settings.max_metadata_size)?;
             Some(raw.trim().to_owned()).filter(|r| !r.is_empty())
         }
         None => None,

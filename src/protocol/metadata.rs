@@ -13,8 +13,11 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Longest `Upload-Metadata` header accepted, in bytes.
-pub const MAX_METADATA_LEN: usize = 16 * 1024;
+/// Default longest `Upload-Metadata` header, in bytes (`--max-metadata-size`).
+pub const MAX_METADATA_LEN: usize = 4 * 1024;
+
+/// Most key-value pairs one `Upload-Metadata` header may carry.
+pub const MAX_METADATA_PAIRS: usize = 256;
 
 /// Parsed upload metadata. Keys are unique; values are arbitrary bytes.
 /// The header text as sent is kept by the caller so HEAD can echo it exactly.
@@ -24,19 +27,31 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// Parses a header value. An empty (or all-whitespace) value means no
-    /// metadata, which tuspy sends.
+    /// Parses a header value of at most [`MAX_METADATA_LEN`] bytes.
     pub fn parse(header: &str) -> Result<Self, ProtocolError> {
-        if header.len() > MAX_METADATA_LEN {
-            return Err(ProtocolError::InvalidMetadata(format!(
-                "longer than {MAX_METADATA_LEN} bytes"
+        Self::parse_within(header, MAX_METADATA_LEN)
+    }
+
+    /// Parses a header value of at most `max_len` bytes and
+    /// [`MAX_METADATA_PAIRS`] pairs. An empty (or all-whitespace) value means
+    /// no metadata, which tuspy sends.
+    pub fn parse_within(header: &str, max_len: usize) -> Result<Self, ProtocolError> {
+        if header.len() > max_len {
+            return Err(ProtocolError::MetadataTooLarge(format!(
+                "{} bytes, at most {max_len} allowed",
+                header.len()
             )));
         }
         let mut pairs = BTreeMap::new();
         if header.trim().is_empty() {
             return Ok(Metadata { pairs });
         }
-        for raw in header.split(',') {
+        for (i, raw) in header.split(',').enumerate() {
+            if i == MAX_METADATA_PAIRS {
+                return Err(ProtocolError::MetadataTooLarge(format!(
+                    "more than {MAX_METADATA_PAIRS} keys"
+                )));
+            }
             let pair = raw.trim_matches(|c| c == ' ' || c == '\t');
             if pair.is_empty() {
                 return Err(ProtocolError::InvalidMetadata("empty pair".into()));
@@ -173,7 +188,37 @@ mod tests {
         ] {
             assert!(Metadata::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(Metadata::parse(&"a".repeat(MAX_METADATA_LEN + 1)).is_err());
+        assert!(matches!(
+            Metadata::parse(&"a".repeat(MAX_METADATA_LEN + 1)),
+            Err(ProtocolError::MetadataTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn limits() {
+        let keys = |n: usize| {
+            (0..n)
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(
+            Metadata::parse(&keys(MAX_METADATA_PAIRS))
+                .unwrap()
+                .iter()
+                .count(),
+            MAX_METADATA_PAIRS
+        );
+        assert!(matches!(
+            Metadata::parse(&keys(MAX_METADATA_PAIRS + 1)),
+            Err(ProtocolError::MetadataTooLarge(_))
+        ));
+        let value = format!("name {}", "QUJD".repeat(100));
+        assert!(Metadata::parse_within(&value, value.len()).is_ok());
+        assert!(matches!(
+            Metadata::parse_within(&value, value.len() - 1),
+            Err(ProtocolError::MetadataTooLarge(_))
+        ));
     }
 
     #[test]

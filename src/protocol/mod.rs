@@ -33,6 +33,8 @@ pub enum ProtocolError {
     InvalidDeferLength,
     #[error("invalid Upload-Metadata: {0}")]
     InvalidMetadata(String),
+    #[error("Upload-Metadata too large: {0}")]
+    MetadataTooLarge(String),
     #[error("invalid Upload-Checksum: {0}")]
     InvalidChecksum(String),
     #[error("unsupported checksum algorithm {0:?}")]

@@ -9,6 +9,7 @@ use crate::protocol::{Checksum, UploadId};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use std::fmt::Display;
+use std::time::Duration;
 
 /// An append after header parsing.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +28,39 @@ pub struct AppendRequest {
     /// body cannot change it later. Conflicts with a known length give
     /// `InconsistentLength`.
     pub complete: bool,
+}
+
+/// The `min_body_rate` check of one request body.
+struct SlowBody {
+    rate: u64,
+    window: Duration,
+    /// Waiting for the client in the current window, and what it brought.
+    waited: Duration,
+    bytes: u64,
+}
+
+impl SlowBody {
+    /// Counts `bytes` that took `waited` to arrive; an error once a whole
+    /// window of waiting brought less than the rate asks for.
+    fn arrived(&mut self, waited: Duration, bytes: u64) -> Result<(), String> {
+        self.waited += waited;
+        self.bytes += bytes;
+        if self.waited < self.window {
+            return Ok(());
+        }
+        let wanted = (self.rate as f64 * self.waited.as_secs_f64()) as u64;
+        if self.bytes < wanted {
+            return Err(format!(
+                "body slower than {} bytes/s ({} bytes in {:.1}s)",
+                self.rate,
+                self.bytes,
+                self.waited.as_secs_f64()
+            ));
+        }
+        self.waited = Duration::ZERO;
+        self.bytes = 0;
+        Ok(())
+    }
 }
 
 /// How the body loop ended.
@@ -149,7 +183,16 @@ impl Engine {
         let idle_timer = tokio::time::sleep_until(last_data + idle);
         tokio::pin!(idle_timer);
         let received = metrics::counter!(crate::telemetry::BYTES_RECEIVED);
+        // The slowest body allowed: time spent waiting for the client (not
+        // for storage) and the bytes it brought, checked per idle timeout.
+        let mut slow = self.config.min_body_rate.map(|rate| SlowBody {
+            rate,
+            window: idle.max(Duration::from_millis(100)),
+            waited: Duration::ZERO,
+            bytes: 0,
+        });
 
+        let mut waiting_since = tokio::time::Instant::now();
         let end = loop {
             let next = tokio::select! {
                 biased;
@@ -169,6 +212,12 @@ impl Engine {
                 Some(Err(e)) => break End::Broken(e.to_string()),
                 Some(Ok(chunk)) => chunk,
             };
+            if let Some(slow) = slow.as_mut() {
+                if let Err(e) = slow.arrived(waiting_since.elapsed(), chunk.len() as u64) {
+                    break End::Broken(e);
+                }
+            }
+            waiting_since = tokio::time::Instant::now();
             if chunk.is_empty() {
                 continue;
             }
@@ -197,6 +246,7 @@ impl Engine {
             }
             // Idle time counts from here: a slow disk is not an idle client.
             last_data = tokio::time::Instant::now();
+            waiting_since = last_data;
         };
 
         let discard = |writer: Option<Box<dyn UploadWriter>>| async move {
@@ -354,5 +404,29 @@ impl Engine {
         tracing::info!(upload = %info.id, "upload stopped and removed at the hook's request");
         self.post_hook(HookType::PostTerminate, info, ctx);
         Err(UploadError::StoppedByHook)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_bodies_are_judged_per_window_of_waiting() {
+        let ms = Duration::from_millis;
+        let mut slow = SlowBody {
+            rate: 1000,
+            window: ms(1000),
+            waited: Duration::ZERO,
+            bytes: 0,
+        };
+        // 600 bytes in 600 ms: the window is not over yet.
+        assert!(slow.arrived(ms(600), 600).is_ok());
+        // 1100 bytes in 1100 ms: fast enough; a new window starts.
+        assert!(slow.arrived(ms(500), 500).is_ok());
+        assert_eq!(slow.waited, Duration::ZERO);
+        // A trickle: 10 bytes a second, never idle, cut after a window.
+        assert!(slow.arrived(ms(900), 10).is_ok());
+        assert!(slow.arrived(ms(900), 10).is_err());
     }
 }

@@ -31,6 +31,10 @@ pub struct EngineConfig {
     pub lock_timeout: Duration,
     /// A request body that sends nothing for this long is treated as broken.
     pub body_idle_timeout: Duration,
+    /// Slowest body accepted, in bytes per second of waiting for the
+    /// client, checked over each `body_idle_timeout` of waiting; `None`
+    /// for no minimum.
+    pub min_body_rate: Option<u64>,
     /// During a long PATCH, bytes are made durable (and the offset recorded)
     /// at least this often, so a crash loses little.
     pub checkpoint_bytes: u64,
@@ -43,6 +47,7 @@ impl Default for EngineConfig {
             expire_after: Some(Duration::from_secs(24 * 3600)),
             lock_timeout: Duration::from_secs(3),
             body_idle_timeout: Duration::from_secs(60),
+            min_body_rate: None,
             checkpoint_bytes: 64 * 1024 * 1024,
         }
     }

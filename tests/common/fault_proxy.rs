@@ -1,21 +1,26 @@
 //! A loopback HTTP/1.1 proxy that sits between tusker and an S3 server and
-//! makes part uploads (`PUT …?partNumber=N&uploadId=…`) fail on purpose.
+//! makes S3 calls fail on purpose.
 //!
 //! Every request on a client connection is parsed, so the decision to fail
-//! is taken per request even when the client reuses its connections. A
-//! failure is, in turn: a 500 with an S3 error document, a connection reset,
-//! a 503 (`SlowDown`), a connection reset. Everything else is forwarded
-//! byte for byte over one upstream connection per client connection.
+//! is taken per request even when the client reuses its connections.
+//! `Mode::Every` / `Mode::AllParts` fail part uploads
+//! (`PUT …?partNumber=N&uploadId=…`), in turn with a 500 with an S3 error
+//! document, a connection reset, a 503 (`SlowDown`), a connection reset.
+//! `Mode::Chaos` fails any chosen kind of call ([`Call`]) with any chosen
+//! [`FaultKind`] at a seeded random rate, and adds random latency.
+//! Everything else is forwarded byte for byte over one upstream connection
+//! per client connection.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Which part uploads fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which requests fail.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     /// Forward everything.
     Pass,
@@ -24,6 +29,93 @@ pub enum Mode {
     Every(u64),
     /// Fail every part upload.
     AllParts,
+    /// Seeded random faults on any kind of call.
+    Chaos(Chaos),
+    /// Answer the next n requests of each listed call with 503, then pass.
+    FailFirst(Vec<(Call, u64)>),
+}
+
+/// The kind of S3 call a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Call {
+    /// `POST key?uploads`
+    CreateMultipart,
+    /// `PUT key?partNumber=N&uploadId=…`
+    PutPart,
+    /// `POST key?uploadId=…`
+    CompleteMultipart,
+    /// `DELETE key?uploadId=…`
+    AbortMultipart,
+    /// `PUT key` (staged segments, small finished uploads)
+    PutObject,
+    /// `GET key`
+    Get,
+    /// `GET ?list-type=2…` (ListObjectsV2)
+    List,
+    /// `DELETE key`, or `POST ?delete` (DeleteObjects)
+    Delete,
+    /// Anything else (HEAD…)
+    Other,
+}
+
+/// How a chosen request fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// 500 `InternalError`; the request never reaches S3.
+    Status500,
+    /// 503 `SlowDown`; the request never reaches S3.
+    Status503,
+    /// Half the request body is read, then the connection is reset.
+    ResetMidRequest,
+    /// S3 executes the request; its response is cut half way by a reset.
+    ResetMidResponse,
+    /// The request is read and held for `Chaos::stall`, then dropped.
+    StallRequest,
+    /// S3 executes the request; the response is held for `Chaos::stall`,
+    /// then dropped.
+    StallResponse,
+}
+
+/// A seeded random fault schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chaos {
+    pub seed: u64,
+    /// Chance, in percent, that a request of one of `calls` fails.
+    pub percent: u64,
+    pub calls: Vec<Call>,
+    pub kinds: Vec<FaultKind>,
+    /// Calls whose answers are never lost after S3 acted
+    /// (`ResetMidResponse` and `StallResponse` become `Status503` for them).
+    /// A lost CreateMultipartUpload answer orphans a multipart upload that
+    /// no client can learn the id of, so only a bucket lifecycle rule can
+    /// remove it.
+    pub lossless: Vec<Call>,
+    /// Every forwarded request waits a random time up to this first.
+    pub latency: Duration,
+    /// How long stalls last (longer than the client's request timeout).
+    pub stall: Duration,
+}
+
+/// Which call a request is, from its method and target.
+pub fn classify(method: &str, path: &str) -> Call {
+    let (key, query) = path.split_once('?').unwrap_or((path, ""));
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|p| p == name || p.starts_with(&format!("{name}=")))
+    };
+    match method {
+        "POST" if has("uploads") => Call::CreateMultipart,
+        "POST" if has("uploadId") => Call::CompleteMultipart,
+        "POST" if has("delete") => Call::Delete,
+        "PUT" if has("partNumber") && has("uploadId") => Call::PutPart,
+        "PUT" if !key.is_empty() => Call::PutObject,
+        "DELETE" if has("uploadId") => Call::AbortMultipart,
+        "DELETE" => Call::Delete,
+        "GET" if has("list-type") => Call::List,
+        "GET" => Call::Get,
+        _ => Call::Other,
+    }
 }
 
 /// What the proxy has seen and done.
@@ -37,6 +129,12 @@ pub struct Counters {
     pub error_replies: AtomicU64,
     /// Part uploads cut off with a TCP reset.
     pub resets: AtomicU64,
+    /// Requests or responses held and then dropped.
+    pub stalls: AtomicU64,
+    /// Requests delayed by added latency.
+    pub delayed: AtomicU64,
+    /// Faults injected per kind of call.
+    pub by_call: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Counters {
@@ -51,6 +149,8 @@ struct Shared {
     counters: Counters,
     /// Faults injected so far; picks the kind of the next one.
     faults: AtomicU64,
+    /// State of the chaos schedule's random numbers.
+    rng: Mutex<u64>,
 }
 
 /// A running proxy; stops when dropped.
@@ -64,6 +164,9 @@ pub struct FaultProxy {
 enum Fault {
     Status(u16),
     Reset,
+    ResetResponse,
+    StallRequest(Duration),
+    StallResponse(Duration),
 }
 
 impl FaultProxy {
@@ -76,10 +179,12 @@ impl FaultProxy {
             .expect("upstream is http://IP:PORT");
         let shared = Arc::new(Shared {
             upstream,
-            mode: Mutex::new(mode),
+            mode: Mutex::new(mode.clone()),
             counters: Counters::default(),
             faults: AtomicU64::new(0),
+            rng: Mutex::new(0),
         });
+        shared.reseed(&mode);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("proxy address");
@@ -108,6 +213,7 @@ impl FaultProxy {
     }
 
     pub fn set_mode(&self, mode: Mode) {
+        self.shared.reseed(&mode);
         *self.shared.mode.lock().expect("mode lock") = mode;
     }
 
@@ -115,10 +221,26 @@ impl FaultProxy {
         &self.shared.counters
     }
 
-    /// Faults injected so far (error replies and resets).
+    /// Faults injected so far (error replies, resets and stalls).
     pub fn faults(&self) -> u64 {
         Counters::get(&self.shared.counters.error_replies)
             + Counters::get(&self.shared.counters.resets)
+            + Counters::get(&self.shared.counters.stalls)
+    }
+
+    /// One line describing what the proxy saw and did.
+    pub fn summary(&self) -> String {
+        let c = &self.shared.counters;
+        format!(
+            "{} requests ({} part uploads, {} delayed); faults: {} error replies, {} resets, {} stalls; by call {:?}",
+            Counters::get(&c.requests),
+            Counters::get(&c.part_uploads),
+            Counters::get(&c.delayed),
+            Counters::get(&c.error_replies),
+            Counters::get(&c.resets),
+            Counters::get(&c.stalls),
+            c.by_call.lock().expect("by_call lock")
+        )
     }
 }
 
@@ -322,31 +444,124 @@ fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Head)> {
     ))
 }
 
-fn is_part_upload(method: &str, path: &str) -> bool {
-    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
-    method == "PUT" && query.contains("partNumber=") && query.contains("uploadId=")
+/// What happens to one request.
+enum Action {
+    Forward,
+    Fail(Fault),
 }
 
 impl Shared {
-    fn decide(&self, method: &str, path: &str) -> Option<Fault> {
+    fn reseed(&self, mode: &Mode) {
+        if let Mode::Chaos(chaos) = mode {
+            *self.rng.lock().expect("rng lock") = chaos.seed;
+        }
+    }
+
+    /// The next number of the schedule (splitmix64).
+    fn random(&self) -> u64 {
+        let mut state = self.rng.lock().expect("rng lock");
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Decides a request's fate; also returns the latency to add.
+    fn decide(&self, method: &str, path: &str) -> (Action, Duration) {
         self.counters.requests.fetch_add(1, Ordering::SeqCst);
-        if !is_part_upload(method, path) {
-            return None;
-        }
-        let n = self.counters.part_uploads.fetch_add(1, Ordering::SeqCst);
-        let fail = match *self.mode.lock().expect("mode lock") {
-            Mode::Pass => false,
-            Mode::Every(every) => every > 0 && n % every == every - 1,
-            Mode::AllParts => true,
+        let call = classify(method, path);
+        let n = if call == Call::PutPart {
+            self.counters.part_uploads.fetch_add(1, Ordering::SeqCst)
+        } else {
+            0
         };
-        if !fail {
-            return None;
+        let mode = {
+            let mut mode = self.mode.lock().expect("mode lock");
+            if let Mode::FailFirst(budget) = &mut *mode {
+                let hit = budget.iter_mut().find(|(c, n)| *c == call && *n > 0);
+                if let Some((_, n)) = hit {
+                    *n -= 1;
+                    // This request fails: a 503 on any call.
+                    Mode::Chaos(Chaos {
+                        seed: 0,
+                        percent: 100,
+                        calls: vec![call],
+                        kinds: vec![FaultKind::Status503],
+                        lossless: Vec::new(),
+                        latency: Duration::ZERO,
+                        stall: Duration::ZERO,
+                    })
+                } else {
+                    Mode::Pass
+                }
+            } else {
+                mode.clone()
+            }
+        };
+        let (fault, latency) = match mode {
+            Mode::Pass | Mode::FailFirst(_) => (None, Duration::ZERO),
+            Mode::Every(every) => (
+                (call == Call::PutPart && every > 0 && n % every == every - 1)
+                    .then(|| self.rotating_fault()),
+                Duration::ZERO,
+            ),
+            Mode::AllParts => (
+                (call == Call::PutPart).then(|| self.rotating_fault()),
+                Duration::ZERO,
+            ),
+            Mode::Chaos(chaos) => {
+                let latency = match chaos.latency.as_millis() as u64 {
+                    0 => Duration::ZERO,
+                    max => Duration::from_millis(self.random() % (max + 1)),
+                };
+                let fails = chaos.calls.contains(&call)
+                    && !chaos.kinds.is_empty()
+                    && self.random() % 100 < chaos.percent;
+                let fault = fails.then(|| {
+                    let mut kind = chaos.kinds[(self.random() % chaos.kinds.len() as u64) as usize];
+                    if chaos.lossless.contains(&call)
+                        && matches!(kind, FaultKind::ResetMidResponse | FaultKind::StallResponse)
+                    {
+                        kind = FaultKind::Status503;
+                    }
+                    match kind {
+                        FaultKind::Status500 => Fault::Status(500),
+                        FaultKind::Status503 => Fault::Status(503),
+                        FaultKind::ResetMidRequest => Fault::Reset,
+                        FaultKind::ResetMidResponse => Fault::ResetResponse,
+                        FaultKind::StallRequest => Fault::StallRequest(chaos.stall),
+                        FaultKind::StallResponse => Fault::StallResponse(chaos.stall),
+                    }
+                });
+                (fault, latency)
+            }
+        };
+        if !latency.is_zero() {
+            self.counters.delayed.fetch_add(1, Ordering::SeqCst);
         }
-        Some(match self.faults.fetch_add(1, Ordering::SeqCst) % 4 {
+        match fault {
+            None => (Action::Forward, latency),
+            Some(fault) => {
+                *self
+                    .counters
+                    .by_call
+                    .lock()
+                    .expect("by_call lock")
+                    .entry(format!("{call:?}"))
+                    .or_insert(0) += 1;
+                (Action::Fail(fault), latency)
+            }
+        }
+    }
+
+    /// The fault of the part-upload modes: 500, reset, 503, reset.
+    fn rotating_fault(&self) -> Fault {
+        match self.faults.fetch_add(1, Ordering::SeqCst) % 4 {
             0 => Fault::Status(500),
             2 => Fault::Status(503),
             _ => Fault::Reset,
-        })
+        }
     }
 }
 
@@ -391,8 +606,13 @@ async fn serve(client: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
             return Ok(());
         };
         let (method, path, req) = parse_request(&raw)?;
-        match shared.decide(&method, &path) {
-            Some(Fault::Status(status)) => {
+        let (action, latency) = shared.decide(&method, &path);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let mut after_upstream = None;
+        match action {
+            Action::Fail(Fault::Status(status)) => {
                 relay_body::<_, OwnedWriteHalf>(
                     &mut cr,
                     None,
@@ -408,7 +628,7 @@ async fn serve(client: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
                 }
                 continue;
             }
-            Some(Fault::Reset) => {
+            Action::Fail(Fault::Reset) => {
                 // Take part of the body first, as a real mid-transfer cut.
                 let half = req.content_length.unwrap_or(0) / 2;
                 let _ = copy_exact::<_, OwnedWriteHalf>(&mut cr, None, half).await;
@@ -416,7 +636,21 @@ async fn serve(client: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
                 reset(cr, cw);
                 return Ok(());
             }
-            None => {}
+            Action::Fail(Fault::StallRequest(stall)) => {
+                let _ = relay_body::<_, OwnedWriteHalf>(
+                    &mut cr,
+                    None,
+                    req.content_length,
+                    req.chunked,
+                    false,
+                )
+                .await;
+                shared.counters.stalls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(stall).await;
+                return Ok(());
+            }
+            Action::Fail(fault) => after_upstream = Some(fault),
+            Action::Forward => {}
         }
         if upstream.is_none() {
             let s = TcpStream::connect(shared.upstream).await?;
@@ -436,6 +670,23 @@ async fn serve(client: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             };
             let (status, res) = parse_response(&raw)?;
+            match after_upstream {
+                Some(Fault::StallResponse(stall)) => {
+                    // S3 did it; the client hears nothing and times out.
+                    shared.counters.stalls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(stall).await;
+                    return Ok(());
+                }
+                Some(_) => {
+                    // S3 did it; the client gets half an answer.
+                    cw.write_all(&res.raw[..res.raw.len() / 2]).await?;
+                    cw.flush().await?;
+                    shared.counters.resets.fetch_add(1, Ordering::SeqCst);
+                    reset(cr, cw);
+                    return Ok(());
+                }
+                None => {}
+            }
             cw.write_all(&res.raw).await?;
             if !(100..200).contains(&status) {
                 break (status, res);

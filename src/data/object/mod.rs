@@ -200,6 +200,11 @@ where
         .await
 }
 
+/// `--buffer-memory` in semaphore units of `PERMIT_UNIT` bytes.
+fn budget_units(tuning: &ObjectTuning) -> u32 {
+    (tuning.buffer_memory / PERMIT_UNIT).clamp(1, Semaphore::MAX_PERMITS as u64) as u32
+}
+
 impl ObjectData {
     /// Wraps a store; `prefix` is prepended to every key.
     pub fn new(
@@ -209,8 +214,7 @@ impl ObjectData {
         tuning: ObjectTuning,
     ) -> Self {
         let prefix = prefix.trim_matches('/');
-        let permits =
-            (tuning.buffer_memory / PERMIT_UNIT).clamp(1, Semaphore::MAX_PERMITS as u64) as usize;
+        let permits = budget_units(&tuning) as usize;
         ObjectData {
             store,
             prefix: if prefix.is_empty() {

@@ -2,14 +2,16 @@
 //! bytes into parts, uploads them concurrently under the memory budget, and
 //! stages the remainder as a segment at each sync.
 
-use super::{convert, retry, ObjectData, ObjectTuning, Segment, State, MAX_PARTS, PERMIT_UNIT};
+use super::{
+    budget_units, convert, retry, ObjectData, ObjectTuning, Segment, State, MAX_PARTS, PERMIT_UNIT,
+};
 use crate::data::{DataError, Durable, UploadWriter};
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::multipart::PartId;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 type PartResult = (usize, Result<PartId, object_store::Error>);
@@ -34,6 +36,11 @@ pub(super) struct ObjectWriter {
     inflight: JoinSet<PartResult>,
     /// Segments consumed by parts: deleted once the new state is persisted.
     garbage: Vec<String>,
+    /// Buffer memory for the part being assembled (its staged tail and
+    /// pending bytes), taken before its first byte is buffered and handed
+    /// to the part's upload when it is cut: every buffered part byte is
+    /// within `--buffer-memory`.
+    reserved: Option<OwnedSemaphorePermit>,
 }
 
 impl ObjectWriter {
@@ -57,7 +64,30 @@ impl ObjectWriter {
             pending_len: 0,
             inflight: JoinSet::new(),
             garbage: Vec::new(),
+            reserved: None,
         }
+    }
+
+    /// Takes buffer memory for one part unless this writer holds it
+    /// already; waits while the budget is used up. A part larger than the
+    /// whole budget takes all of it.
+    async fn reserve(&mut self) -> Result<(), DataError> {
+        if self.reserved.is_none() {
+            let units = self
+                .current
+                .part_size
+                .div_ceil(PERMIT_UNIT)
+                .min(u64::from(budget_units(self.tuning()))) as u32;
+            let permit = self
+                .data
+                .memory
+                .clone()
+                .acquire_many_owned(units)
+                .await
+                .map_err(|_| DataError::Backend("buffer memory semaphore closed".into()))?;
+            self.reserved = Some(permit);
+        }
+        Ok(())
     }
 
     fn parts_started(&self) -> usize {
@@ -99,16 +129,11 @@ impl ObjectWriter {
         while self.inflight.len() >= self.tuning().part_concurrency.max(1) {
             self.reap_one().await?;
         }
-        let units = part_size
-            .div_ceil(PERMIT_UNIT)
-            .min(Semaphore::MAX_PERMITS as u64) as u32;
+        self.reserve().await?;
         let permit: OwnedSemaphorePermit = self
-            .data
-            .memory
-            .clone()
-            .acquire_many_owned(units)
-            .await
-            .map_err(|_| DataError::Backend("buffer memory semaphore closed".into()))?;
+            .reserved
+            .take()
+            .ok_or_else(|| DataError::Backend("part cut without buffer memory".into()))?;
         let segments = std::mem::take(&mut self.current.segments);
         let staged: u64 = segments.iter().map(|s| s.len).sum();
         let mut chunks = match self.tail.take() {
@@ -161,10 +186,16 @@ impl ObjectWriter {
 #[async_trait]
 impl UploadWriter for ObjectWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<(), DataError> {
+        // Memory first: with the budget used up, the body waits in the
+        // client's socket instead of here.
+        self.reserve().await?;
         self.pending_len += chunk.len() as u64;
         self.pending.push(chunk);
         while self.current.staged() + self.pending_len >= self.current.part_size {
             self.cut_part().await?;
+            if self.pending_len > 0 {
+                self.reserve().await?;
+            }
         }
         Ok(())
     }
