@@ -241,18 +241,37 @@ impl Drop for ClientSlot {
 }
 
 /// The client's address: the peer, or behind a proxy the address the
-/// proxy forwarded (`Forwarded: for=` / `X-Forwarded-For`).
+/// proxy saw. That is the *last* `Forwarded: for=` / `X-Forwarded-For`
+/// entry: a proxy appends the peer it saw, so earlier entries are whatever
+/// the client chose to send and cannot be trusted.
 pub fn client_ip(req: &HttpRequest, behind_proxy: bool) -> Option<IpAddr> {
     if behind_proxy {
-        if let Some(ip) = req
-            .connection_info()
-            .realip_remote_addr()
-            .and_then(parse_ip)
-        {
+        if let Some(ip) = forwarded_for(req.headers()) {
             return Some(ip);
         }
     }
     req.peer_addr().map(|a| a.ip())
+}
+
+/// The last forwarded client address: from `Forwarded` if present, else
+/// from `X-Forwarded-For` (several header lines count as one list).
+fn forwarded_for(headers: &actix_web::http::header::HeaderMap) -> Option<IpAddr> {
+    let last = |name: &str| {
+        headers
+            .get_all(name)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .last()
+            .map(str::to_owned)
+    };
+    if let Some(element) = last("forwarded") {
+        return element
+            .split(';')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
+            .and_then(|(_, v)| parse_ip(v));
+    }
+    last("x-forwarded-for").and_then(|v| parse_ip(&v))
 }
 
 /// `1.2.3.4`, `1.2.3.4:5`, `::1`, `[::1]` or `[::1]:5`.
@@ -522,6 +541,40 @@ mod tests {
         let a3 = slots.acquire(a).unwrap();
         drop((a2, a3, b1));
         assert_eq!(slots.clients(), 0);
+    }
+
+    #[test]
+    fn the_last_forwarded_entry_is_the_client() {
+        use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+        let map = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            m
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        for (headers, want) in [
+            (map(&[("x-forwarded-for", "10.0.0.1")]), ip("10.0.0.1")),
+            (map(&[("x-forwarded-for", "6.6.6.6, 10.0.0.1")]), ip("10.0.0.1")),
+            (
+                map(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "10.0.0.1")]),
+                ip("10.0.0.1"),
+            ),
+            (
+                map(&[("forwarded", "for=6.6.6.6, for=\"[2001:db8::1]:80\";proto=https")]),
+                ip("2001:db8::1"),
+            ),
+            (
+                map(&[("forwarded", "for=10.0.0.2"), ("x-forwarded-for", "10.0.0.3")]),
+                ip("10.0.0.2"),
+            ),
+            (map(&[("forwarded", "proto=https")]), None),
+            (map(&[("x-forwarded-for", "10.0.0.1, unknown")]), None),
+            (map(&[]), None),
+        ] {
+            assert_eq!(forwarded_for(&headers), want, "{headers:?}");
+        }
     }
 
     #[test]
