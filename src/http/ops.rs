@@ -556,17 +556,29 @@ mod tests {
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         for (headers, want) in [
             (map(&[("x-forwarded-for", "10.0.0.1")]), ip("10.0.0.1")),
-            (map(&[("x-forwarded-for", "6.6.6.6, 10.0.0.1")]), ip("10.0.0.1")),
             (
-                map(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "10.0.0.1")]),
+                map(&[("x-forwarded-for", "6.6.6.6, 10.0.0.1")]),
                 ip("10.0.0.1"),
             ),
             (
-                map(&[("forwarded", "for=6.6.6.6, for=\"[2001:db8::1]:80\";proto=https")]),
+                map(&[
+                    ("x-forwarded-for", "6.6.6.6"),
+                    ("x-forwarded-for", "10.0.0.1"),
+                ]),
+                ip("10.0.0.1"),
+            ),
+            (
+                map(&[(
+                    "forwarded",
+                    "for=6.6.6.6, for=\"[2001:db8::1]:80\";proto=https",
+                )]),
                 ip("2001:db8::1"),
             ),
             (
-                map(&[("forwarded", "for=10.0.0.2"), ("x-forwarded-for", "10.0.0.3")]),
+                map(&[
+                    ("forwarded", "for=10.0.0.2"),
+                    ("x-forwarded-for", "10.0.0.3"),
+                ]),
                 ip("10.0.0.2"),
             ),
             (map(&[("forwarded", "proto=https")]), None),
