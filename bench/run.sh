@@ -9,6 +9,9 @@
 #        --scenarios 1,2,3,4,6 --no-peers-install
 # Env:   TUSKER_BASELINE_BIN=path  also measures that tusker binary as
 #        "tusker-baseline" (before/after comparisons in the same run).
+#        TUSKER_VARIANT_BIN=path  one more, as "tusker-variant" (e.g. a
+#        build with one change reverted).
+#        bench/median.py bench/results/A.jsonl B.jsonl ...  medians of runs.
 #
 # Scenario 6 (the limit) runs right before the servers of scenarios 1, 2
 # and 4, with the same bytes, so every figure is a fraction of it.
@@ -39,6 +42,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -n "${TUSKER_BASELINE_BIN:-}" ]; then SERVERS="$SERVERS,tusker-baseline"; fi
+if [ -n "${TUSKER_VARIANT_BIN:-}" ]; then SERVERS="$SERVERS,tusker-variant"; fi
 
 LOGS=$ROOT/bench/logs WORK=$ROOT/bench/work RESULTS=$ROOT/bench/results
 mkdir -p "$LOGS" "$WORK" "$RESULTS"
@@ -80,7 +84,7 @@ if [[ ,$SERVERS, == *,rustus,* ]] && [ ! -x "$RUSTUS" ]; then
   SERVERS=${SERVERS//rustus/}
 fi
 
-PORT_tusker=1080 PORT_rustus=1081 PORT_tus_node=1082 PORT_tusker_baseline=1083 PORT_limit=1090
+PORT_tusker=1080 PORT_rustus=1081 PORT_tus_node=1082 PORT_tusker_baseline=1083 PORT_tusker_variant=1084 PORT_limit=1090
 SERVER_PID=
 start() { # name dir
   local name=$1 dir=$2 port var
@@ -89,6 +93,7 @@ start() { # name dir
   case $name in
     tusker) RUST_LOG=warn "$TUSKER" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
     tusker-baseline) RUST_LOG=warn "$TUSKER_BASELINE_BIN" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
+    tusker-variant) RUST_LOG=warn "$TUSKER_VARIANT_BIN" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
     tus-node) node bench/peers/tus-node/server.mjs $port "$dir" >"$LOGS/$name.log" 2>&1 & ;;
     # fsync on (tusker always fsyncs before acknowledging; @tus/file-store cannot).
     rustus) RUSTUS_LOG_LEVEL=ERROR "$RUSTUS" --host 127.0.0.1 --port $port --data-dir "$dir/data" \
