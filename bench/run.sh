@@ -11,6 +11,8 @@
 #        "tusker-baseline" (before/after comparisons in the same run).
 #        TUSKER_VARIANT_BIN=path  one more, as "tusker-variant" (e.g. a
 #        build with one change reverted).
+#        TUSKER_BIN=path  measure that tusker binary instead of building one.
+#        BENCH_NO_S3=1  skip bench/s3.sh at the end.
 #        bench/median.py bench/results/A.jsonl B.jsonl ...  medians of runs.
 #
 # Scenario 6 (the limit) runs right before the servers of scenarios 1, 2
@@ -62,9 +64,13 @@ if [[ ,$SERVERS, == *,rustus,* ]] && [ ! -x "$RUSTUS" ] && [ "$INSTALL_PEERS" = 
   RUSTUS_PID=$!
 fi
 
-say "building tusker (release) and the load generator"
-cargo build --release --bin tusker
-TUSKER=$CARGO_TARGET_DIR/release/tusker
+if [ -n "${TUSKER_BIN:-}" ]; then
+  TUSKER=$TUSKER_BIN   # an already built tusker (repeated runs)
+else
+  say "building tusker (release) and the load generator"
+  cargo build --release --bin tusker
+  TUSKER=$CARGO_TARGET_DIR/release/tusker
+fi
 (cd bench/loadgen && CARGO_TARGET_DIR=$ROOT/bench/loadgen/target cargo build --release --locked)
 LOADGEN=$ROOT/bench/loadgen/target/release/loadgen
 
@@ -95,9 +101,16 @@ start() { # name dir
     tusker-baseline) RUST_LOG=warn "$TUSKER_BASELINE_BIN" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
     tusker-variant) RUST_LOG=warn "$TUSKER_VARIANT_BIN" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
     tus-node) node bench/peers/tus-node/server.mjs $port "$dir" >"$LOGS/$name.log" 2>&1 & ;;
-    # fsync on (tusker always fsyncs before acknowledging; @tus/file-store cannot).
-    rustus) RUSTUS_LOG_LEVEL=ERROR "$RUSTUS" --host 127.0.0.1 --port $port --data-dir "$dir/data" \
-              --info-dir "$dir/info" --force-fsync true >"$LOGS/$name.log" 2>&1 & ;;
+    # fsync on (tusker always fsyncs before acknowledging; @tus/file-store
+    # cannot); --force-fsync is a flag (a following "true" is refused as an
+    # unexpected argument). rustus 0.5 reads each PATCH body whole into
+    # memory (actix-web's Bytes extractor) and answers 413 past
+    # --max-body-size (default 256 KiB) without reading the rest, so a
+    # client still sending blocks: raise the cap above the largest PATCH.
+    rustus) mkdir -p "$dir/data" "$dir/info"
+            RUSTUS_LOG_LEVEL=ERROR "$RUSTUS" --host 127.0.0.1 --port $port --data-dir "$dir/data" \
+              --info-dir "$dir/info" --force-fsync --max-body-size "${RUSTUS_MAX_BODY:-1100000000}" \
+              >"$LOGS/$name.log" 2>&1 & ;;
   esac
   SERVER_PID=$!
   for _ in $(seq 200); do
@@ -161,7 +174,7 @@ many $MANY × $MANY_SIZE. Shared, noisy machine: compare ratios within this run,
 say "results: bench/results/$STAMP.jsonl and bench/results/$STAMP.md"
 cat "$RESULTS/$STAMP.md"
 
-if [ -x bench/s3.sh ] || [ -f bench/s3.sh ]; then
+if [ -z "${BENCH_NO_S3:-}" ] && [ -f bench/s3.sh ]; then
   say "S3 scenario (bench/s3.sh)"
   bash bench/s3.sh || echo "bench/s3.sh failed" >&2
 fi
