@@ -280,10 +280,8 @@ impl DataStore for FileStore {
 /// an upload holds at most two batches.
 const BATCH: usize = 512 * 1024;
 /// Writeback is started for every this many bytes written (one larger
-/// range, not one per batch: fewer, larger disk writes). Small enough that
-/// a 5 MiB PATCH (tus-js-client's chunked mode) has most of its bytes on
-/// their way to disk before the `fdatasync` that ends it.
-const WRITEBACK: u64 = 2 * 1024 * 1024;
+/// range, not one per batch: fewer, larger disk writes).
+const WRITEBACK: u64 = 8 * 1024 * 1024;
 
 /// A batch of received chunks.
 type Batch = Vec<Bytes>;
