@@ -13,6 +13,7 @@
 #        build with one change reverted).
 #        TUSKER_BIN=path  measure that tusker binary instead of building one.
 #        BENCH_NO_S3=1  skip bench/s3.sh at the end.
+#        BENCH_REVERSE=1  run the servers in reverse order.
 #        bench/median.py bench/results/A.jsonl B.jsonl ...  medians of runs.
 #
 # Scenario 6 (the limit) runs right before the servers of scenarios 1, 2
@@ -45,6 +46,12 @@ while [ $# -gt 0 ]; do
 done
 if [ -n "${TUSKER_BASELINE_BIN:-}" ]; then SERVERS="$SERVERS,tusker-baseline"; fi
 if [ -n "${TUSKER_VARIANT_BIN:-}" ]; then SERVERS="$SERVERS,tusker-variant"; fi
+# The servers run one after another in this order; BENCH_REVERSE=1 reverses
+# it (the first server of a scenario may find the disk quieter: alternate
+# the order between runs).
+if [ -n "${BENCH_REVERSE:-}" ]; then
+  SERVERS=$(tr ',' '\n' <<<"$SERVERS" | grep -v '^$' | tac | paste -sd, -)
+fi
 
 LOGS=$ROOT/bench/logs WORK=$ROOT/bench/work RESULTS=$ROOT/bench/results
 mkdir -p "$LOGS" "$WORK" "$RESULTS"
