@@ -9,6 +9,12 @@
 #        --scenarios 1,2,3,4,6 --no-peers-install
 # Env:   TUSKER_BASELINE_BIN=path  also measures that tusker binary as
 #        "tusker-baseline" (before/after comparisons in the same run).
+#        TUSKER_VARIANT_BIN=path  one more, as "tusker-variant" (e.g. a
+#        build with one change reverted).
+#        TUSKER_BIN=path  measure that tusker binary instead of building one.
+#        BENCH_NO_S3=1  skip bench/s3.sh at the end.
+#        BENCH_REVERSE=1  run the servers in reverse order.
+#        bench/median.py bench/results/A.jsonl B.jsonl ...  medians of runs.
 #
 # Scenario 6 (the limit) runs right before the servers of scenarios 1, 2
 # and 4, with the same bytes, so every figure is a fraction of it.
@@ -39,6 +45,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -n "${TUSKER_BASELINE_BIN:-}" ]; then SERVERS="$SERVERS,tusker-baseline"; fi
+if [ -n "${TUSKER_VARIANT_BIN:-}" ]; then SERVERS="$SERVERS,tusker-variant"; fi
+# The servers run one after another in this order; BENCH_REVERSE=1 reverses
+# it (the first server of a scenario may find the disk quieter: alternate
+# the order between runs).
+if [ -n "${BENCH_REVERSE:-}" ]; then
+  SERVERS=$(tr ',' '\n' <<<"$SERVERS" | grep -v '^$' | tac | paste -sd, -)
+fi
 
 LOGS=$ROOT/bench/logs WORK=$ROOT/bench/work RESULTS=$ROOT/bench/results
 mkdir -p "$LOGS" "$WORK" "$RESULTS"
@@ -58,9 +71,13 @@ if [[ ,$SERVERS, == *,rustus,* ]] && [ ! -x "$RUSTUS" ] && [ "$INSTALL_PEERS" = 
   RUSTUS_PID=$!
 fi
 
-say "building tusker (release) and the load generator"
-cargo build --release --bin tusker
-TUSKER=$CARGO_TARGET_DIR/release/tusker
+if [ -n "${TUSKER_BIN:-}" ]; then
+  TUSKER=$TUSKER_BIN   # an already built tusker (repeated runs)
+else
+  say "building tusker (release) and the load generator"
+  cargo build --release --bin tusker
+  TUSKER=$CARGO_TARGET_DIR/release/tusker
+fi
 (cd bench/loadgen && CARGO_TARGET_DIR=$ROOT/bench/loadgen/target cargo build --release --locked)
 LOADGEN=$ROOT/bench/loadgen/target/release/loadgen
 
@@ -80,7 +97,7 @@ if [[ ,$SERVERS, == *,rustus,* ]] && [ ! -x "$RUSTUS" ]; then
   SERVERS=${SERVERS//rustus/}
 fi
 
-PORT_tusker=1080 PORT_rustus=1081 PORT_tus_node=1082 PORT_tusker_baseline=1083 PORT_limit=1090
+PORT_tusker=1080 PORT_rustus=1081 PORT_tus_node=1082 PORT_tusker_baseline=1083 PORT_tusker_variant=1084 PORT_limit=1090
 SERVER_PID=
 start() { # name dir
   local name=$1 dir=$2 port var
@@ -89,10 +106,18 @@ start() { # name dir
   case $name in
     tusker) RUST_LOG=warn "$TUSKER" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
     tusker-baseline) RUST_LOG=warn "$TUSKER_BASELINE_BIN" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
+    tusker-variant) RUST_LOG=warn "$TUSKER_VARIANT_BIN" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
     tus-node) node bench/peers/tus-node/server.mjs $port "$dir" >"$LOGS/$name.log" 2>&1 & ;;
-    # fsync on (tusker always fsyncs before acknowledging; @tus/file-store cannot).
-    rustus) RUSTUS_LOG_LEVEL=ERROR "$RUSTUS" --host 127.0.0.1 --port $port --data-dir "$dir/data" \
-              --info-dir "$dir/info" --force-fsync true >"$LOGS/$name.log" 2>&1 & ;;
+    # fsync on (tusker always fsyncs before acknowledging; @tus/file-store
+    # cannot). rustus 0.5 reads each PATCH body whole into memory
+    # (actix-web's Bytes extractor) and answers 413 past --max-body-size
+    # (default 256 KiB) without reading the rest: a client that sends the
+    # whole body before reading the answer (the load generator) blocks on
+    # a full TCP window. So the cap is raised above the largest PATCH.
+    rustus) mkdir -p "$dir/data" "$dir/info"
+            RUSTUS_LOG_LEVEL=ERROR "$RUSTUS" --host 127.0.0.1 --port $port --data-dir "$dir/data" \
+              --info-dir "$dir/info" --force-fsync true --max-body-size "${RUSTUS_MAX_BODY:-1100000000}" \
+              >"$LOGS/$name.log" 2>&1 & ;;
   esac
   SERVER_PID=$!
   for _ in $(seq 200); do
@@ -156,7 +181,7 @@ many $MANY × $MANY_SIZE. Shared, noisy machine: compare ratios within this run,
 say "results: bench/results/$STAMP.jsonl and bench/results/$STAMP.md"
 cat "$RESULTS/$STAMP.md"
 
-if [ -x bench/s3.sh ] || [ -f bench/s3.sh ]; then
+if [ -z "${BENCH_NO_S3:-}" ] && [ -f bench/s3.sh ]; then
   say "S3 scenario (bench/s3.sh)"
   bash bench/s3.sh || echo "bench/s3.sh failed" >&2
 fi

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
-use tusker::data::{DataStore, FileStore};
+use tusker::data::{DataStore, FileStore, IoPermit};
 use tusker::model::{Concat, UploadInfo};
 use tusker::protocol::{headers, Checksum, ChecksumAlgorithm, Metadata, UploadId};
 
@@ -86,7 +86,10 @@ fn file_writer(c: &mut Criterion) {
             },
             |info| {
                 rt.block_on(async {
-                    let mut w = store.writer(&info).await.expect("writer");
+                    let mut w = store
+                        .writer(&info, IoPermit::unshared())
+                        .await
+                        .expect("writer");
                     for _ in 0..total / chunk.len() {
                         w.write(chunk.clone()).await.expect("write");
                     }

@@ -3,7 +3,7 @@
 //! batch on the blocking pool while the next one is received, and
 //! `fdatasync`ed before an offset is acknowledged.
 
-use super::{ByteStream, DataError, DataStore, Durable, UploadWriter};
+use super::{ByteStream, DataError, DataStore, Durable, IoPermit, UploadWriter};
 use crate::model::UploadInfo;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,6 +21,10 @@ const READ_CHUNK: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+    /// Runs on the blocking pool before each batch is written (tests hold
+    /// a write there).
+    #[cfg(test)]
+    before_write: Option<tests::Hook>,
 }
 
 impl FileStore {
@@ -28,7 +32,11 @@ impl FileStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, DataError> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        Ok(FileStore { root })
+        Ok(FileStore {
+            root,
+            #[cfg(test)]
+            before_write: None,
+        })
     }
 
     /// The file holding an upload's bytes: `root/<id>` while it is being
@@ -66,6 +74,21 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Creates the file of an upload that ends with no bytes, if a crash took
+/// it, and makes it and its directory entry durable.
+fn make_durable_empty(path: &Path) -> std::io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?
+        .sync_all()?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 fn missing(info: &UploadInfo) -> impl Fn(std::io::Error) -> DataError + '_ {
     move |e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -91,25 +114,40 @@ impl DataStore for FileStore {
                 return Err(DataError::AlreadyExists(dest.clone()));
             }
         }
-        let (path, root) = (self.path(info), self.root.clone());
+        // Not made durable here: until an offset above 0 is recorded, a
+        // missing file means an empty one (`writer` and `finish` create it
+        // again), and the first `sync` of its bytes also syncs the
+        // directory. That saves a file and a directory sync per upload.
+        let path = self.path(info);
         blocking(move || {
             OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .open(&path)?
-                .sync_all()?;
-            sync_dir(&root)
+                .open(&path)
+                .map(drop)
         })
         .await?;
         Ok(serde_json::Value::Null)
     }
 
-    async fn writer(&self, info: &UploadInfo) -> Result<Box<dyn UploadWriter>, DataError> {
+    async fn writer(
+        &self,
+        info: &UploadInfo,
+        permit: IoPermit,
+    ) -> Result<Box<dyn UploadWriter>, DataError> {
         let path = self.path(info);
+        let dir = path.parent().map(Path::to_path_buf);
         let offset = info.offset;
+        let held = permit.clone();
         let file = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-            let file = OpenOptions::new().write(true).open(&path)?;
+            let _held = held;
+            // No acknowledged byte yet: the file may not have survived a
+            // crash since `create`, which is the same as empty.
+            let file = OpenOptions::new()
+                .write(true)
+                .create(offset == 0)
+                .open(&path)?;
             // Bytes past the acknowledged offset were never reported to a
             // client (crash, discarded chunk): drop them.
             let len = file.metadata()?.len();
@@ -130,6 +168,11 @@ impl DataStore for FileStore {
         .map_err(missing(info))?;
         Ok(Box::new(FileWriter {
             file: Arc::new(file),
+            // Whether the file's directory entry may not be durable yet.
+            dir: dir.filter(|_| offset == 0),
+            permit,
+            #[cfg(test)]
+            before_write: self.before_write.clone(),
             batch: Vec::new(),
             batch_len: 0,
             in_flight: None,
@@ -142,6 +185,11 @@ impl DataStore for FileStore {
 
     async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
         let Some(dest) = info.destination.clone() else {
+            if info.offset == 0 && info.storage.get("path").is_none() {
+                // No writer ever synced this file (see `create`).
+                let path = self.path(info);
+                blocking(move || make_durable_empty(&path)).await?;
+            }
             return Ok(info.storage.clone());
         };
         if info.storage.get("path").is_some() {
@@ -149,7 +197,11 @@ impl DataStore for FileStore {
         }
         let (from, to) = (self.path(info), self.root.join(&dest));
         let len = info.offset;
+        let empty = info.offset == 0;
         blocking(move || {
+            if empty {
+                make_durable_empty(&from)?;
+            }
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent)?;
             }
@@ -312,6 +364,14 @@ fn start_writeback(_file: &File, _pos: u64, _len: u64) {}
 
 struct FileWriter {
     file: Arc<File>,
+    /// The directory to sync after the first `fdatasync` (a file created
+    /// without syncing, see `FileStore::create`); `None` once done.
+    dir: Option<PathBuf>,
+    /// Moved (cloned) into every write on the blocking pool: such a write
+    /// outlives a dropped request, and the next writer must wait for it.
+    permit: IoPermit,
+    #[cfg(test)]
+    before_write: Option<tests::Hook>,
     /// Chunks received since the last submitted write.
     batch: Batch,
     batch_len: usize,
@@ -355,7 +415,15 @@ impl FileWriter {
             range
         });
         let file = self.file.clone();
+        let permit = self.permit.clone();
+        #[cfg(test)]
+        let hook = self.before_write.clone();
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            #[cfg(test)]
+            if let Some(hook) = hook {
+                (hook.0)();
+            }
             write_batch(&file, pos, batch, kick)
         }));
         Ok(())
@@ -382,16 +450,29 @@ impl UploadWriter for FileWriter {
             let pos = self.written - self.batch_len as u64;
             self.batch_len = 0;
             let file = self.file.clone();
+            let dir = self.dir.clone();
+            let permit = self.permit.clone();
+            #[cfg(test)]
+            let hook = self.before_write.clone();
             self.batch = blocking(move || {
+                let _permit = permit;
                 let batch = if batch.is_empty() {
                     batch
                 } else {
+                    #[cfg(test)]
+                    if let Some(hook) = hook {
+                        (hook.0)();
+                    }
                     write_batch(&file, pos, batch, None)?
                 };
                 file.sync_data()?;
+                if let Some(dir) = dir {
+                    sync_dir(&dir)?;
+                }
                 Ok(batch)
             })
             .await?;
+            self.dir = None;
             self.durable = self.written;
         }
         Ok(Durable {
@@ -407,7 +488,9 @@ impl UploadWriter for FileWriter {
         self.batch_len = 0;
         if self.written != self.durable {
             let (file, len) = (self.file.clone(), self.durable);
+            let permit = self.permit.clone();
             blocking(move || {
+                let _permit = permit;
                 file.set_len(len)?;
                 (&*file).seek(SeekFrom::Start(len)).map(|_| ())
             })
@@ -452,7 +535,7 @@ mod restart_tests {
                 finish_hook_pending: false,
             };
             info.storage = store.create(&info).await.unwrap();
-            let mut writer = store.writer(&info).await.unwrap();
+            let mut writer = store.writer(&info, crate::data::IoPermit::unshared()).await.unwrap();
             writer.write(Bytes::from(bytes.clone())).await.unwrap();
             info.offset = writer.sync().await.unwrap().offset;
 
@@ -471,5 +554,150 @@ mod restart_tests {
             assert!(!from.exists());
             assert_eq!(std::fs::read(&to).unwrap(), bytes);
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::data::IoGates;
+    use crate::protocol::UploadId;
+    use futures_util::FutureExt;
+
+    /// Code run on the blocking pool before a batch is written.
+    #[derive(Clone)]
+    pub(crate) struct Hook(pub(crate) Arc<dyn Fn() + Send + Sync>);
+
+    impl std::fmt::Debug for Hook {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Hook")
+        }
+    }
+
+    /// The first batch write of a store, held on the blocking pool.
+    pub(crate) struct HeldWrite {
+        entered: tokio::sync::mpsc::UnboundedReceiver<()>,
+        release: std::sync::mpsc::Sender<()>,
+    }
+
+    impl HeldWrite {
+        /// Returns once the held write is running (and waiting).
+        pub(crate) async fn entered(&mut self) {
+            self.entered.recv().await.expect("hook gone");
+        }
+
+        /// Lets the held write go on.
+        pub(crate) fn release(&self) {
+            self.release.send(()).expect("hook gone");
+        }
+    }
+
+    impl FileStore {
+        /// Holds this store's first batch write until released.
+        pub(crate) fn hold_first_write(&mut self) -> HeldWrite {
+            let (entered_tx, entered) = tokio::sync::mpsc::unbounded_channel();
+            let (release, release_rx) = std::sync::mpsc::channel();
+            let release_rx = std::sync::Mutex::new(Some(release_rx));
+            self.before_write = Some(Hook(Arc::new(move || {
+                let first = release_rx.lock().expect("hook lock").take();
+                if let Some(rx) = first {
+                    let _ = entered_tx.send(());
+                    let _ = rx.recv();
+                }
+            })));
+            HeldWrite { entered, release }
+        }
+    }
+
+    fn info(id: &UploadId) -> UploadInfo {
+        UploadInfo {
+            id: id.clone(),
+            length: None,
+            offset: 0,
+            metadata: None,
+            concat: crate::model::Concat::None,
+            created_at: 0,
+            expires_at: None,
+            finished: false,
+            storage: serde_json::Value::Null,
+            destination: None,
+            finish_hook_pending: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_left_running_by_a_dropped_writer_ends_before_the_next_writer_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = FileStore::open(dir.path()).expect("store");
+        let mut held = store.hold_first_write();
+        let gates = IoGates::default();
+        let id = UploadId::generate();
+        let info = info(&id);
+        store.create(&info).await.expect("create");
+
+        let mut old = store
+            .writer(&info, gates.acquire(id.as_str()).await)
+            .await
+            .expect("writer");
+        // A full batch: its write starts on the blocking pool and is held.
+        old.write(Bytes::from(vec![b'o'; BATCH]))
+            .await
+            .expect("write");
+        held.entered().await;
+        // The request went away; its write goes on.
+        drop(old);
+
+        let mut next = Box::pin(gates.acquire(id.as_str()));
+        assert!(
+            (&mut next).now_or_never().is_none(),
+            "the next writer may not start while the old write runs"
+        );
+        held.release();
+        let mut new = store.writer(&info, next.await).await.expect("writer");
+        new.write(Bytes::from_static(b"new bytes"))
+            .await
+            .expect("write");
+        assert_eq!(new.sync().await.expect("sync").offset, 9);
+        drop(new);
+        assert_eq!(
+            std::fs::read(store.path(&info)).expect("read"),
+            b"new bytes",
+            "the old write landed over the new bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_lost_before_its_first_byte_counts_as_empty() {
+        // `create` does not sync: a crash may take the file. With nothing
+        // acknowledged that is an empty upload, not a missing one.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(dir.path()).expect("store");
+        let mut info = info(&UploadId::generate());
+        store.create(&info).await.expect("create");
+        std::fs::remove_file(store.path(&info)).expect("remove");
+        let mut w = store
+            .writer(&info, IoPermit::unshared())
+            .await
+            .expect("writer at offset 0");
+        w.write(Bytes::from_static(b"abc")).await.expect("write");
+        assert_eq!(w.sync().await.expect("sync").offset, 3);
+        drop(w);
+        assert_eq!(std::fs::read(store.path(&info)).expect("read"), b"abc");
+
+        // Past offset 0 a missing file is an error: acknowledged bytes are gone.
+        info.offset = 3;
+        std::fs::remove_file(store.path(&info)).expect("remove");
+        assert!(matches!(
+            store.writer(&info, IoPermit::unshared()).await.err(),
+            Some(DataError::Missing(_))
+        ));
+
+        // An upload sealed with no bytes gets its (durable) empty file.
+        let mut empty = self::info(&UploadId::generate());
+        empty.length = Some(0);
+        store.create(&empty).await.expect("create");
+        std::fs::remove_file(store.path(&empty)).expect("remove");
+        store.finish(&empty).await.expect("finish");
+        assert_eq!(std::fs::read(store.path(&empty)).expect("read"), b"");
     }
 }

@@ -2,6 +2,7 @@
 //! implements the same traits.
 
 pub mod file;
+pub mod gate;
 pub mod object;
 pub mod open;
 pub mod tail_cache;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
 pub use file::FileStore;
+pub use gate::{IoGates, IoPermit};
 
 /// A stream of stored bytes (GET).
 pub type ByteStream = BoxStream<'static, Result<Bytes, DataError>>;
@@ -52,8 +54,14 @@ pub trait DataStore: Send + Sync + 'static {
     /// Prepares storage for a new upload; returns the initial store state.
     async fn create(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError>;
     /// Opens a writer that appends at `info.offset`. Bytes stored beyond
-    /// the offset by an earlier, unacknowledged write are discarded.
-    async fn writer(&self, info: &UploadInfo) -> Result<Box<dyn UploadWriter>, DataError>;
+    /// the offset by an earlier, unacknowledged write are discarded. The
+    /// writer keeps a clone of `permit` in all work that may outlive it
+    /// (see [`gate`]).
+    async fn writer(
+        &self,
+        info: &UploadInfo,
+        permit: IoPermit,
+    ) -> Result<Box<dyn UploadWriter>, DataError>;
     /// Seals an upload whose every byte is stored; returns the new state.
     async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError>;
     /// Streams bytes `start..end` of a finished upload.

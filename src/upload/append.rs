@@ -2,8 +2,9 @@
 
 use super::lock::{Contend, UploadLock};
 use super::{Engine, UploadError};
-use crate::data::UploadWriter;
+use crate::data::{IoPermit, UploadWriter};
 use crate::hooks::{HookType, RequestInfo};
+use crate::meta::MetaError;
 use crate::model::UploadInfo;
 use crate::protocol::{Checksum, UploadId};
 use bytes::Bytes;
@@ -90,11 +91,17 @@ impl Engine {
     {
         self.check_access(id, ctx).await?;
         let lock = self.lock(id, Contend::StopHolder).await?;
+        // Before the offset is read: a write or save left running by a
+        // dropped request on this upload must end first.
+        let permit = self.io_gate(id).await?;
         let info = self.load(id).await?;
         if self.take_stop_request(id) {
             return self.stop_by_hook(&info, ctx).await;
         }
-        let info = self.append_locked(&lock, info, req, body, ctx).await?;
+        let info = self
+            .append_locked(&lock, &permit, info, req, body, ctx)
+            .await?;
+        drop(permit);
         drop(lock);
         if info.finished {
             self.on_finished(&info).await;
@@ -105,6 +112,7 @@ impl Engine {
     async fn append_locked<S, E>(
         &self,
         lock: &UploadLock<'_>,
+        permit: &IoPermit,
         mut info: UploadInfo,
         req: AppendRequest,
         mut body: S,
@@ -230,7 +238,7 @@ impl Engine {
             }
             let w = match writer.as_mut() {
                 Some(w) => w,
-                None => writer.insert(self.data.writer(&info).await?),
+                None => writer.insert(self.data.writer(&info, permit.clone()).await?),
             };
             if let Err(e) = w.write(chunk).await {
                 let _ = w.discard().await;
@@ -242,7 +250,7 @@ impl Engine {
             received.increment(len);
             if hasher.is_none() && since_checkpoint >= self.config.checkpoint_bytes {
                 since_checkpoint = 0;
-                self.persist(&mut info, w.as_mut()).await?;
+                self.persist(&mut info, w.as_mut(), permit).await?;
             }
             // Idle time counts from here: a slow disk is not an idle client.
             last_data = tokio::time::Instant::now();
@@ -285,14 +293,14 @@ impl Engine {
                 if info.is_complete() && !info.finished && self.seals_in_meta_only(&info) {
                     // The last bytes, and sealing touches nothing but the
                     // meta store: one save records the offset and the seal.
-                    self.seal(&mut info, ctx).await?;
+                    self.seal(&mut info, ctx, permit).await?;
                 } else {
-                    self.save_progress(&mut info).await?;
+                    self.save_progress(&mut info, permit).await?;
                 }
                 w.committed().await;
             }
-            Some(w) => self.persist(&mut info, w.as_mut()).await?,
-            None => self.save_progress(&mut info).await?,
+            Some(w) => self.persist(&mut info, w.as_mut(), permit).await?,
+            None => self.save_progress(&mut info, permit).await?,
         }
         if matches!(end, End::Stopped) && self.take_stop_request(&info.id) {
             return self.stop_by_hook(&info, ctx).await;
@@ -301,7 +309,7 @@ impl Engine {
             match info.length {
                 None => {
                     info.length = Some(info.offset);
-                    self.save_progress(&mut info).await?;
+                    self.save_progress(&mut info, permit).await?;
                 }
                 Some(length) if length != info.offset => {
                     // The body ended early: what arrived is kept.
@@ -314,7 +322,7 @@ impl Engine {
             }
         }
         if info.is_complete() && !info.finished {
-            self.seal(&mut info, ctx).await?;
+            self.seal(&mut info, ctx, permit).await?;
         }
         tracing::debug!(upload = %info.id, offset = info.offset, "append persisted");
         match end {
@@ -335,9 +343,10 @@ impl Engine {
         &self,
         info: &mut UploadInfo,
         writer: &mut dyn UploadWriter,
+        permit: &IoPermit,
     ) -> Result<(), UploadError> {
         self.make_durable(info, writer).await?;
-        self.save_progress(info).await?;
+        self.save_progress(info, permit).await?;
         writer.committed().await;
         Ok(())
     }
@@ -365,11 +374,30 @@ impl Engine {
             && !self.hook_enabled(HookType::PreFinish)
     }
 
-    async fn save_progress(&self, info: &mut UploadInfo) -> Result<(), UploadError> {
+    async fn save_progress(
+        &self,
+        info: &mut UploadInfo,
+        permit: &IoPermit,
+    ) -> Result<(), UploadError> {
         if !info.finished {
             info.expires_at = self.expiry_from_now();
         }
-        self.meta.save(info).await?;
+        self.save_gated(info, permit).await
+    }
+
+    /// Saves `info` in a task of its own holding `permit`: if this request
+    /// is dropped mid-save, the save still ends before the next request on
+    /// the upload reads the record (a detached save landing later could
+    /// otherwise overwrite a newer offset).
+    async fn save_gated(&self, info: &UploadInfo, permit: &IoPermit) -> Result<(), UploadError> {
+        let (meta, info, permit) = (self.meta.clone(), info.clone(), permit.clone());
+        tokio::spawn(async move {
+            let saved = meta.save(&info).await;
+            drop(permit);
+            saved
+        })
+        .await
+        .map_err(|e| MetaError::Backend(format!("meta save task failed: {e}")))??;
         Ok(())
     }
 
@@ -380,13 +408,14 @@ impl Engine {
         &self,
         info: &mut UploadInfo,
         ctx: &RequestInfo,
+        permit: &IoPermit,
     ) -> Result<(), UploadError> {
         self.pre_hook(HookType::PreFinish, info, ctx).await?;
         info.storage = self.data.finish(info).await?;
         info.finished = true;
         info.expires_at = None;
         info.finish_hook_pending = self.owes_finish_hook();
-        self.meta.save(info).await?;
+        self.save_gated(info, permit).await?;
         tracing::info!(upload = %info.id, length = info.offset, "upload finished");
         self.deliver_finish_hook(info, ctx, false);
         // metrics
@@ -410,6 +439,12 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::FileStore;
+    use crate::meta::SledMetaStore;
+    use crate::upload::{EngineConfig, NewUpload};
+    use futures_util::stream;
+    use std::sync::Arc;
+
 
     #[test]
     fn slow_bodies_are_judged_per_window_of_waiting() {
@@ -428,5 +463,59 @@ mod tests {
         // A trickle: 10 bytes a second, never idle, cut after a window.
         assert!(slow.arrived(ms(900), 10).is_ok());
         assert!(slow.arrived(ms(900), 10).is_err());
+    }
+
+    const BATCH: usize = 512 * 1024;
+
+    /// A client whose connection drops while its bytes are being written
+    /// must not corrupt the next request's bytes: the next append waits for
+    /// the abandoned write before it reads the offset.
+    #[tokio::test]
+    async fn an_abandoned_appends_write_ends_before_the_next_append_reads_the_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = Arc::new(SledMetaStore::open(&dir.path().join("meta")).expect("meta"));
+        let mut data = FileStore::open(dir.path().join("data")).expect("data");
+        let mut held = data.hold_first_write();
+        let data = Arc::new(data);
+        let engine = Engine::new(meta, data.clone(), EngineConfig::default());
+        let ctx = RequestInfo::default();
+        let info = engine
+            .create(
+                NewUpload {
+                    length: Some(2 * BATCH as u64),
+                    ..NewUpload::default()
+                },
+                &ctx,
+            )
+            .await
+            .expect("create");
+        let id = info.id.clone();
+
+        // The first request sends a batch, then its connection hangs.
+        let body = stream::iter([Ok::<_, std::io::Error>(Bytes::from(vec![b'o'; BATCH]))])
+            .chain(stream::pending());
+        let first = engine.append(&id, AppendRequest::default(), body, &ctx);
+        tokio::select! {
+            r = first => panic!("the first append ended: {r:?}"),
+            _ = held.entered() => {}
+        }
+        // Its future is gone (the client disconnected); the write is not.
+
+        let waited = engine.gates.waiting.notified();
+        let body = stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"nnnn"))]);
+        let second = engine.append(&id, AppendRequest::default(), body, &ctx);
+        tokio::pin!(second);
+        tokio::select! {
+            r = &mut second => panic!("the next append ran while the abandoned write was in flight: {r:?}"),
+            _ = waited => {}
+        }
+        held.release();
+        let info = second.await.expect("second append");
+        assert_eq!(info.offset, 4);
+        assert_eq!(
+            std::fs::read(data.path(&info)).expect("read"),
+            b"nnnn",
+            "the abandoned write landed over the new bytes"
+        );
     }
 }

@@ -8,7 +8,7 @@ pub mod expiry;
 mod hooks;
 pub mod lock;
 
-use crate::data::{DataError, DataStore};
+use crate::data::{DataError, DataStore, IoGates, IoPermit};
 use crate::hooks::{HookHttpResponse, HookType, RequestInfo};
 use crate::meta::{Lookup, MetaError, MetaStore};
 use crate::model::{now_secs, Concat, UploadInfo};
@@ -133,6 +133,9 @@ pub struct Engine {
     pub(crate) locker: Locker,
     pub(crate) config: EngineConfig,
     pub(crate) hooks: Option<Arc<hooks::HookState>>,
+    /// Per-upload I/O gates: work left running by a dropped request ends
+    /// before the next request reads the upload's state.
+    pub(crate) gates: IoGates,
 }
 
 impl Engine {
@@ -145,6 +148,7 @@ impl Engine {
             locks,
             config,
             hooks: None,
+            gates: IoGates::default(),
         }
     }
 
@@ -308,12 +312,13 @@ impl Engine {
         self.check_access(id, ctx).await?;
         let (info, sealed) = {
             let _lock = self.lock(id, Contend::StopHolder).await?;
+            let permit = self.io_gate(id).await?;
             let mut info = self.load(id).await?;
             let unsealed = info.is_complete() && !info.finished && !info.is_final();
             if unsealed {
                 // Every byte arrived but sealing did not happen (a crash, or
                 // the backend failed): finish it now.
-                self.seal(&mut info, ctx).await?;
+                self.seal(&mut info, ctx, &permit).await?;
             }
             (info, unsealed)
         };
@@ -375,6 +380,14 @@ impl Engine {
         }
         self.forget_hook_state(&info.id);
         Ok(())
+    }
+
+    /// Waits (up to the lock timeout) until work left running by an
+    /// earlier request on `id` is over; the caller holds the upload's lock.
+    pub(crate) async fn io_gate(&self, id: &UploadId) -> Result<IoPermit, UploadError> {
+        tokio::time::timeout(self.config.lock_timeout, self.gates.acquire(id.as_str()))
+            .await
+            .map_err(|_| UploadError::Locked)
     }
 
     pub(crate) async fn lock(

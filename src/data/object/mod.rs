@@ -9,7 +9,7 @@
 //! The multipart id, every part's ETag and the segment list are returned as
 //! store state, which the engine persists before acknowledging the bytes.
 
-use super::{ByteStream, DataError, DataStore, UploadWriter};
+use super::{ByteStream, DataError, DataStore, IoPermit, UploadWriter};
 use crate::model::UploadInfo;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
@@ -368,7 +368,13 @@ impl DataStore for ObjectData {
         .to_value())
     }
 
-    async fn writer(&self, info: &UploadInfo) -> Result<Box<dyn UploadWriter>, DataError> {
+    async fn writer(
+        &self,
+        info: &UploadInfo,
+        // Parts run in the writer's JoinSet, which aborts them when the
+        // writer is dropped: nothing outlives it that needs the permit.
+        _permit: IoPermit,
+    ) -> Result<Box<dyn UploadWriter>, DataError> {
         let state = State::load(info)?;
         if state.offset() != info.offset {
             return Err(DataError::Backend(format!(
@@ -509,7 +515,7 @@ impl DataStore for ObjectData {
     ) -> Result<serde_json::Value, DataError> {
         // Stream every part through a writer of the target: parts are cut
         // and uploaded as usual, so memory stays bounded.
-        let mut writer = self.writer(target).await?;
+        let mut writer = self.writer(target, IoPermit::unshared()).await?;
         for part in parts {
             let mut stream = self.read(part, 0, part.offset).await?;
             while let Some(chunk) = stream.next().await {
@@ -600,7 +606,7 @@ mod restart_tests {
                 finish_hook_pending: false,
             };
             info.storage = data.create(&info).await.unwrap();
-            let mut writer = data.writer(&info).await.unwrap();
+            let mut writer = data.writer(&info, IoPermit::unshared()).await.unwrap();
             writer.write(Bytes::from(bytes.clone())).await.unwrap();
             let durable = writer.sync().await.unwrap();
             writer.committed().await;
@@ -797,7 +803,7 @@ mod cleanup_tests {
         info.storage = data.create(&info).await.unwrap();
         // Three PATCHes: each leaves a staged segment or consumes them.
         for piece in [1000, MIN_PART_SIZE as usize, 2000] {
-            let mut writer = data.writer(&info).await.unwrap();
+            let mut writer = data.writer(&info, IoPermit::unshared()).await.unwrap();
             writer.write(Bytes::from(vec![7u8; piece])).await.unwrap();
             let durable = writer.sync().await.unwrap();
             writer.committed().await;
