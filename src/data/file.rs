@@ -535,7 +535,10 @@ mod restart_tests {
                 finish_hook_pending: false,
             };
             info.storage = store.create(&info).await.unwrap();
-            let mut writer = store.writer(&info, crate::data::IoPermit::unshared()).await.unwrap();
+            let mut writer = store
+                .writer(&info, crate::data::IoPermit::unshared())
+                .await
+                .unwrap();
             writer.write(Bytes::from(bytes.clone())).await.unwrap();
             info.offset = writer.sync().await.unwrap().offset;
 

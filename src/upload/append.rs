@@ -2,7 +2,7 @@
 
 use super::lock::{Contend, UploadLock};
 use super::{Engine, UploadError};
-use crate::data::{IoPermit, UploadWriter};
+use crate::data::{DataError, IoPermit, UploadWriter};
 use crate::hooks::{HookType, RequestInfo};
 use crate::meta::MetaError;
 use crate::model::UploadInfo;
@@ -385,6 +385,26 @@ impl Engine {
         self.save_gated(info, permit).await
     }
 
+    /// Finishes the stored bytes (e.g. moves a file to its destination) in
+    /// a task of its own holding `permit`, for the reason
+    /// [`Self::save_gated`] gives: a finish left running by a dropped
+    /// request must end before the next request seals or removes.
+    async fn finish_gated(
+        &self,
+        info: &UploadInfo,
+        permit: &IoPermit,
+    ) -> Result<serde_json::Value, UploadError> {
+        let (data, info, permit) = (self.data.clone(), info.clone(), permit.clone());
+        let storage = tokio::spawn(async move {
+            let finished = data.finish(&info).await;
+            drop(permit);
+            finished
+        })
+        .await
+        .map_err(|e| DataError::Backend(format!("finish task failed: {e}")))??;
+        Ok(storage)
+    }
+
     /// Saves `info` in a task of its own holding `permit`: if this request
     /// is dropped mid-save, the save still ends before the next request on
     /// the upload reads the record (a detached save landing later could
@@ -411,7 +431,7 @@ impl Engine {
         permit: &IoPermit,
     ) -> Result<(), UploadError> {
         self.pre_hook(HookType::PreFinish, info, ctx).await?;
-        info.storage = self.data.finish(info).await?;
+        info.storage = self.finish_gated(info, permit).await?;
         info.finished = true;
         info.expires_at = None;
         info.finish_hook_pending = self.owes_finish_hook();
@@ -444,7 +464,6 @@ mod tests {
     use crate::upload::{EngineConfig, NewUpload};
     use futures_util::stream;
     use std::sync::Arc;
-
 
     #[test]
     fn slow_bodies_are_judged_per_window_of_waiting() {

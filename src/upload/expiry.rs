@@ -3,6 +3,7 @@
 use super::lock::Contend;
 use super::{Engine, UploadError};
 use crate::model::now_secs;
+use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,10 @@ impl Engine {
                 .acquire(&id, Duration::ZERO, Contend::Wait)
                 .await
             else {
+                continue;
+            };
+            // Work left running by a dropped request: next sweep.
+            let Some(_permit) = self.gates.acquire(id.as_str()).now_or_never() else {
                 continue;
             };
             let info = match self.meta.get(&id).await? {

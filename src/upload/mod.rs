@@ -356,6 +356,9 @@ impl Engine {
         self.pre_hook(HookType::PreTerminate, &before, ctx).await?;
         let info = {
             let _lock = self.lock(id, Contend::StopHolder).await?;
+            // Work a dropped request left running (a write, a save, a
+            // finish) ends first: none of it may land after the removal.
+            let _permit = self.io_gate(id).await?;
             let info = self.load(id).await?;
             self.remove(&info).await?;
             info
