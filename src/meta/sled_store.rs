@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Bumped when the on-disk layout changes incompatibly.
 const SCHEMA_VERSION: u32 = 1;
@@ -17,6 +18,8 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 #[derive(Clone)]
 pub struct SledMetaStore {
     db: sled::Db,
+    /// sled's log file, synced after every flush (see [`SledMetaStore::flush`]).
+    log: Arc<std::fs::File>,
     /// id → UploadInfo (JSON)
     uploads: sled::Tree,
     /// expires_at (u64 BE) ++ id → ()
@@ -50,7 +53,13 @@ impl SledMetaStore {
             )))
             }
         }
+        // sled keeps its log in `<dir>/db`; any descriptor of the file can
+        // make it durable.
+        let log = std::fs::File::open(dir.join("db"))
+            .map(Arc::new)
+            .map_err(|e| MetaError::Backend(format!("opening sled's log for syncing: {e}")))?;
         Ok(SledMetaStore {
+            log,
             uploads: db.open_tree("uploads").map_err(backend)?,
             expiry: db.open_tree("expiry").map_err(backend)?,
             tombstones: db.open_tree("tombstones").map_err(backend)?,
@@ -67,8 +76,16 @@ impl SledMetaStore {
         // can miss their wake-up and hang forever (spacejam/sled#1308,
         // #1241; fixed only on sled's unreleased main). A blocking flush on
         // the blocking pool has the same durability and cannot hang.
-        self.blocking(|s| s.db.flush().map(|_| ()).map_err(backend))
-            .await
+        //
+        // On Linux sled 0.34 makes its log durable with `sync_file_range`,
+        // which neither records the file's new size nor flushes the disk's
+        // write cache: a power loss could still take a "flushed" offset.
+        // An `fdatasync` of the log after sled's flush closes that.
+        self.blocking(|s| {
+            s.db.flush().map_err(backend)?;
+            s.log.sync_data().map_err(backend)
+        })
+        .await
     }
 
     /// Runs blocking sled work off the async executor.
