@@ -96,7 +96,7 @@ impl Engine {
         let permit = self.io_gate(id).await?;
         let info = self.load(id).await?;
         if self.take_stop_request(id) {
-            return self.stop_by_hook(&info, ctx).await;
+            return self.stop_by_hook(&info, ctx, &permit).await;
         }
         let info = self
             .append_locked(&lock, &permit, info, req, body, ctx)
@@ -303,7 +303,7 @@ impl Engine {
             None => self.save_progress(&mut info, permit).await?,
         }
         if matches!(end, End::Stopped) && self.take_stop_request(&info.id) {
-            return self.stop_by_hook(&info, ctx).await;
+            return self.stop_by_hook(&info, ctx, permit).await;
         }
         if req.complete && matches!(end, End::Complete) {
             match info.length {
@@ -448,8 +448,9 @@ impl Engine {
         &self,
         info: &UploadInfo,
         ctx: &RequestInfo,
+        permit: &IoPermit,
     ) -> Result<UploadInfo, UploadError> {
-        self.remove(info).await?;
+        self.remove(info, permit).await?;
         tracing::info!(upload = %info.id, "upload stopped and removed at the hook's request");
         self.post_hook(HookType::PostTerminate, info, ctx);
         Err(UploadError::StoppedByHook)

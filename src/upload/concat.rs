@@ -3,6 +3,7 @@
 
 use super::lock::Contend;
 use super::{Engine, UploadError};
+use crate::data::IoPermit;
 use crate::model::{Concat, UploadInfo};
 use crate::protocol::UploadId;
 
@@ -135,7 +136,9 @@ impl Engine {
                 let _lock = self.lock(&final_id, Contend::Wait).await?;
                 let info = self.load(&final_id).await?;
                 if !info.finished {
-                    self.remove(&info).await?;
+                    // A final upload takes no PATCH: nothing of a
+                    // dropped request can be left running on it.
+                    self.remove(&info, &IoPermit::unshared()).await?;
                 }
                 Ok::<_, UploadError>(())
             }

@@ -31,14 +31,14 @@ impl Engine {
                 continue;
             };
             // Work left running by a dropped request: next sweep.
-            let Some(_permit) = self.gates.acquire(id.as_str()).now_or_never() else {
+            let Some(permit) = self.gates.acquire(id.as_str()).now_or_never() else {
                 continue;
             };
             let info = match self.meta.get(&id).await? {
                 Some(crate::meta::Lookup::Live(info)) if info.is_expired(now) => *info,
                 _ => continue,
             };
-            if let Err(e) = self.remove(&info).await {
+            if let Err(e) = self.remove(&info, &permit).await {
                 tracing::warn!(upload = %id, error = %e, "removing expired upload failed; retried next sweep");
                 continue;
             }

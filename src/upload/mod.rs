@@ -358,9 +358,9 @@ impl Engine {
             let _lock = self.lock(id, Contend::StopHolder).await?;
             // Work a dropped request left running (a write, a save, a
             // finish) ends first: none of it may land after the removal.
-            let _permit = self.io_gate(id).await?;
+            let permit = self.io_gate(id).await?;
             let info = self.load(id).await?;
-            self.remove(&info).await?;
+            self.remove(&info, &permit).await?;
             info
         };
         tracing::info!(upload = %id, "upload terminated");
@@ -372,16 +372,34 @@ impl Engine {
     }
 
     /// Deletes bytes then state of an upload whose lock the caller holds.
-    pub(crate) async fn remove(&self, info: &UploadInfo) -> Result<(), UploadError> {
-        self.data.delete(info).await?;
-        self.meta.remove(&info.id).await?;
-        if let Concat::Final { parts } = &info.concat {
-            self.meta.remove_concat_waiters(&info.id, parts).await?;
-        }
-        if let Some(dest) = &info.destination {
-            self.meta.release_destination(dest, &info.id).await?;
-        }
-        self.forget_hook_state(&info.id);
+    ///
+    /// The steps run in a task of their own, holding `permit`, so they all
+    /// happen even if the request is dropped halfway (a client hanging up
+    /// on its DELETE): cut between the bytes and the record, the record
+    /// would outlive its bytes and every later PATCH would fail.
+    pub(crate) async fn remove(
+        &self,
+        info: &UploadInfo,
+        permit: &IoPermit,
+    ) -> Result<(), UploadError> {
+        let (data, meta) = (self.data.clone(), self.meta.clone());
+        let (info, permit) = (info.clone(), permit.clone());
+        let id = info.id.clone();
+        tokio::spawn(async move {
+            data.delete(&info).await?;
+            meta.remove(&info.id).await?;
+            if let Concat::Final { parts } = &info.concat {
+                meta.remove_concat_waiters(&info.id, parts).await?;
+            }
+            if let Some(dest) = &info.destination {
+                meta.release_destination(dest, &info.id).await?;
+            }
+            drop(permit);
+            Ok::<_, UploadError>(())
+        })
+        .await
+        .map_err(|e| MetaError::Backend(format!("removal task failed: {e}")))??;
+        self.forget_hook_state(&id);
         Ok(())
     }
 
@@ -429,5 +447,115 @@ impl Engine {
         self.meta.ping().await?;
         self.data.ping().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod removal_tests {
+    use super::*;
+    use crate::data::{ByteStream, FileStore, UploadWriter};
+    use crate::meta::SledMetaStore;
+    use std::collections::BTreeMap;
+    use tokio::sync::Notify;
+
+    /// A file store whose `delete` waits for a go-ahead once it began.
+    struct HeldDelete {
+        inner: FileStore,
+        entered: Notify,
+        release: Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl DataStore for HeldDelete {
+        fn kind(&self) -> &'static str {
+            self.inner.kind()
+        }
+        async fn create(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
+            self.inner.create(info).await
+        }
+        async fn writer(
+            &self,
+            info: &UploadInfo,
+            permit: IoPermit,
+        ) -> Result<Box<dyn UploadWriter>, DataError> {
+            self.inner.writer(info, permit).await
+        }
+        async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
+            self.inner.finish(info).await
+        }
+        async fn read(
+            &self,
+            info: &UploadInfo,
+            start: u64,
+            end: u64,
+        ) -> Result<ByteStream, DataError> {
+            self.inner.read(info, start, end).await
+        }
+        async fn delete(&self, info: &UploadInfo) -> Result<(), DataError> {
+            self.entered.notify_one();
+            self.release.notified().await;
+            self.inner.delete(info).await
+        }
+        async fn concatenate(
+            &self,
+            target: &UploadInfo,
+            parts: &[UploadInfo],
+        ) -> Result<serde_json::Value, DataError> {
+            self.inner.concatenate(target, parts).await
+        }
+        async fn ping(&self) -> Result<(), DataError> {
+            self.inner.ping().await
+        }
+        fn describe(&self, info: &UploadInfo) -> BTreeMap<String, String> {
+            self.inner.describe(info)
+        }
+    }
+
+    /// A client hanging up on its DELETE while the bytes are being deleted
+    /// must not leave the record behind (it would name bytes that are gone).
+    #[tokio::test]
+    async fn a_dropped_terminate_still_removes_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = Arc::new(SledMetaStore::open(&dir.path().join("meta")).expect("meta"));
+        let data = Arc::new(HeldDelete {
+            inner: FileStore::open(dir.path().join("data")).expect("data"),
+            entered: Notify::new(),
+            release: Notify::new(),
+        });
+        let engine = Engine::new(meta.clone(), data.clone(), EngineConfig::default());
+        let ctx = RequestInfo::default();
+        let info = engine
+            .create(
+                NewUpload {
+                    length: Some(10),
+                    ..NewUpload::default()
+                },
+                &ctx,
+            )
+            .await
+            .expect("create");
+
+        {
+            let terminate = engine.terminate(&info.id, &ctx);
+            tokio::pin!(terminate);
+            tokio::select! {
+                r = &mut terminate => panic!("terminate ended before deleting: {r:?}"),
+                _ = data.entered.notified() => {}
+            }
+            // The request is dropped here, in the middle of the deletion.
+        }
+        data.release.notify_one();
+        // The removal finishes on its own; the next request waits for it
+        // at the upload's gate, then finds the upload gone.
+        let permit = engine.io_gate(&info.id).await.expect("gate");
+        drop(permit);
+        assert!(
+            matches!(meta.get(&info.id).await.expect("get"), Some(Lookup::Gone)),
+            "the record outlived its bytes"
+        );
+        assert!(matches!(
+            engine.head(&info.id, &ctx).await,
+            Err(UploadError::Gone)
+        ));
     }
 }
