@@ -27,6 +27,7 @@ mod common;
 
 use bytes::Bytes;
 use common::proc::{Spawn, Tusker};
+use common::rng::Rng;
 use common::s3::MIB;
 use common::*;
 use object_store::ObjectStoreExt;
@@ -34,36 +35,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
-
-/// A small deterministic PRNG (SplitMix64): the test must be replayable
-/// from its seed, whatever crate versions are around.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// True with probability `percent`/100.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    /// An independent stream for a sub-task.
-    fn fork(&mut self) -> Rng {
-        Rng(self.next())
-    }
-}
 
 /// How hard to torture.
 #[derive(Clone, Debug)]

@@ -19,6 +19,7 @@ mod common;
 
 use common::binary::{mib, Binary, MIB};
 use common::fault_proxy::{Call, Chaos, FaultKind, FaultProxy, Mode};
+use common::rng::Rng;
 use common::s3::{bucket, keys_under, open_multipart_uploads};
 use common::*;
 use std::net::SocketAddr;
@@ -44,24 +45,6 @@ fn seed() -> u64 {
         });
     eprintln!("torture seed {seed} (replay with TUSKER_TORTURE_SEED={seed})");
     seed
-}
-
-/// splitmix64: small, seeded, good enough for schedules.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
-    }
 }
 
 /// How a client round ends.
@@ -240,14 +223,14 @@ async fn torture_upload(addr: SocketAddr, url: String, data: Vec<u8>, mut rng: R
             return round;
         }
         let remaining = total - off;
-        let size = rng.range(128 * 1024, 12 * MIB).min(remaining) as usize;
-        let cut = match rng.range(0, 100) {
+        let size = rng.range(128 * 1024, 12 * MIB - 1).min(remaining) as usize;
+        let cut = match rng.range(0, 99) {
             0..=54 => Cut::None,
             55..=69 => Cut::Reset,
             70..=84 => Cut::Fin,
             _ => Cut::Silence,
         };
-        let keep = rng.range(0, size as u64 + 1) as usize;
+        let keep = rng.range(0, size as u64) as usize;
         let start = off as usize;
         let (written, answer) =
             patch_round(addr, &url, off, &data[start..start + size], cut, keep).await;
@@ -428,7 +411,7 @@ async fn uploads_survive_faults_on_both_sides_with_bounded_memory() {
     let mut uploads = Vec::new();
     for i in 0..UPLOADS {
         // Not a multiple of the part size: a tail is always staged.
-        let len = rng.range(20 * MIB, 36 * MIB) as usize;
+        let len = rng.range(20 * MIB, 36 * MIB - 1) as usize;
         let data = bytes(len, seed.wrapping_add(i as u64));
         let url = create_retrying(&c, &bin.endpoint(), len as u64).await;
         uploads.push((url.clone(), data.clone()));

@@ -19,6 +19,7 @@
 
 mod common;
 
+use common::rng::Rng;
 use common::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,35 +37,6 @@ const WORKERS: usize = 16;
 /// A liveness check (a valid HEAD on a fresh connection) after this many
 /// requests of one worker.
 const CHECK_EVERY: usize = 250;
-
-// ---------------------------------------------------------------------------
-// A small deterministic RNG (splitmix64), so a seed replays a run exactly.
-// ---------------------------------------------------------------------------
-
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Requests as bytes, and their mutations.

@@ -7,6 +7,7 @@ pub mod fault_proxy;
 pub mod logs;
 pub mod proc;
 pub mod raw;
+pub mod rng;
 pub mod s3;
 
 use std::net::SocketAddr;
