@@ -168,8 +168,11 @@ async fn a_connection_that_sends_nothing_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.client_request_timeout = Duration::from_secs(1);
-    // Longer than the test's patience when left at a default it ignores.
-    cfg.keep_alive_timeout = Duration::from_millis(500);
+    // Well above actix's cached clock's granularity: actix-http 3.20 arms
+    // the keep-alive timer from a clock refreshed every 500 ms, and a
+    // deadline already past when armed never wakes the connection (on a
+    // starved worker, a 500 ms keep-alive left the connection open).
+    cfg.keep_alive_timeout = Duration::from_secs(2);
     let server = TestServer::start(cfg);
     // Never a byte: closed by the request timeout (408 or plain close).
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
