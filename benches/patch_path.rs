@@ -5,7 +5,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 use tusker::data::{DataStore, FileStore, IoPermit};
-use tusker::model::{Concat, UploadInfo};
+use tusker::model::UploadInfo;
 use tusker::protocol::{headers, Checksum, ChecksumAlgorithm, Metadata, UploadId};
 
 const MIB: usize = 1024 * 1024;
@@ -47,19 +47,7 @@ fn hashing(c: &mut Criterion) {
 }
 
 fn info(id: UploadId) -> UploadInfo {
-    UploadInfo {
-        id,
-        length: None,
-        offset: 0,
-        metadata: None,
-        concat: Concat::None,
-        created_at: 0,
-        expires_at: None,
-        finished: false,
-        storage: serde_json::Value::Null,
-        destination: None,
-        finish_hook_pending: false,
-    }
+    UploadInfo::new(id, None, 0)
 }
 
 /// 16 MiB through the file writer in 64 KiB chunks (actix's typical body

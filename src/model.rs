@@ -52,6 +52,25 @@ pub struct UploadInfo {
 }
 
 impl UploadInfo {
+    /// A new record: nothing stored yet, no metadata, not part of a
+    /// concatenation, no expiry. Other fields are set with struct update
+    /// syntax (`UploadInfo { metadata, ..UploadInfo::new(id, length, now) }`).
+    pub fn new(id: UploadId, length: Option<u64>, created_at: u64) -> Self {
+        UploadInfo {
+            id,
+            length,
+            offset: 0,
+            metadata: None,
+            concat: Concat::None,
+            created_at,
+            expires_at: None,
+            finished: false,
+            storage: serde_json::Value::Null,
+            destination: None,
+            finish_hook_pending: false,
+        }
+    }
+
     /// Whether every declared byte has arrived (sealing may still be pending).
     pub fn is_complete(&self) -> bool {
         self.length == Some(self.offset)

@@ -508,7 +508,6 @@ impl UploadWriter for FileWriter {
 #[cfg(test)]
 mod restart_tests {
     use super::*;
-    use crate::model::Concat;
     use crate::protocol::UploadId;
 
     /// Moving a finished upload to its destination is a link and an
@@ -522,17 +521,8 @@ mod restart_tests {
             let store = FileStore::open(dir.path()).unwrap();
             let bytes = b"every byte of the upload".to_vec();
             let mut info = UploadInfo {
-                id: UploadId::generate(),
-                length: Some(bytes.len() as u64),
-                offset: 0,
-                metadata: None,
-                concat: Concat::None,
-                created_at: 0,
-                expires_at: None,
-                finished: false,
-                storage: serde_json::Value::Null,
                 destination: Some("videos/a.bin".to_owned()),
-                finish_hook_pending: false,
+                ..UploadInfo::new(UploadId::generate(), Some(bytes.len() as u64), 0)
             };
             info.storage = store.create(&info).await.unwrap();
             let mut writer = store
@@ -613,19 +603,7 @@ pub(crate) mod tests {
     }
 
     fn info(id: &UploadId) -> UploadInfo {
-        UploadInfo {
-            id: id.clone(),
-            length: None,
-            offset: 0,
-            metadata: None,
-            concat: crate::model::Concat::None,
-            created_at: 0,
-            expires_at: None,
-            finished: false,
-            storage: serde_json::Value::Null,
-            destination: None,
-            finish_hook_pending: false,
-        }
+        UploadInfo::new(id.clone(), None, 0)
     }
 
     #[tokio::test]

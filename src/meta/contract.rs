@@ -3,23 +3,14 @@
 //! names a server; each test then gets a database of its own).
 
 use super::*;
-use crate::model::{Concat, UploadInfo};
+use crate::model::UploadInfo;
 use crate::protocol::UploadId;
 use std::future::Future;
 
 pub(crate) fn info(id: &UploadId, expires_at: Option<u64>) -> UploadInfo {
     UploadInfo {
-        id: id.clone(),
-        length: Some(10),
-        offset: 0,
-        metadata: None,
-        concat: Concat::None,
-        created_at: 1,
         expires_at,
-        finished: false,
-        storage: serde_json::Value::Null,
-        destination: None,
-        finish_hook_pending: false,
+        ..UploadInfo::new(id.clone(), Some(10), 1)
     }
 }
 

@@ -467,23 +467,8 @@ impl MetaStore for SledMetaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Concat;
 
-    fn info(id: &UploadId, expires_at: Option<u64>) -> UploadInfo {
-        UploadInfo {
-            id: id.clone(),
-            length: Some(10),
-            offset: 0,
-            metadata: None,
-            concat: Concat::None,
-            created_at: 1,
-            expires_at,
-            finished: false,
-            storage: serde_json::Value::Null,
-            destination: None,
-            finish_hook_pending: false,
-        }
-    }
+    use crate::meta::contract::info;
 
     #[tokio::test]
     async fn survives_reopen() {

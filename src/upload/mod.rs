@@ -212,9 +212,6 @@ impl Engine {
             self.check_size(length)?;
         }
         let mut info = UploadInfo {
-            id: new.id.clone().unwrap_or_else(UploadId::generate),
-            length: new.length,
-            offset: 0,
             metadata: new.metadata,
             concat: match &new.concat {
                 NewConcat::None => Concat::None,
@@ -223,12 +220,12 @@ impl Engine {
                     parts: parts.clone(),
                 },
             },
-            created_at: now_secs(),
             expires_at: self.expiry_from_now(),
-            finished: false,
-            storage: serde_json::Value::Null,
-            destination: None,
-            finish_hook_pending: false,
+            ..UploadInfo::new(
+                new.id.clone().unwrap_or_else(UploadId::generate),
+                new.length,
+                now_secs(),
+            )
         };
         let answer = self.pre_hook(HookType::PreCreate, &info, ctx).await?;
         if let Some(change) = answer.change_file_info {
