@@ -65,6 +65,23 @@ pub struct IoPermit {
 }
 
 impl IoPermit {
+    /// Runs `work` in a task of its own holding a clone of this permit: the
+    /// work ends even if the caller is dropped (a client hanging up), and
+    /// the upload's next request waits for it at the gate.
+    pub async fn run_detached<F>(&self, work: F) -> Result<F::Output, tokio::task::JoinError>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let permit = self.clone();
+        tokio::spawn(async move {
+            let out = work.await;
+            drop(permit);
+            out
+        })
+        .await
+    }
+
     /// A permit that guards nothing, for writers no request can race
     /// (e.g. assembling a new final upload) and for benchmarks.
     pub fn unshared() -> Self {

@@ -394,14 +394,11 @@ impl Engine {
         info: &UploadInfo,
         permit: &IoPermit,
     ) -> Result<serde_json::Value, UploadError> {
-        let (data, info, permit) = (self.data.clone(), info.clone(), permit.clone());
-        let storage = tokio::spawn(async move {
-            let finished = data.finish(&info).await;
-            drop(permit);
-            finished
-        })
-        .await
-        .map_err(|e| DataError::Backend(format!("finish task failed: {e}")))??;
+        let (data, info) = (self.data.clone(), info.clone());
+        let storage = permit
+            .run_detached(async move { data.finish(&info).await })
+            .await
+            .map_err(|e| DataError::Backend(format!("finish task failed: {e}")))??;
         Ok(storage)
     }
 
@@ -410,14 +407,11 @@ impl Engine {
     /// the upload reads the record (a detached save landing later could
     /// otherwise overwrite a newer offset).
     async fn save_gated(&self, info: &UploadInfo, permit: &IoPermit) -> Result<(), UploadError> {
-        let (meta, info, permit) = (self.meta.clone(), info.clone(), permit.clone());
-        tokio::spawn(async move {
-            let saved = meta.save(&info).await;
-            drop(permit);
-            saved
-        })
-        .await
-        .map_err(|e| MetaError::Backend(format!("meta save task failed: {e}")))??;
+        let (meta, info) = (self.meta.clone(), info.clone());
+        permit
+            .run_detached(async move { meta.save(&info).await })
+            .await
+            .map_err(|e| MetaError::Backend(format!("meta save task failed: {e}")))??;
         Ok(())
     }
 

@@ -380,22 +380,22 @@ impl Engine {
         permit: &IoPermit,
     ) -> Result<(), UploadError> {
         let (data, meta) = (self.data.clone(), self.meta.clone());
-        let (info, permit) = (info.clone(), permit.clone());
+        let info = info.clone();
         let id = info.id.clone();
-        tokio::spawn(async move {
-            data.delete(&info).await?;
-            meta.remove(&info.id).await?;
-            if let Concat::Final { parts } = &info.concat {
-                meta.remove_concat_waiters(&info.id, parts).await?;
-            }
-            if let Some(dest) = &info.destination {
-                meta.release_destination(dest, &info.id).await?;
-            }
-            drop(permit);
-            Ok::<_, UploadError>(())
-        })
-        .await
-        .map_err(|e| MetaError::Backend(format!("removal task failed: {e}")))??;
+        permit
+            .run_detached(async move {
+                data.delete(&info).await?;
+                meta.remove(&info.id).await?;
+                if let Concat::Final { parts } = &info.concat {
+                    meta.remove_concat_waiters(&info.id, parts).await?;
+                }
+                if let Some(dest) = &info.destination {
+                    meta.release_destination(dest, &info.id).await?;
+                }
+                Ok::<_, UploadError>(())
+            })
+            .await
+            .map_err(|e| MetaError::Backend(format!("removal task failed: {e}")))??;
         self.forget_hook_state(&id);
         Ok(())
     }
