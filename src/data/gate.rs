@@ -73,13 +73,22 @@ impl IoPermit {
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        self.spawn_detached(work).await
+    }
+
+    /// Like [`Self::run_detached`], but returns the task's handle at once,
+    /// for work the caller goes on beside (a checkpoint behind a body).
+    pub fn spawn_detached<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
         let permit = self.clone();
         tokio::spawn(async move {
             let out = work.await;
             drop(permit);
             out
         })
-        .await
     }
 
     /// A permit that guards nothing, for writers no request can race

@@ -93,4 +93,14 @@ pub trait UploadWriter: Send {
     /// Called after the state returned by `sync` has been persisted: the
     /// writer may now drop what that state no longer refers to.
     async fn committed(&mut self) {}
+    /// Starts making every byte written so far durable while writing goes
+    /// on, if this backend can: the returned future ends once they are,
+    /// and borrows nothing of the writer. `None` when it cannot (then use
+    /// `sync`). The caller lets the future end before `sync` or `discard`.
+    async fn sync_behind(&mut self) -> Result<Option<SyncBehind>, DataError> {
+        Ok(None)
+    }
 }
+
+/// A sync running behind further writes; see [`UploadWriter::sync_behind`].
+pub type SyncBehind = futures_util::future::BoxFuture<'static, Result<Durable, DataError>>;

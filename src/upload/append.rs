@@ -2,12 +2,13 @@
 
 use super::lock::{Contend, UploadLock};
 use super::{Engine, UploadError};
-use crate::data::{DataError, IoPermit, UploadWriter};
+use crate::data::{DataError, IoPermit, SyncBehind, UploadWriter};
 use crate::hooks::{HookType, RequestInfo};
 use crate::meta::MetaError;
 use crate::model::UploadInfo;
 use crate::protocol::{Checksum, UploadId};
 use bytes::Bytes;
+use futures_util::future::OptionFuture;
 use futures_util::{Stream, StreamExt};
 use std::fmt::Display;
 use std::time::Duration;
@@ -29,6 +30,21 @@ pub struct AppendRequest {
     /// body cannot change it later. Conflicts with a known length give
     /// `InconsistentLength`.
     pub complete: bool,
+}
+
+/// A checkpoint's task: the record as saved once its bytes were durable.
+type Behind = tokio::task::JoinHandle<Result<UploadInfo, UploadError>>;
+
+/// Takes the offset a finished checkpoint recorded.
+fn checkpointed(
+    info: &mut UploadInfo,
+    done: Result<Result<UploadInfo, UploadError>, tokio::task::JoinError>,
+) -> Result<(), UploadError> {
+    let saved = done.map_err(|e| DataError::Backend(format!("checkpoint task failed: {e}")))??;
+    info.offset = saved.offset;
+    info.storage = saved.storage;
+    info.expires_at = saved.expires_at;
+    Ok(())
 }
 
 /// The `min_body_rate` check of one request body.
@@ -181,6 +197,9 @@ impl Engine {
         let mut writer: Option<Box<dyn UploadWriter>> = None;
         let mut position = info.offset;
         let mut since_checkpoint = 0u64;
+        // A checkpoint running behind the body (its data sync, then its
+        // meta save), where the writer can sync while writing goes on.
+        let mut behind: Option<Behind> = None;
         let idle = self.config.body_idle_timeout;
         // Set up once, not per chunk: the stop signal, the idle timer (moved
         // only when it fires, from the time of the last chunk) and the
@@ -205,6 +224,15 @@ impl Engine {
             let next = tokio::select! {
                 biased;
                 _ = &mut stop => break End::Stopped,
+                // Before the body: a fast body would otherwise hide it.
+                Some(done) = OptionFuture::from(behind.as_mut()), if behind.is_some() => {
+                    behind = None;
+                    checkpointed(&mut info, done)?;
+                    if let Some(w) = writer.as_mut() {
+                        w.committed().await;
+                    }
+                    continue;
+                }
                 next = body.next() => next,
                 _ = &mut idle_timer => {
                     let deadline = last_data + idle;
@@ -241,6 +269,10 @@ impl Engine {
                 None => writer.insert(self.data.writer(&info, permit.clone()).await?),
             };
             if let Err(e) = w.write(chunk).await {
+                // The checkpoint may record bytes `discard` would cut off.
+                if let Some(task) = behind.take() {
+                    checkpointed(&mut info, task.await)?;
+                }
                 let _ = w.discard().await;
                 return Err(e.into());
             }
@@ -248,15 +280,29 @@ impl Engine {
             since_checkpoint += len;
             self.progress(&info, position, ctx);
             received.increment(len);
-            if hasher.is_none() && since_checkpoint >= self.config.checkpoint_bytes {
+            // One checkpoint at a time: a slow one defers the next.
+            if hasher.is_none()
+                && since_checkpoint >= self.config.checkpoint_bytes
+                && behind.is_none()
+            {
                 since_checkpoint = 0;
-                self.persist(&mut info, w.as_mut(), permit).await?;
+                match w.sync_behind().await? {
+                    Some(sync) => behind = Some(self.save_behind(&info, sync, permit)),
+                    None => self.persist(&mut info, w.as_mut(), permit).await?,
+                }
             }
             // Idle time counts from here: a slow disk is not an idle client.
             last_data = tokio::time::Instant::now();
             waiting_since = last_data;
         };
 
+        // Every later sync, discard and save comes after the checkpoint's.
+        if let Some(task) = behind.take() {
+            checkpointed(&mut info, task.await)?;
+            if let Some(w) = writer.as_mut() {
+                w.committed().await;
+            }
+        }
         let discard = |writer: Option<Box<dyn UploadWriter>>| async move {
             if let Some(mut w) = writer {
                 w.discard().await?;
@@ -349,6 +395,22 @@ impl Engine {
         self.save_progress(info, permit).await?;
         writer.committed().await;
         Ok(())
+    }
+
+    /// Records the offset `sync` reaches once it ends, in a task holding
+    /// `permit` (like [`Self::save_gated`]), while the body goes on.
+    fn save_behind(&self, info: &UploadInfo, sync: SyncBehind, permit: &IoPermit) -> Behind {
+        let (meta, mut info) = (self.meta.clone(), info.clone());
+        if !info.finished {
+            info.expires_at = self.expiry_from_now();
+        }
+        permit.spawn_detached(async move {
+            let durable = sync.await?;
+            info.offset = durable.offset;
+            info.storage = durable.storage;
+            meta.save(&info).await?;
+            Ok(info)
+        })
     }
 
     /// Makes the writer's bytes durable; the caller records the offset.
@@ -455,7 +517,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::data::FileStore;
-    use crate::meta::SledMetaStore;
+    use crate::meta::{Lookup, MetaStore, SledMetaStore};
     use crate::upload::{EngineConfig, NewUpload};
     use futures_util::stream;
     use std::sync::Arc;
@@ -480,6 +542,77 @@ mod tests {
     }
 
     const BATCH: usize = 512 * 1024;
+
+    /// A checkpoint's `fdatasync` and meta save run beside the body: the
+    /// request goes on receiving while they are held, the record shows
+    /// nothing the sync has not covered, and the end waits for them.
+    #[tokio::test]
+    async fn a_checkpoint_does_not_stall_the_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = Arc::new(SledMetaStore::open(&dir.path().join("meta")).expect("meta"));
+        let mut data = FileStore::open(dir.path().join("data")).expect("data");
+        let mut held = data.hold_first_sync_behind();
+        let data = Arc::new(data);
+        let config = EngineConfig {
+            checkpoint_bytes: 2 * BATCH as u64,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(meta.clone(), data.clone(), config);
+        let ctx = RequestInfo::default();
+        let total = 8 * BATCH;
+        let info = engine
+            .create(
+                NewUpload {
+                    length: Some(total as u64),
+                    ..NewUpload::default()
+                },
+                &ctx,
+            )
+            .await
+            .expect("create");
+        let id = info.id.clone();
+
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let body = Box::pin(stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|c| (c, rx))
+        }));
+        let append = engine.append(&id, AppendRequest::default(), body, &ctx);
+        tokio::pin!(append);
+        let chunk = |i: usize| Bytes::from(vec![b'a' + i as u8; BATCH]);
+        let feed = async {
+            // Two batches reach the checkpoint; its sync is then held...
+            for i in 0..2 {
+                tx.send(Ok(chunk(i))).await.expect("send");
+            }
+            held.entered().await;
+            // ...and the other six are taken all the same.
+            for i in 2..8 {
+                tx.send(Ok(chunk(i))).await.expect("send");
+            }
+        };
+        let fed = async {
+            tokio::select! {
+                r = &mut append => panic!("the append ended while its checkpoint was held: {r:?}"),
+                _ = feed => {}
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), fed)
+            .await
+            .expect("the body stalled behind the checkpoint's sync");
+        drop(tx);
+        match meta.get(&id).await.expect("get") {
+            Some(Lookup::Live(recorded)) => {
+                assert_eq!(recorded.offset, 0, "recorded before the sync ended")
+            }
+            other => panic!("no record: {other:?}"),
+        }
+
+        held.release();
+        let info = append.await.expect("append");
+        assert_eq!(info.offset, total as u64);
+        let expected: Vec<u8> = (0..8).flat_map(|i| chunk(i).to_vec()).collect();
+        assert_eq!(std::fs::read(data.path(&info)).expect("read"), expected);
+    }
 
     /// A client whose connection drops while its bytes are being written
     /// must not corrupt the next request's bytes: the next append waits for
