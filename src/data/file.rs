@@ -3,7 +3,7 @@
 //! batch on the blocking pool while the next one is received, and
 //! `fdatasync`ed before an offset is acknowledged.
 
-use super::{ByteStream, DataError, DataStore, Durable, IoPermit, SyncBehind, UploadWriter};
+use super::{ByteStream, Checkpoint, DataError, DataStore, Durable, IoPermit, UploadWriter};
 use crate::model::UploadInfo;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,7 +27,7 @@ pub struct FileStore {
     #[cfg(test)]
     before_write: Option<tests::Hook>,
     #[cfg(test)]
-    before_sync_behind: Option<tests::Hook>,
+    before_checkpoint: Option<tests::Hook>,
 }
 
 impl FileStore {
@@ -40,7 +40,7 @@ impl FileStore {
             #[cfg(test)]
             before_write: None,
             #[cfg(test)]
-            before_sync_behind: None,
+            before_checkpoint: None,
         })
     }
 
@@ -179,7 +179,7 @@ impl DataStore for FileStore {
             #[cfg(test)]
             before_write: self.before_write.clone(),
             #[cfg(test)]
-            before_sync_behind: self.before_sync_behind.clone(),
+            before_checkpoint: self.before_checkpoint.clone(),
             batch: Vec::new(),
             batch_len: 0,
             in_flight: None,
@@ -393,7 +393,7 @@ struct FileWriter {
     #[cfg(test)]
     before_write: Option<tests::Hook>,
     #[cfg(test)]
-    before_sync_behind: Option<tests::Hook>,
+    before_checkpoint: Option<tests::Hook>,
     /// Chunks received since the last submitted write.
     batch: Batch,
     batch_len: usize,
@@ -405,7 +405,7 @@ struct FileWriter {
     kicked: u64,
     /// How many writebacks this writer started (see [`writeback_step`]).
     kicks: u32,
-    /// Bytes known durable; raised by a sync behind (see `sync_behind`).
+    /// Bytes known durable; raised by a checkpoint (see `checkpoint`).
     durable: Arc<AtomicU64>,
     storage: serde_json::Value,
 }
@@ -531,7 +531,7 @@ impl UploadWriter for FileWriter {
         })
     }
 
-    async fn sync_behind(&mut self) -> Result<Option<SyncBehind>, DataError> {
+    async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, DataError> {
         // Every byte up to `written` in the file first (at most two batch
         // writes to wait for); the fdatasync then runs beside the writes
         // that follow, which land past `upto` (and use the file position
@@ -542,7 +542,7 @@ impl UploadWriter for FileWriter {
         let (file, dir, permit) = (self.file.clone(), self.dir.take(), self.permit.clone());
         let (durable, storage) = (self.durable.clone(), self.storage.clone());
         #[cfg(test)]
-        let hook = self.before_sync_behind.clone();
+        let hook = self.before_checkpoint.clone();
         let task = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let _permit = permit;
             #[cfg(test)]
@@ -670,32 +670,32 @@ pub(crate) mod tests {
             held
         }
 
-        /// Holds the `fdatasync` of this store's first sync behind.
-        pub(crate) fn hold_first_sync_behind(&mut self) -> HeldWrite {
+        /// Holds the `fdatasync` of this store's first checkpoint.
+        pub(crate) fn hold_first_checkpoint(&mut self) -> HeldWrite {
             let (hook, held) = hold_first();
-            self.before_sync_behind = Some(hook);
+            self.before_checkpoint = Some(hook);
             held
         }
     }
 
     #[tokio::test]
-    async fn a_sync_behind_covers_what_was_written_before_it_and_writing_goes_on() {
+    async fn a_checkpoint_covers_what_was_written_before_it_and_writing_goes_on() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = FileStore::open(dir.path()).expect("store");
-        let mut held = store.hold_first_sync_behind();
+        let mut held = store.hold_first_checkpoint();
         let info = info(&UploadId::generate());
         store.create(&info).await.expect("create");
         let mut w = store
             .writer(&info, IoPermit::unshared())
             .await
             .expect("writer");
-        // Less than a batch: sync_behind must write it out itself.
+        // Less than a batch: checkpoint must write it out itself.
         w.write(Bytes::from_static(b"first")).await.expect("write");
         let behind = w
-            .sync_behind()
+            .checkpoint()
             .await
-            .expect("sync behind")
-            .expect("files sync behind");
+            .expect("checkpoint")
+            .expect("files checkpoint behind the body");
         held.entered().await;
         // The fdatasync is held; more bytes go in meanwhile, batches too.
         w.write(Bytes::from(vec![b'x'; BATCH]))
@@ -704,7 +704,7 @@ pub(crate) mod tests {
         w.write(Bytes::from_static(b"tail")).await.expect("write");
         held.release();
         assert_eq!(behind.await.expect("synced").offset, 5);
-        // Discarding keeps what the sync behind made durable, no less.
+        // Discarding keeps what the checkpoint made durable, no less.
         assert_eq!(w.discard().await.expect("discard").offset, 5);
         w.write(Bytes::from_static(b" again")).await.expect("write");
         assert_eq!(w.sync().await.expect("sync").offset, 11);

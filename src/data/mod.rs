@@ -93,14 +93,17 @@ pub trait UploadWriter: Send {
     /// Called after the state returned by `sync` has been persisted: the
     /// writer may now drop what that state no longer refers to.
     async fn committed(&mut self) {}
-    /// Starts making every byte written so far durable while writing goes
-    /// on, if this backend can: the returned future ends once they are,
-    /// and borrows nothing of the writer. `None` when it cannot (then use
-    /// `sync`). The caller lets the future end before `sync` or `discard`.
-    async fn sync_behind(&mut self) -> Result<Option<SyncBehind>, DataError> {
+    /// A checkpoint that does not stall the body: the returned future
+    /// (borrowing nothing of the writer) ends with a durable state no older
+    /// than the last one, while writing goes on. Local files sync every
+    /// byte written so far; object storage names the parts already
+    /// uploaded. `None` when the backend cannot (then use `sync`). The
+    /// caller lets the future end, and persists its state, before `sync`
+    /// or `discard`, and calls `committed` after persisting it.
+    async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, DataError> {
         Ok(None)
     }
 }
 
-/// A sync running behind further writes; see [`UploadWriter::sync_behind`].
-pub type SyncBehind = futures_util::future::BoxFuture<'static, Result<Durable, DataError>>;
+/// A checkpoint running behind further writes; see [`UploadWriter::checkpoint`].
+pub type Checkpoint = futures_util::future::BoxFuture<'static, Result<Durable, DataError>>;

@@ -2,7 +2,7 @@
 
 use super::lock::{Contend, UploadLock};
 use super::{Engine, UploadError};
-use crate::data::{DataError, IoPermit, SyncBehind, UploadWriter};
+use crate::data::{Checkpoint, DataError, IoPermit, UploadWriter};
 use crate::hooks::{HookType, RequestInfo};
 use crate::meta::MetaError;
 use crate::model::UploadInfo;
@@ -286,7 +286,7 @@ impl Engine {
                 && behind.is_none()
             {
                 since_checkpoint = 0;
-                match w.sync_behind().await? {
+                match w.checkpoint().await? {
                     Some(sync) => behind = Some(self.save_behind(&info, sync, permit)),
                     None => self.persist(&mut info, w.as_mut(), permit).await?,
                 }
@@ -399,13 +399,16 @@ impl Engine {
 
     /// Records the offset `sync` reaches once it ends, in a task holding
     /// `permit` (like [`Self::save_gated`]), while the body goes on.
-    fn save_behind(&self, info: &UploadInfo, sync: SyncBehind, permit: &IoPermit) -> Behind {
+    fn save_behind(&self, info: &UploadInfo, sync: Checkpoint, permit: &IoPermit) -> Behind {
         let (meta, mut info) = (self.meta.clone(), info.clone());
         if !info.finished {
             info.expires_at = self.expiry_from_now();
         }
         permit.spawn_detached(async move {
             let durable = sync.await?;
+            if durable.offset == info.offset && durable.storage == info.storage {
+                return Ok(info); // nothing new is durable yet
+            }
             info.offset = durable.offset;
             info.storage = durable.storage;
             meta.save(&info).await?;
@@ -551,7 +554,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let meta = Arc::new(SledMetaStore::open(&dir.path().join("meta")).expect("meta"));
         let mut data = FileStore::open(dir.path().join("data")).expect("data");
-        let mut held = data.hold_first_sync_behind();
+        let mut held = data.hold_first_checkpoint();
         let data = Arc::new(data);
         let config = EngineConfig {
             checkpoint_bytes: 2 * BATCH as u64,

@@ -82,6 +82,9 @@ async fn finish_again_after_a_crash_before_the_record_was_saved() {
 struct Flaky {
     inner: InMemory,
     failures: AtomicUsize,
+    /// Every part upload waits for this lock: a test holds it to keep
+    /// parts in flight.
+    parts: tokio::sync::Mutex<()>,
 }
 
 impl Flaky {
@@ -173,6 +176,7 @@ impl MultipartStore for Flaky {
         part_idx: usize,
         data: PutPayload,
     ) -> object_store::Result<PartId> {
+        let _held = self.parts.lock().await;
         self.inner.put_part(path, id, part_idx, data).await
     }
 
@@ -198,6 +202,7 @@ async fn finishing_removes_staged_segments_despite_transient_failures() {
     let backend = Arc::new(Flaky {
         inner: InMemory::new(),
         failures: AtomicUsize::new(0),
+        parts: tokio::sync::Mutex::new(()),
     });
     let tuning = ObjectTuning {
         part_size: MIN_PART_SIZE,
@@ -237,4 +242,117 @@ async fn finishing_removes_staged_segments_despite_transient_failures() {
         .await
         .unwrap();
     assert!(left.is_empty(), "staged segments left: {left:?}");
+}
+
+/// A checkpoint never drains the part pipeline: it names the parts already
+/// uploaded and nothing else, keeps the staged segments a part still in
+/// flight consumed, and what it names is enough to resume after a crash.
+#[tokio::test]
+async fn a_checkpoint_names_uploaded_parts_only_and_resumes() {
+    let backend = Arc::new(Flaky {
+        inner: InMemory::new(),
+        failures: AtomicUsize::new(0),
+        parts: tokio::sync::Mutex::new(()),
+    });
+    let data = ObjectData::new(backend.clone(), "uploads", "flaky", store_tuning());
+    let part = MIN_PART_SIZE as usize;
+    let len = 3 * part;
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    let mut info = UploadInfo::new(UploadId::generate(), Some(len as u64), 0);
+    info.storage = data.create(&info).await.unwrap();
+    let record = |info: &mut UploadInfo, durable: crate::data::Durable| {
+        info.offset = durable.offset;
+        info.storage = durable.storage;
+    };
+
+    // A first PATCH leaves a staged segment.
+    let mut w = data.writer(&info, IoPermit::unshared()).await.unwrap();
+    w.write(Bytes::copy_from_slice(&bytes[..1000]))
+        .await
+        .unwrap();
+    let d = w.sync().await.unwrap();
+    w.committed().await;
+    record(&mut info, d);
+    let staging = Path::from(data.staging_prefix(&info).trim_end_matches('/'));
+    let staged = || async {
+        let listed: Vec<ObjectMeta> = backend
+            .inner
+            .list(Some(&staging))
+            .try_collect()
+            .await
+            .unwrap();
+        listed.len()
+    };
+    assert_eq!(staged().await, 1);
+
+    // The next one cuts part 0 from that segment; its upload is held.
+    let held = backend.parts.lock().await;
+    let mut w = data.writer(&info, IoPermit::unshared()).await.unwrap();
+    w.write(Bytes::copy_from_slice(&bytes[1000..part + 2000]))
+        .await
+        .unwrap();
+    let cp = w
+        .checkpoint()
+        .await
+        .unwrap()
+        .expect("object stores checkpoint");
+    let d = cp.await.unwrap();
+    assert_eq!(d.offset, 1000, "nothing new is uploaded: the old state");
+    w.committed().await;
+    assert_eq!(staged().await, 1, "a segment the state names was deleted");
+
+    // Part 0 lands: the checkpoint moves to it (the bytes after it are
+    // not staged), and the consumed segment may go.
+    drop(held);
+    let mut offset = 1000;
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+        let d = w
+            .checkpoint()
+            .await
+            .unwrap()
+            .expect("checkpoint")
+            .await
+            .unwrap();
+        if d.offset != 1000 {
+            offset = d.offset;
+            record(&mut info, d);
+            break;
+        }
+    }
+    assert_eq!(offset, part as u64);
+    w.committed().await;
+    assert_eq!(staged().await, 0, "the consumed segment was left");
+
+    // A crash: the writer and the tail cache are gone; the client resumes
+    // from the checkpoint's offset.
+    drop(w);
+    let restarted = ObjectData::new(backend.clone(), "uploads", "flaky", store_tuning());
+    let mut w = restarted.writer(&info, IoPermit::unshared()).await.unwrap();
+    w.write(Bytes::copy_from_slice(&bytes[part..]))
+        .await
+        .unwrap();
+    let d = w.sync().await.unwrap();
+    w.committed().await;
+    record(&mut info, d);
+    assert_eq!(info.offset, len as u64);
+    restarted.finish(&info).await.unwrap();
+    let state = State::load(&info).unwrap();
+    let got = backend
+        .inner
+        .get(&Path::from(state.key.as_str()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got == bytes, "the object differs from the bytes sent");
+}
+
+fn store_tuning() -> ObjectTuning {
+    ObjectTuning {
+        part_size: MIN_PART_SIZE,
+        retry_attempts: 1,
+        ..ObjectTuning::default()
+    }
 }

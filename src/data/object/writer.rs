@@ -5,7 +5,7 @@
 use super::{
     budget_units, convert, retry, ObjectData, ObjectTuning, Segment, State, MAX_PARTS, PERMIT_UNIT,
 };
-use crate::data::{DataError, Durable, UploadWriter};
+use crate::data::{Checkpoint, DataError, Durable, UploadWriter};
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::multipart::PartId;
@@ -36,6 +36,8 @@ pub(super) struct ObjectWriter {
     inflight: JoinSet<PartResult>,
     /// Segments consumed by parts: deleted once the new state is persisted.
     garbage: Vec<String>,
+    /// The part that consumed `garbage` (the first part a request cuts).
+    garbage_part: usize,
     /// Buffer memory for the part being assembled (its staged tail and
     /// pending bytes), taken before its first byte is buffered and handed
     /// to the part's upload when it is cut: every buffered part byte is
@@ -64,6 +66,7 @@ impl ObjectWriter {
             pending_len: 0,
             inflight: JoinSet::new(),
             garbage: Vec::new(),
+            garbage_part: 0,
             reserved: None,
         }
     }
@@ -100,17 +103,22 @@ impl ObjectWriter {
 
     /// Takes exactly `n` bytes from the front of `pending`.
     fn take_pending(&mut self, mut n: u64) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        while n > 0 {
-            let Some(first) = self.pending.first_mut() else {
-                break;
-            };
-            if (first.len() as u64) <= n {
-                n -= first.len() as u64;
-                out.push(self.pending.remove(0));
-            } else {
+        // Whole chunks first, in one drain (a part holds hundreds).
+        let whole = self
+            .pending
+            .iter()
+            .take_while(|c| {
+                let fits = (c.len() as u64) <= n;
+                if fits {
+                    n -= c.len() as u64;
+                }
+                fits
+            })
+            .count();
+        let mut out: Vec<Bytes> = self.pending.drain(..whole).collect();
+        if n > 0 {
+            if let Some(first) = self.pending.first_mut() {
                 out.push(first.split_to(n as usize));
-                n = 0;
             }
         }
         self.pending_len -= out.iter().map(|b| b.len() as u64).sum::<u64>();
@@ -141,6 +149,9 @@ impl ObjectWriter {
             None => self.data.read_segments(&self.staging, &segments).await?,
         };
         self.tail = Some(Vec::new());
+        if !segments.is_empty() {
+            self.garbage_part = idx;
+        }
         self.garbage.extend(segments.into_iter().map(|s| s.key));
         chunks.extend(self.take_pending(part_size - staged));
         let payload = PutPayload::from_iter(chunks);
@@ -163,9 +174,17 @@ impl ObjectWriter {
 
     /// Waits for one in-flight part.
     async fn reap_one(&mut self) -> Result<(), DataError> {
-        let Some(joined) = self.inflight.join_next().await else {
-            return Ok(());
-        };
+        match self.inflight.join_next().await {
+            Some(joined) => self.reaped(joined),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a finished part upload.
+    fn reaped(
+        &mut self,
+        joined: Result<PartResult, tokio::task::JoinError>,
+    ) -> Result<(), DataError> {
         let (idx, result) =
             joined.map_err(|e| DataError::Backend(format!("part upload task failed: {e}")))?;
         let part = result.map_err(convert)?;
@@ -232,6 +251,34 @@ impl UploadWriter for ObjectWriter {
         })
     }
 
+    /// The parts uploaded so far, without waiting for those in flight nor
+    /// staging the bytes after them: a checkpoint that never drains the
+    /// part pipeline. It lags the body by the parts in flight and the
+    /// part being filled, and is taken only when it is ahead of the last
+    /// durable state and names no segment a part still in flight needs.
+    async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, DataError> {
+        while let Some(joined) = self.inflight.try_join_next() {
+            self.reaped(joined)?;
+        }
+        self.order_parts();
+        let uploaded = State {
+            segments: Vec::new(),
+            ..self.current.clone()
+        };
+        let frees_garbage = self.garbage.is_empty() || uploaded.parts.len() > self.garbage_part;
+        // While no part was cut, `current` still names the staged segments.
+        let standalone = self.current.segments.is_empty();
+        if uploaded.offset() > self.durable.offset() && frees_garbage && standalone {
+            self.durable = uploaded;
+            self.durable_tail = Some(Vec::new());
+        }
+        let durable = Durable {
+            offset: self.durable.offset(),
+            storage: self.durable.to_value(),
+        };
+        Ok(Some(Box::pin(std::future::ready(Ok(durable)))))
+    }
+
     async fn committed(&mut self) {
         // The persisted state names these segments now: safe to serve them
         // from memory to this upload's next part.
@@ -243,7 +290,19 @@ impl UploadWriter for ObjectWriter {
             }
             None => self.data.tails.remove(&self.staging),
         }
-        for key in std::mem::take(&mut self.garbage) {
+        // A checkpoint may persist a state that still names segments a
+        // part in flight consumed: those wait for a later state.
+        let named: Vec<&str> = self
+            .durable
+            .segments
+            .iter()
+            .map(|s| s.key.as_str())
+            .collect();
+        let (keep, free): (Vec<String>, Vec<String>) = std::mem::take(&mut self.garbage)
+            .into_iter()
+            .partition(|key| named.contains(&key.as_str()));
+        self.garbage = keep;
+        for key in free {
             if let Err(e) = self.data.store.delete(&Path::from(key.as_str())).await {
                 tracing::warn!(%key, error = %e, "deleting consumed segment failed");
             }
