@@ -7,23 +7,6 @@ use bytes::Bytes;
 use common::*;
 use std::time::Duration;
 
-/// The value of an unlabelled sample in a Prometheus text exposition.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-async fn metrics_text(c: &reqwest::Client, server: &TestServer) -> String {
-    let res = c
-        .get(format!("http://{}/metrics", server.addr))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(res.status(), 200);
-    res.text().await.expect("text")
-}
-
 /// A request body fed by the test, chunk by chunk, left open until the
 /// sender is dropped.
 fn open_body() -> (

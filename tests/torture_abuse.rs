@@ -418,7 +418,12 @@ async fn metadata_limits_answer_431_and_create_nothing() {
     .await;
     assert!(keys(200).len() <= 1024);
     // Only the two accepted creations exist.
-    assert_eq!(stored_files(&server.data_dir).len(), 2);
+    let text = metrics_text(&c, &server).await;
+    assert_eq!(
+        sample(&text, "tusker_uploads_created_total"),
+        Some(2.0),
+        "{text}"
+    );
     server.stop().await;
 
     // The default is 4 KiB.

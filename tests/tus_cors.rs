@@ -240,6 +240,11 @@ async fn configured_origins_only() {
         &resp,
         &Want::status(201).no("access-control-allow-origin"),
     );
-    assert_eq!(stored_files(dir.path()).len(), 3);
+    let text = metrics_text(&c, &server).await;
+    assert_eq!(
+        sample(&text, "tusker_uploads_created_total"),
+        Some(3.0),
+        "{text}"
+    );
     server.stop().await;
 }

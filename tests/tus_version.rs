@@ -156,10 +156,11 @@ async fn every_error_and_404_carries_tus_resumable() {
         ],
     )
     .await;
+    let text = metrics_text(&c, &server).await;
     assert_eq!(
-        stored_files(dir.path()).len(),
-        1,
-        "only the one successful POST created an upload"
+        sample(&text, "tusker_uploads_created_total"),
+        Some(1.0),
+        "only the one successful POST created an upload: {text}"
     );
     server.stop().await;
 }

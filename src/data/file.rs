@@ -119,20 +119,11 @@ impl DataStore for FileStore {
                 return Err(DataError::AlreadyExists(dest.clone()));
             }
         }
-        // Not made durable here: until an offset above 0 is recorded, a
-        // missing file means an empty one (`writer` and `finish` create it
-        // again), and the first `sync` of its bytes also syncs the
-        // directory. That saves a file and a directory sync per upload.
-        let path = self.path(info);
-        blocking(move || {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .map(drop)
-        })
-        .await?;
+        // The file is not even created here: until an offset above 0 is
+        // recorded, a missing file is an empty one (the first `writer`
+        // creates it and its first `sync` also syncs the directory; `finish`
+        // of an empty upload creates it durably). That saves a trip to the
+        // blocking pool, a file creation and two syncs per upload.
         Ok(serde_json::Value::Null)
     }
 
@@ -770,13 +761,13 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_file_lost_before_its_first_byte_counts_as_empty() {
-        // `create` does not sync: a crash may take the file. With nothing
-        // acknowledged that is an empty upload, not a missing one.
+        // `create` does not make the file: until a byte is acknowledged
+        // a missing file is an empty upload, not a missing one.
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FileStore::open(dir.path()).expect("store");
         let mut info = info(&UploadId::generate());
         store.create(&info).await.expect("create");
-        std::fs::remove_file(store.path(&info)).expect("remove");
+        assert!(!store.path(&info).exists(), "create made the file");
         let mut w = store
             .writer(&info, IoPermit::unshared())
             .await
@@ -798,7 +789,6 @@ pub(crate) mod tests {
         let mut empty = self::info(&UploadId::generate());
         empty.length = Some(0);
         store.create(&empty).await.expect("create");
-        std::fs::remove_file(store.path(&empty)).expect("remove");
         store.finish(&empty).await.expect("finish");
         assert_eq!(std::fs::read(store.path(&empty)).expect("read"), b"");
     }

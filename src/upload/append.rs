@@ -196,6 +196,9 @@ impl Engine {
         let mut hasher = req.checksum.as_ref().map(|c| c.algorithm.hasher());
         let mut writer: Option<Box<dyn UploadWriter>> = None;
         let mut position = info.offset;
+        // Where a body of known length ends: no checkpoint there, the
+        // closing persist follows at once.
+        let body_end = req.content_length.map(|cl| info.offset.saturating_add(cl));
         let mut since_checkpoint = 0u64;
         // A checkpoint running behind the body (its data sync, then its
         // meta save), where the writer can sync while writing goes on.
@@ -284,6 +287,7 @@ impl Engine {
             if hasher.is_none()
                 && since_checkpoint >= self.config.checkpoint_bytes
                 && behind.is_none()
+                && body_end != Some(position)
             {
                 since_checkpoint = 0;
                 match w.checkpoint().await? {

@@ -443,6 +443,24 @@ pub fn stored_files(data_dir: &Path) -> Vec<String> {
     names
 }
 
+/// The value of an unlabelled sample in a Prometheus text exposition.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `GET /metrics` of an in-process server.
+pub async fn metrics_text(c: &reqwest::Client, server: &TestServer) -> String {
+    let res = c
+        .get(format!("http://{}/metrics", server.addr))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(res.status(), 200);
+    res.text().await.expect("text")
+}
+
 /// Base64 (standard, padded) for metadata values and checksums.
 pub fn b64(data: &[u8]) -> String {
     use base64::Engine as _;
