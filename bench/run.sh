@@ -14,6 +14,8 @@
 #        TUSKER_BIN=path  measure that tusker binary instead of building one.
 #        BENCH_NO_S3=1  skip bench/s3.sh at the end.
 #        BENCH_REVERSE=1  run the servers in reverse order.
+#        BENCH_WARMUP=0  measure each server right after whatever ran
+#        before it, without the unrecorded warm-up run (default 1).
 #        bench/median.py bench/results/A.jsonl B.jsonl ...  medians of runs.
 #
 # Scenario 6 (the limit) runs right before the servers of scenarios 1, 2
@@ -156,6 +158,19 @@ run_scenario() { # key loadgen-args...
   for name in ${SERVERS//,/ }; do
     [ -n "$name" ] || continue
     local var=PORT_${name//-/_}
+    if [ "${BENCH_WARMUP:-1}" = 1 ]; then
+      # A throwaway run of the same scenario on the same server first: the
+      # measured run then follows its own kind, not the previous server.
+      # Without it, in (4) the first server after @tus/server (which never
+      # fsyncs) paid 1.7x the CPU of a second run (bench/RESULTS.md).
+      say "$key on $name (warm-up, not recorded)"
+      if start "$name" "$WORK/$name"; then
+        timeout "${LOADGEN_TIMEOUT:-900}" "$LOADGEN" "$@" --url "http://127.0.0.1:${!var}/files/" --pid "$SERVER_PID" \
+          --server "$name" --scenario "$key" --out /dev/null >/dev/null || true
+        stop
+      fi
+      rm -rf "$WORK/$name"
+    fi
     say "$key on $name"
     start "$name" "$WORK/$name" || { echo "{\"server\":\"$name\",\"scenario\":\"$key\",\"error\":\"did not start\"}" >>"$OUT"; continue; }
     sync
