@@ -1,0 +1,191 @@
+//! Tests of the file store's writer: dropped writers, checkpoints behind
+//! the body, files lost before their first byte; and the hooks that hold a
+//! write or a checkpoint on the blocking pool for tests elsewhere.
+
+use super::*;
+use crate::data::IoGates;
+use crate::protocol::UploadId;
+use futures_util::FutureExt;
+
+/// Code run on the blocking pool before a batch is written.
+#[derive(Clone)]
+pub(crate) struct Hook(pub(crate) Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+/// The first batch write of a store, held on the blocking pool.
+pub(crate) struct HeldWrite {
+    entered: tokio::sync::mpsc::UnboundedReceiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+impl HeldWrite {
+    /// Returns once the held write is running (and waiting).
+    pub(crate) async fn entered(&mut self) {
+        self.entered.recv().await.expect("hook gone");
+    }
+
+    /// Lets the held write go on.
+    pub(crate) fn release(&self) {
+        self.release.send(()).expect("hook gone");
+    }
+}
+
+/// A hook that holds its first call until released.
+fn hold_first() -> (Hook, HeldWrite) {
+    let (entered_tx, entered) = tokio::sync::mpsc::unbounded_channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let release_rx = std::sync::Mutex::new(Some(release_rx));
+    let hook = Hook(Arc::new(move || {
+        let first = release_rx.lock().expect("hook lock").take();
+        if let Some(rx) = first {
+            let _ = entered_tx.send(());
+            let _ = rx.recv();
+        }
+    }));
+    (hook, HeldWrite { entered, release })
+}
+
+impl FileStore {
+    /// Holds this store's first batch write until released.
+    pub(crate) fn hold_first_write(&mut self) -> HeldWrite {
+        let (hook, held) = hold_first();
+        self.before_write = Some(hook);
+        held
+    }
+
+    /// Holds the `fdatasync` of this store's first checkpoint.
+    pub(crate) fn hold_first_checkpoint(&mut self) -> HeldWrite {
+        let (hook, held) = hold_first();
+        self.before_checkpoint = Some(hook);
+        held
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_covers_what_was_written_before_it_and_writing_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = FileStore::open(dir.path()).expect("store");
+    let mut held = store.hold_first_checkpoint();
+    let info = info(&UploadId::generate());
+    store.create(&info).await.expect("create");
+    let mut w = store
+        .writer(&info, IoPermit::unshared())
+        .await
+        .expect("writer");
+    // Less than a batch: checkpoint must write it out itself.
+    w.write(Bytes::from_static(b"first")).await.expect("write");
+    let behind = w
+        .checkpoint()
+        .await
+        .expect("checkpoint")
+        .expect("files checkpoint behind the body");
+    held.entered().await;
+    // The fdatasync is held; more bytes go in meanwhile, batches too.
+    w.write(Bytes::from(vec![b'x'; BATCH]))
+        .await
+        .expect("write");
+    w.write(Bytes::from_static(b"tail")).await.expect("write");
+    held.release();
+    assert_eq!(behind.await.expect("synced").offset, 5);
+    // Discarding keeps what the checkpoint made durable, no less.
+    assert_eq!(w.discard().await.expect("discard").offset, 5);
+    w.write(Bytes::from_static(b" again")).await.expect("write");
+    assert_eq!(w.sync().await.expect("sync").offset, 11);
+    drop(w);
+    assert_eq!(
+        std::fs::read(store.path(&info)).expect("read"),
+        b"first again"
+    );
+}
+
+#[test]
+fn writeback_ramps_up_to_its_interval() {
+    let steps: Vec<u64> = (0..6).map(writeback_step).collect();
+    let mib = 1024 * 1024;
+    assert_eq!(steps, [mib, 2 * mib, 4 * mib, 8 * mib, 8 * mib, 8 * mib]);
+    assert_eq!(writeback_step(u32::MAX), WRITEBACK);
+}
+
+fn info(id: &UploadId) -> UploadInfo {
+    UploadInfo::new(id.clone(), None, 0)
+}
+
+#[tokio::test]
+async fn a_write_left_running_by_a_dropped_writer_ends_before_the_next_writer_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = FileStore::open(dir.path()).expect("store");
+    let mut held = store.hold_first_write();
+    let gates = IoGates::default();
+    let id = UploadId::generate();
+    let info = info(&id);
+    store.create(&info).await.expect("create");
+
+    let mut old = store
+        .writer(&info, gates.acquire(id.as_str()).await)
+        .await
+        .expect("writer");
+    // A full batch: its write starts on the blocking pool and is held.
+    old.write(Bytes::from(vec![b'o'; BATCH]))
+        .await
+        .expect("write");
+    held.entered().await;
+    // The request went away; its write goes on.
+    drop(old);
+
+    let mut next = Box::pin(gates.acquire(id.as_str()));
+    assert!(
+        (&mut next).now_or_never().is_none(),
+        "the next writer may not start while the old write runs"
+    );
+    held.release();
+    let mut new = store.writer(&info, next.await).await.expect("writer");
+    new.write(Bytes::from_static(b"new bytes"))
+        .await
+        .expect("write");
+    assert_eq!(new.sync().await.expect("sync").offset, 9);
+    drop(new);
+    assert_eq!(
+        std::fs::read(store.path(&info)).expect("read"),
+        b"new bytes",
+        "the old write landed over the new bytes"
+    );
+}
+
+#[tokio::test]
+async fn a_file_lost_before_its_first_byte_counts_as_empty() {
+    // `create` does not make the file: until a byte is acknowledged
+    // a missing file is an empty upload, not a missing one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileStore::open(dir.path()).expect("store");
+    let mut info = info(&UploadId::generate());
+    store.create(&info).await.expect("create");
+    assert!(!store.path(&info).exists(), "create made the file");
+    let mut w = store
+        .writer(&info, IoPermit::unshared())
+        .await
+        .expect("writer at offset 0");
+    w.write(Bytes::from_static(b"abc")).await.expect("write");
+    assert_eq!(w.sync().await.expect("sync").offset, 3);
+    drop(w);
+    assert_eq!(std::fs::read(store.path(&info)).expect("read"), b"abc");
+
+    // Past offset 0 a missing file is an error: acknowledged bytes are gone.
+    info.offset = 3;
+    std::fs::remove_file(store.path(&info)).expect("remove");
+    assert!(matches!(
+        store.writer(&info, IoPermit::unshared()).await.err(),
+        Some(DataError::Missing(_))
+    ));
+
+    // An upload sealed with no bytes gets its (durable) empty file.
+    let mut empty = self::info(&UploadId::generate());
+    empty.length = Some(0);
+    store.create(&empty).await.expect("create");
+    store.finish(&empty).await.expect("finish");
+    assert_eq!(std::fs::read(store.path(&empty)).expect("read"), b"");
+}
