@@ -93,20 +93,6 @@ async fn refused_patch(addr: SocketAddr, url: &str, body: &[u8]) -> Vec<u8> {
     got
 }
 
-async fn metric(c: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
-    let text = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 async fn uploads_in_progress_reach(c: &reqwest::Client, addr: SocketAddr, n: f64) -> bool {
     let base = format!("http://{addr}");
     eventually(PATIENCE, || {

@@ -571,19 +571,7 @@ async fn partial_parts_of_many_uploads_stay_within_the_buffer_budget() {
     }
     // Until the server has taken all it will take.
     let base = format!("http://{}", bin.addr);
-    let received = || async {
-        let text = c
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("tusker_bytes_received_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
+    let received = || metric(&c, &base, "tusker_bytes_received_total");
     let mut last = None;
     let mut steady = 0;
     for _ in 0..300 {

@@ -450,6 +450,20 @@ pub fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// One unlabelled sample from `GET {base}/metrics`; `None` while the server
+/// cannot answer (it may be restarting or starved).
+pub async fn metric(c: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+    let text = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    sample(&text, name)
+}
+
 /// `GET /metrics` of an in-process server.
 pub async fn metrics_text(c: &reqwest::Client, server: &TestServer) -> String {
     let res = c
