@@ -266,9 +266,9 @@ impl UploadWriter for ObjectWriter {
             ..self.current.clone()
         };
         let frees_garbage = self.garbage.is_empty() || uploaded.parts.len() > self.garbage_part;
-        // While no part was cut, `current` still names the staged segments.
-        let standalone = self.current.segments.is_empty();
-        if uploaded.offset() > self.durable.offset() && frees_garbage && standalone {
+        // Until this request cuts a part, `current` names the staged
+        // segments and `uploaded`, which drops them, is behind: not taken.
+        if uploaded.offset() > self.durable.offset() && frees_garbage {
             self.durable = uploaded;
             self.durable_tail = Some(Vec::new());
         }
