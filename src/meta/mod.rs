@@ -3,6 +3,7 @@
 
 #[cfg(test)]
 mod contract;
+mod group_commit;
 pub mod lease;
 pub mod postgres;
 pub mod sled_store;

@@ -1,6 +1,7 @@
 //! `MetaStore` on sled 0.34: one tree per concern, JSON values, a flush
 //! before every write returns.
 
+use super::group_commit::GroupCommit;
 use super::{JobGuard, Lookup, MetaDump, MetaError, MetaStore};
 use crate::model::{now_secs, UploadInfo};
 use crate::protocol::UploadId;
@@ -20,6 +21,8 @@ pub struct SledMetaStore {
     db: sled::Db,
     /// sled's log file, synced after every flush (see [`SledMetaStore::flush`]).
     log: Arc<std::fs::File>,
+    /// Shares one flush between concurrent writers.
+    commits: Arc<GroupCommit>,
     /// id → UploadInfo (JSON)
     uploads: sled::Tree,
     /// expires_at (u64 BE) ++ id → ()
@@ -60,6 +63,7 @@ impl SledMetaStore {
             .map_err(|e| MetaError::Backend(format!("opening sled's log for syncing: {e}")))?;
         Ok(SledMetaStore {
             log,
+            commits: Arc::default(),
             uploads: db.open_tree("uploads").map_err(backend)?,
             expiry: db.open_tree("expiry").map_err(backend)?,
             tombstones: db.open_tree("tombstones").map_err(backend)?,
@@ -70,7 +74,8 @@ impl SledMetaStore {
         })
     }
 
-    /// Waits until every write so far is on disk.
+    /// Waits until every write so far is on disk. Concurrent callers share
+    /// flushes ([`GroupCommit`]).
     pub async fn flush(&self) -> Result<(), MetaError> {
         // Not `flush_async`: in sled 0.34 concurrent `flush_async` futures
         // can miss their wake-up and hang forever (spacejam/sled#1308,
@@ -81,11 +86,14 @@ impl SledMetaStore {
         // which neither records the file's new size nor flushes the disk's
         // write cache: a power loss could still take a "flushed" offset.
         // An `fdatasync` of the log after sled's flush closes that.
-        self.blocking(|s| {
-            s.db.flush().map_err(backend)?;
-            s.log.sync_data().map_err(backend)
-        })
-        .await
+        self.commits
+            .flush(|| {
+                self.blocking(|s| {
+                    s.db.flush().map_err(backend)?;
+                    s.log.sync_data().map_err(backend)
+                })
+            })
+            .await
     }
 
     /// Runs blocking sled work off the async executor.
