@@ -272,9 +272,12 @@ impl Engine {
                 None => writer.insert(self.data.writer(&info, permit.clone()).await?),
             };
             if let Err(e) = w.write(chunk).await {
-                // The checkpoint may record bytes `discard` would cut off.
+                // The checkpoint may record bytes `discard` would cut off;
+                // once saved, what it made redundant can go, as on the
+                // other paths.
                 if let Some(task) = behind.take() {
                     checkpointed(&mut info, task.await)?;
+                    w.committed().await;
                 }
                 let _ = w.discard().await;
                 return Err(e.into());
