@@ -86,7 +86,7 @@ async fn a_checkpoint_covers_what_was_written_before_it_and_writing_goes_on() {
         .expect("files checkpoint behind the body");
     held.entered().await;
     // The fdatasync is held; more bytes go in meanwhile, batches too.
-    w.write(Bytes::from(vec![b'x'; BATCH]))
+    w.write(Bytes::from(vec![b'x'; BATCH_MIN]))
         .await
         .expect("write");
     w.write(Bytes::from_static(b"tail")).await.expect("write");
@@ -111,6 +111,46 @@ fn writeback_ramps_up_to_its_interval() {
     assert_eq!(writeback_step(u32::MAX), WRITEBACK);
 }
 
+#[test]
+fn batches_grow_with_the_request_within_the_budget() {
+    let (kib, mib) = (1024, 1024 * 1024);
+    let table: &[(u64, usize, usize)] = &[
+        // (bytes taken, writers alive, batch)
+        (0, 1, 512 * kib),
+        (4 * mib as u64 - 1, 1, 512 * kib),
+        (4 * mib as u64, 1, mib),
+        (16 * mib as u64, 1, 2 * mib),
+        (u64::MAX, 1, 2 * mib),
+        (u64::MAX, 16, 2 * mib),
+        (u64::MAX, 32, mib),
+        (u64::MAX, 100, 512 * kib),
+        (u64::MAX, 0, 2 * mib),
+    ];
+    for &(taken, writers, batch) in table {
+        assert_eq!(
+            batch_target(taken, writers),
+            batch,
+            "{taken} taken, {writers} writers"
+        );
+    }
+}
+
+#[tokio::test]
+async fn writers_count_while_they_live() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileStore::open(dir.path()).expect("open");
+    let gates = IoGates::default();
+    let id = UploadId::generate();
+    let info = info(&id);
+    let first = store
+        .writer(&info, gates.acquire(id.as_str()).await)
+        .await
+        .expect("writer");
+    assert_eq!(store.writers.load(Ordering::Relaxed), 1);
+    drop(first);
+    assert_eq!(store.writers.load(Ordering::Relaxed), 0);
+}
+
 fn info(id: &UploadId) -> UploadInfo {
     UploadInfo::new(id.clone(), None, 0)
 }
@@ -130,7 +170,7 @@ async fn a_write_left_running_by_a_dropped_writer_ends_before_the_next_writer_op
         .await
         .expect("writer");
     // A full batch: its write starts on the blocking pool and is held.
-    old.write(Bytes::from(vec![b'o'; BATCH]))
+    old.write(Bytes::from(vec![b'o'; BATCH_MIN]))
         .await
         .expect("write");
     held.entered().await;
