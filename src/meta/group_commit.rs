@@ -145,19 +145,40 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
+    use tokio::task::JoinHandle;
 
-    #[tokio::test]
-    async fn a_lone_caller_flushes_every_time() {
-        let group = GroupCommit::default();
-        let runs = AtomicUsize::new(0);
-        for _ in 0..3 {
+    /// Spawns a caller whose flush, if it runs one, counts itself in `runs`
+    /// and then waits for `hold`.
+    fn caller(
+        group: &Arc<GroupCommit>,
+        runs: &Arc<AtomicUsize>,
+        hold: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<Result<(), MetaError>> {
+        let (group, runs) = (group.clone(), runs.clone());
+        tokio::spawn(async move {
             group
-                .flush(|| async {
+                .flush(|| async move {
                     runs.fetch_add(1, Ordering::SeqCst);
+                    hold.await;
                     Ok(())
                 })
                 .await
-                .unwrap();
+        })
+    }
+
+    /// Waits until the first flush has started.
+    async fn first_flush_started(runs: &AtomicUsize) {
+        while runs.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_caller_flushes_every_time() {
+        let group = Arc::new(GroupCommit::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            caller(&group, &runs, async {}).await.unwrap().unwrap();
         }
         assert_eq!(runs.load(Ordering::SeqCst), 3);
     }
@@ -167,36 +188,13 @@ mod tests {
         let group = Arc::new(GroupCommit::default());
         let runs = Arc::new(AtomicUsize::new(0));
         let (release, hold) = tokio::sync::oneshot::channel::<()>();
-        let first = {
-            let (group, runs) = (group.clone(), runs.clone());
-            tokio::spawn(async move {
-                group
-                    .flush(|| async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        let _ = hold.await;
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        while runs.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let first = caller(&group, &runs, async {
+            let _ = hold.await;
+        });
+        first_flush_started(&runs).await;
         // Ten callers arrive while the first flush runs: it cannot cover
         // them, one more flush covers them all.
-        let waiters: Vec<_> = (0..10)
-            .map(|_| {
-                let (group, runs) = (group.clone(), runs.clone());
-                tokio::spawn(async move {
-                    group
-                        .flush(|| async move {
-                            runs.fetch_add(1, Ordering::SeqCst);
-                            Ok(())
-                        })
-                        .await
-                })
-            })
-            .collect();
+        let waiters: Vec<_> = (0..10).map(|_| caller(&group, &runs, async {})).collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(
             runs.load(Ordering::SeqCst),
@@ -227,32 +225,9 @@ mod tests {
     async fn a_cancelled_leader_hands_over_to_a_waiter() {
         let group = Arc::new(GroupCommit::default());
         let runs = Arc::new(AtomicUsize::new(0));
-        let leader = {
-            let (group, runs) = (group.clone(), runs.clone());
-            tokio::spawn(async move {
-                group
-                    .flush(|| async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        std::future::pending::<()>().await;
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        while runs.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        let waiter = {
-            let (group, runs) = (group.clone(), runs.clone());
-            tokio::spawn(async move {
-                group
-                    .flush(|| async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        Ok(())
-                    })
-                    .await
-            })
-        };
+        let leader = caller(&group, &runs, std::future::pending());
+        first_flush_started(&runs).await;
+        let waiter = caller(&group, &runs, async {});
         tokio::time::sleep(Duration::from_millis(20)).await;
         leader.abort();
         tokio::time::timeout(Duration::from_secs(10), waiter)
