@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::binary::{mib, Binary, MIB};
+use common::proc::{mib, Spawn, MIB};
 use common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -545,12 +545,10 @@ async fn uploads_per_client_are_capped_with_429() {
 #[tokio::test]
 async fn a_flood_beyond_max_concurrent_uploads_gets_503_and_memory_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bin = Binary::start(
-        dir.path(),
-        &["--max-concurrent-uploads", "4", "--buffer-memory", "16MiB"].map(String::from),
-        &[],
-    )
-    .await;
+    let mut bin = Spawn::in_dir(dir.path())
+        .args(["--max-concurrent-uploads", "4", "--buffer-memory", "16MiB"])
+        .start()
+        .await;
     let Some(before) = bin.memory() else {
         eprintln!("skipped: no /proc to read memory from");
         return;

@@ -17,8 +17,8 @@
 
 mod common;
 
-use common::binary::{mib, Binary, MIB};
 use common::fault_proxy::{Call, Chaos, FaultKind, FaultProxy, Mode};
+use common::proc::{mib, Spawn, MIB};
 use common::rng::Rng;
 use common::s3::{bucket, keys_under, open_multipart_uploads};
 use common::*;
@@ -403,7 +403,7 @@ async fn uploads_survive_faults_on_both_sides_with_bounded_memory() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let bin = Binary::start(dir.path(), &args, &[]).await;
+    let bin = Spawn::in_dir(dir.path()).args(args).start().await;
     let before = bin.memory();
     let c = client();
 
@@ -541,7 +541,7 @@ async fn partial_parts_of_many_uploads_stay_within_the_buffer_budget() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let bin = Binary::start(dir.path(), &args, &[]).await;
+    let bin = Spawn::in_dir(dir.path()).args(args).start().await;
     let Some(before) = bin.memory() else {
         eprintln!("skipped: no /proc to read memory from");
         return;

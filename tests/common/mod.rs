@@ -2,7 +2,6 @@
 //! with its own actix system, plus small HTTP helpers.
 #![allow(dead_code)]
 
-pub mod binary;
 pub mod fault_proxy;
 pub mod logs;
 pub mod proc;

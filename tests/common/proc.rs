@@ -1,5 +1,6 @@
 //! The real tusker binary as a child process: spawned on a data directory,
-//! SIGKILLed (never a graceful stop) and restarted on the same state.
+//! SIGKILLed (never a graceful stop) and restarted on the same state, and
+//! watched from outside (its memory from /proc).
 //!
 //! The server listens on port 0 and the address is read from its
 //! "tusker listening" log line, so no port is guessed and no other process
@@ -35,7 +36,26 @@ pub struct Spawn {
     log: PathBuf,
 }
 
+/// Memory of a process in bytes: resident now, and the peak so far.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss: u64,
+    pub hwm: u64,
+}
+
+pub const MIB: u64 = 1024 * 1024;
+
+/// Formats bytes as MiB for messages.
+pub fn mib(n: u64) -> String {
+    format!("{:.1} MiB", n as f64 / MIB as f64)
+}
+
 impl Spawn {
+    /// `--data-dir DIR/data` with the log at `DIR/tusker.log`.
+    pub fn in_dir(dir: &Path) -> Spawn {
+        Spawn::new(&dir.join("data"), &dir.join("tusker.log"))
+    }
+
     /// `tusker --data-dir DATA_DIR --workers 2`, logging warnings and the
     /// server's own info lines to `log`.
     pub fn new(data_dir: &Path, log: &Path) -> Spawn {
@@ -133,6 +153,37 @@ impl Tusker {
                 self.log_tail(60)
             );
         }
+    }
+
+    /// Resident and peak resident memory, from /proc/PID/status (Linux);
+    /// `None` elsewhere or when not running.
+    pub fn memory(&self) -> Option<Memory> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .map(|n| n * 1024)
+        };
+        Some(Memory {
+            rss: kib("VmRSS:")?,
+            hwm: kib("VmHWM:")?,
+        })
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL, then reap. Does nothing when not running.
