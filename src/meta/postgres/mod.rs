@@ -158,6 +158,29 @@ impl PgMetaStore {
             .map_err(backend)
     }
 
+    /// Runs `sql` with a record's columns bound as `$1` id, `$2` the record
+    /// (JSON), `$3` expiry and `$4` whether its post-finish hook is owed;
+    /// returns how many rows it touched.
+    async fn write_record(&self, sql: &'static str, info: &UploadInfo) -> Result<u64, MetaError> {
+        let json = serde_json::to_string(info).map_err(backend)?;
+        let (id, expires, pending) = (
+            info.id.as_str().to_owned(),
+            expiry_of(info),
+            info.finish_hook_pending,
+        );
+        self.run(move |pool| async move {
+            sqlx::query(sql)
+                .bind(id)
+                .bind(json)
+                .bind(expires)
+                .bind(pending)
+                .execute(&pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .await
+    }
+
     /// Every upload record, tombstone, waiter and destination (for
     /// `migrate-meta` and tests).
     pub async fn import(&self, dump: &super::MetaDump) -> Result<(), MetaError> {
@@ -250,28 +273,14 @@ fn job_key(job: &str) -> i64 {
 #[async_trait]
 impl MetaStore for PgMetaStore {
     async fn create(&self, info: &UploadInfo) -> Result<(), MetaError> {
-        let json = serde_json::to_string(info).map_err(backend)?;
-        let (id, expires, pending) = (
-            info.id.as_str().to_owned(),
-            expiry_of(info),
-            info.finish_hook_pending,
-        );
         let inserted = self
-            .run(move |pool| async move {
-                sqlx::query(
-                    "INSERT INTO uploads (id, info, expires_at, finish_hook_pending)
-                     SELECT $1::text, $2::jsonb, $3::int8, $4::bool
-                     WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE id = $1::text)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(json)
-                .bind(expires)
-                .bind(pending)
-                .execute(&pool)
-                .await
-                .map(|r| r.rows_affected())
-            })
+            .write_record(
+                "INSERT INTO uploads (id, info, expires_at, finish_hook_pending)
+                 SELECT $1::text, $2::jsonb, $3::int8, $4::bool
+                 WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE id = $1::text)
+                 ON CONFLICT (id) DO NOTHING",
+                info,
+            )
             .await?;
         if inserted == 0 {
             return Err(MetaError::AlreadyExists(info.id.clone()));
@@ -302,29 +311,15 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn save(&self, info: &UploadInfo) -> Result<(), MetaError> {
-        let json = serde_json::to_string(info).map_err(backend)?;
-        let (id, expires, pending) = (
-            info.id.as_str().to_owned(),
-            expiry_of(info),
-            info.finish_hook_pending,
-        );
         let updated = self
-            .run(move |pool| async move {
-                sqlx::query(
-                    "UPDATE uploads SET info = $2::jsonb, expires_at = $3,
-                       finish_hook_pending = $4,
-                       hook_claimed_until = CASE WHEN $4 THEN hook_claimed_until END,
-                       updated_at = now()
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(json)
-                .bind(expires)
-                .bind(pending)
-                .execute(&pool)
-                .await
-                .map(|r| r.rows_affected())
-            })
+            .write_record(
+                "UPDATE uploads SET info = $2::jsonb, expires_at = $3,
+                   finish_hook_pending = $4,
+                   hook_claimed_until = CASE WHEN $4 THEN hook_claimed_until END,
+                   updated_at = now()
+                 WHERE id = $1",
+                info,
+            )
             .await?;
         if updated == 0 {
             return Err(MetaError::NotFound(info.id.clone()));
