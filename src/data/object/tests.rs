@@ -24,12 +24,7 @@ fn statuses_in_messages() {
 }
 
 fn store(backend: &Arc<InMemory>) -> ObjectData {
-    let tuning = ObjectTuning {
-        part_size: MIN_PART_SIZE,
-        retry_attempts: 1,
-        ..ObjectTuning::default()
-    };
-    ObjectData::new(backend.clone(), "uploads", "memory", tuning)
+    ObjectData::new(backend.clone(), "uploads", "memory", store_tuning())
 }
 
 /// `finish` assembled the object, then the process died before the
@@ -88,6 +83,15 @@ struct Flaky {
 }
 
 impl Flaky {
+    /// Fails nothing and holds no part until told to.
+    fn new() -> Self {
+        Flaky {
+            inner: InMemory::new(),
+            failures: AtomicUsize::new(0),
+            parts: tokio::sync::Mutex::new(()),
+        }
+    }
+
     fn fail(&self) -> Option<object_store::Error> {
         let left = self.failures.load(Ordering::SeqCst);
         (left > 0 && self.failures.fetch_sub(1, Ordering::SeqCst) > 0).then(|| {
@@ -199,11 +203,7 @@ impl MultipartStore for Flaky {
 /// good. The torture test's soak found it; the cleanup now retries.
 #[tokio::test]
 async fn finishing_removes_staged_segments_despite_transient_failures() {
-    let backend = Arc::new(Flaky {
-        inner: InMemory::new(),
-        failures: AtomicUsize::new(0),
-        parts: tokio::sync::Mutex::new(()),
-    });
+    let backend = Arc::new(Flaky::new());
     let tuning = ObjectTuning {
         part_size: MIN_PART_SIZE,
         retry_attempts: 4,
@@ -249,11 +249,7 @@ async fn finishing_removes_staged_segments_despite_transient_failures() {
 /// flight consumed, and what it names is enough to resume after a crash.
 #[tokio::test]
 async fn a_checkpoint_names_uploaded_parts_only_and_resumes() {
-    let backend = Arc::new(Flaky {
-        inner: InMemory::new(),
-        failures: AtomicUsize::new(0),
-        parts: tokio::sync::Mutex::new(()),
-    });
+    let backend = Arc::new(Flaky::new());
     let data = ObjectData::new(backend.clone(), "uploads", "flaky", store_tuning());
     let part = MIN_PART_SIZE as usize;
     let len = 3 * part;
@@ -349,6 +345,7 @@ async fn a_checkpoint_names_uploaded_parts_only_and_resumes() {
     assert!(got == bytes, "the object differs from the bytes sent");
 }
 
+/// Minimum-size parts, one attempt per request.
 fn store_tuning() -> ObjectTuning {
     ObjectTuning {
         part_size: MIN_PART_SIZE,
