@@ -147,6 +147,15 @@ limit_for() { # key streams size
   rm -rf "$WORK/limit"
 }
 
+# Drives the load generator against the started server NAME; its JSON
+# line goes to OUT.
+load() { # name key out loadgen-args...
+  local name=$1 key=$2 out=$3 var=PORT_${1//-/_}
+  shift 3
+  timeout "${LOADGEN_TIMEOUT:-900}" "$LOADGEN" "$@" --url "http://127.0.0.1:${!var}/files/" --pid "$SERVER_PID" \
+    --server "$name" --scenario "$key" --out "$out"
+}
+
 run_scenario() { # key loadgen-args...
   local key=$1; shift
   if has 6; then
@@ -157,7 +166,6 @@ run_scenario() { # key loadgen-args...
   fi
   for name in ${SERVERS//,/ }; do
     [ -n "$name" ] || continue
-    local var=PORT_${name//-/_}
     if [ "${BENCH_WARMUP:-1}" = 1 ]; then
       # A throwaway run of the same scenario on the same server first: the
       # measured run then follows its own kind, not the previous server.
@@ -165,8 +173,7 @@ run_scenario() { # key loadgen-args...
       # fsyncs) paid 1.7x the CPU of a second run (bench/RESULTS.md).
       say "$key on $name (warm-up, not recorded)"
       if start "$name" "$WORK/$name"; then
-        timeout "${LOADGEN_TIMEOUT:-900}" "$LOADGEN" "$@" --url "http://127.0.0.1:${!var}/files/" --pid "$SERVER_PID" \
-          --server "$name" --scenario "$key" --out /dev/null >/dev/null || true
+        load "$name" "$key" /dev/null "$@" >/dev/null || true
         stop
       fi
       rm -rf "$WORK/$name"
@@ -174,8 +181,7 @@ run_scenario() { # key loadgen-args...
     say "$key on $name"
     start "$name" "$WORK/$name" || { echo "{\"server\":\"$name\",\"scenario\":\"$key\",\"error\":\"did not start\"}" >>"$OUT"; continue; }
     sync
-    timeout "${LOADGEN_TIMEOUT:-900}" "$LOADGEN" "$@" --url "http://127.0.0.1:${!var}/files/" --pid "$SERVER_PID" \
-      --server "$name" --scenario "$key" --out "$OUT" \
+    load "$name" "$key" "$OUT" "$@" \
       || echo "{\"server\":\"$name\",\"scenario\":\"$key\",\"error\":\"load generator failed\"}" >>"$OUT"
     stop
     rm -rf "$WORK/$name"
