@@ -92,6 +92,12 @@ impl Flaky {
         }
     }
 
+    /// The staged segments of `info` in the bucket (listed past `fail`).
+    async fn staged(&self, data: &ObjectData, info: &UploadInfo) -> Vec<ObjectMeta> {
+        let staging = Path::from(data.staging_prefix(info).trim_end_matches('/'));
+        self.inner.list(Some(&staging)).try_collect().await.unwrap()
+    }
+
     fn fail(&self) -> Option<object_store::Error> {
         let left = self.failures.load(Ordering::SeqCst);
         (left > 0 && self.failures.fetch_sub(1, Ordering::SeqCst) > 0).then(|| {
@@ -224,23 +230,12 @@ async fn finishing_removes_staged_segments_despite_transient_failures() {
         info.storage = durable.storage;
     }
     assert_eq!(info.offset, len as u64);
-    let staging = Path::from(data.staging_prefix(&info).trim_end_matches('/'));
-    let staged: Vec<ObjectMeta> = backend
-        .inner
-        .list(Some(&staging))
-        .try_collect()
-        .await
-        .unwrap();
+    let staged = backend.staged(&data, &info).await;
     assert!(!staged.is_empty(), "the test needs staged segments");
 
     backend.failures.store(2, Ordering::SeqCst);
     data.finish(&info).await.unwrap();
-    let left: Vec<ObjectMeta> = backend
-        .inner
-        .list(Some(&staging))
-        .try_collect()
-        .await
-        .unwrap();
+    let left = backend.staged(&data, &info).await;
     assert!(left.is_empty(), "staged segments left: {left:?}");
 }
 
@@ -269,17 +264,7 @@ async fn a_checkpoint_names_uploaded_parts_only_and_resumes() {
     let d = w.sync().await.unwrap();
     w.committed().await;
     record(&mut info, d);
-    let staging = Path::from(data.staging_prefix(&info).trim_end_matches('/'));
-    let staged = || async {
-        let listed: Vec<ObjectMeta> = backend
-            .inner
-            .list(Some(&staging))
-            .try_collect()
-            .await
-            .unwrap();
-        listed.len()
-    };
-    assert_eq!(staged().await, 1);
+    assert_eq!(backend.staged(&data, &info).await.len(), 1);
 
     // The next one cuts part 0 from that segment; its upload is held.
     let held = backend.parts.lock().await;
@@ -295,7 +280,11 @@ async fn a_checkpoint_names_uploaded_parts_only_and_resumes() {
     let d = cp.await.unwrap();
     assert_eq!(d.offset, 1000, "nothing new is uploaded: the old state");
     w.committed().await;
-    assert_eq!(staged().await, 1, "a segment the state names was deleted");
+    assert_eq!(
+        backend.staged(&data, &info).await.len(),
+        1,
+        "a segment the state names was deleted"
+    );
 
     // Part 0 lands: the checkpoint moves to it (the bytes after it are
     // not staged), and the consumed segment may go.
@@ -318,7 +307,11 @@ async fn a_checkpoint_names_uploaded_parts_only_and_resumes() {
     }
     assert_eq!(offset, part as u64);
     w.committed().await;
-    assert_eq!(staged().await, 0, "the consumed segment was left");
+    assert_eq!(
+        backend.staged(&data, &info).await.len(),
+        0,
+        "the consumed segment was left"
+    );
 
     // A crash: the writer and the tail cache are gone; the client resumes
     // from the checkpoint's offset.
