@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::protocol::UploadId;
+use bytes::Bytes;
 
 /// Moving a finished upload to its destination is a link and an
 /// unlink; the process may die after either, before the record says

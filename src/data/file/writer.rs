@@ -1,0 +1,352 @@
+//! The writer of one request's bytes into an upload file. Received chunks
+//! are copied into a staged run aligned for direct I/O; whole blocks go to
+//! the file on the blocking pool while the next run fills (an upload holds
+//! at most two runs), and `fdatasync` makes them durable before an offset
+//! is acknowledged.
+
+use super::staged::{align_down, read_head, Staged, Target, ALIGN};
+use super::{sync_dir, DataError};
+use crate::data::{Checkpoint, Durable, IoPermit, UploadWriter};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Runs grow with the request: a short PATCH (tus-js-client's 5 MiB
+/// chunks) starts writing early; a long one makes fewer, larger trips to
+/// the pool.
+pub(super) const BATCH_MIN: usize = 512 * 1024;
+pub(super) const BATCH_MAX: usize = 2 * 1024 * 1024;
+/// What the runs of all writers should hold together: with many uploads at
+/// once, runs stay at [`BATCH_MIN`].
+const BATCH_BUDGET: usize = 32 * 1024 * 1024;
+
+/// The run size for a writer that has taken `taken` bytes of its request,
+/// with `writers` writers alive.
+pub(super) fn batch_target(taken: u64, writers: usize) -> usize {
+    const MIB: u64 = 1024 * 1024;
+    let ramp = match taken {
+        t if t < 4 * MIB => BATCH_MIN,
+        t if t < 16 * MIB => 2 * BATCH_MIN,
+        _ => BATCH_MAX,
+    };
+    ramp.min(BATCH_BUDGET / writers.max(1)).max(BATCH_MIN)
+}
+
+/// One writer counted in the store's `writers` while it lives.
+pub(super) struct Active(Arc<AtomicUsize>);
+
+impl Active {
+    pub(super) fn join(writers: &Arc<AtomicUsize>) -> Self {
+        writers.fetch_add(1, Ordering::Relaxed);
+        Active(writers.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// When bytes go through the page cache (no direct I/O here), writeback is
+/// started for every this many bytes written (one larger range, not one
+/// per run: fewer, larger disk writes)...
+pub(super) const WRITEBACK: u64 = 8 * 1024 * 1024;
+/// ...after a ramp that starts at this many and doubles: a short PATCH has
+/// most of its bytes on their way to the disk when its `fdatasync` comes.
+const FIRST_WRITEBACK: u64 = 1024 * 1024;
+
+/// How many bytes written past the last started writeback start the next
+/// one, after `kicks` have been started by this writer.
+pub(super) fn writeback_step(kicks: u32) -> u64 {
+    FIRST_WRITEBACK
+        .checked_shl(kicks)
+        .map_or(WRITEBACK, |step| step.min(WRITEBACK))
+}
+
+/// Asks the kernel to start writing a range back now, so the fdatasync at
+/// the next checkpoint finds little left to do. Only a hint: durability
+/// still comes from `sync_data` alone.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, pos: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is
+    // open for the duration of the call (borrowed from `file`).
+    let _ = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            pos as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _pos: u64, _len: u64) {}
+
+/// How much of a run a write puts in the file, and what follows.
+#[derive(Clone, Copy, PartialEq)]
+enum Extent {
+    /// Whole blocks; the partial block after them stays staged.
+    Blocks,
+    /// Every staged byte.
+    All,
+    /// Every staged byte, then `fdatasync` (and the directory's sync).
+    Durable,
+}
+
+/// What a writer needs from its store.
+pub(super) struct Shared {
+    /// Whether direct writes are allowed (turned off when refused).
+    pub(super) direct: Arc<AtomicBool>,
+    pub(super) writers: Arc<AtomicUsize>,
+    #[cfg(test)]
+    pub(super) before_write: Option<super::tests::Hook>,
+    #[cfg(test)]
+    pub(super) before_checkpoint: Option<super::tests::Hook>,
+}
+
+pub(super) struct FileWriter {
+    target: Arc<Target>,
+    /// The directory to sync after the first `fdatasync` (a file created
+    /// without syncing, see `FileStore::create`); `None` once done.
+    dir: Option<PathBuf>,
+    /// Moved (cloned) into every write on the blocking pool: such a write
+    /// outlives a dropped request, and the next writer must wait for it.
+    permit: IoPermit,
+    direct: Arc<AtomicBool>,
+    #[cfg(test)]
+    before_write: Option<super::tests::Hook>,
+    #[cfg(test)]
+    before_checkpoint: Option<super::tests::Hook>,
+    /// Bytes received and not yet handed to a write, from a block boundary
+    /// (its first bytes may be in the file already). Its end is the file
+    /// position after every byte taken.
+    run: Staged,
+    /// A run back from its write, for reuse.
+    spare: Option<Staged>,
+    /// The previous run's write, going on while the next run fills.
+    in_flight: Option<tokio::task::JoinHandle<std::io::Result<Staged>>>,
+    /// Counts this writer among those sharing the run budget.
+    writers: Active,
+    /// File position when this writer was opened (its request's first byte).
+    start: u64,
+    /// Where the range not yet handed to writeback starts.
+    kicked: u64,
+    /// How many writebacks this writer started (see [`writeback_step`]).
+    kicks: u32,
+    /// Bytes known durable; raised by a checkpoint (see `checkpoint`).
+    durable: Arc<AtomicU64>,
+    storage: serde_json::Value,
+}
+
+impl FileWriter {
+    /// A writer appending at `offset` to `file` (open at `path`, holding
+    /// exactly `offset` bytes). Runs on the blocking pool: it reads the
+    /// partial block before `offset`, to write that block whole.
+    pub(super) fn open(
+        file: File,
+        path: &std::path::Path,
+        offset: u64,
+        shared: &Shared,
+        permit: IoPermit,
+        storage: serde_json::Value,
+    ) -> std::io::Result<Self> {
+        let writers = Active::join(&shared.writers);
+        let mut run = Staged::new(batch_target(0, writers.count()) + ALIGN);
+        run.restart(align_down(offset), &read_head(&file, offset)?);
+        Ok(FileWriter {
+            target: Arc::new(Target::open(file, path, &shared.direct)),
+            // Whether the file's directory entry may not be durable yet.
+            dir: path.parent().map(PathBuf::from).filter(|_| offset == 0),
+            permit,
+            direct: shared.direct.clone(),
+            #[cfg(test)]
+            before_write: shared.before_write.clone(),
+            #[cfg(test)]
+            before_checkpoint: shared.before_checkpoint.clone(),
+            run,
+            spare: None,
+            in_flight: None,
+            writers,
+            start: offset,
+            kicked: offset,
+            kicks: 0,
+            durable: Arc::new(AtomicU64::new(offset)),
+            storage,
+        })
+    }
+
+    /// File position after every byte taken.
+    fn written(&self) -> u64 {
+        self.run.end()
+    }
+
+    /// Waits for the write in flight, if any.
+    async fn settle(&mut self) -> Result<(), DataError> {
+        if let Some(task) = self.in_flight.take() {
+            let done = task
+                .await
+                .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))??;
+            self.spare = Some(done);
+        }
+        Ok(())
+    }
+
+    /// Starts writing `extent` of the current run in the background, after
+    /// the previous write finished (writes land in order); the bytes not
+    /// written stay staged in a fresh run.
+    async fn submit(&mut self, extent: Extent) -> Result<(), DataError> {
+        self.settle().await?;
+        let whole = self.run.whole();
+        let partial = whole < self.run.len();
+        let nothing = whole == 0 && (extent == Extent::Blocks || !partial);
+        if nothing && extent != Extent::Durable {
+            return Ok(());
+        }
+        // Past the blocks written, the partial block stays staged (written
+        // or not): the next write puts it in the file whole.
+        let end = self.written();
+        let room = batch_target(end - self.start, self.writers.count()) + ALIGN;
+        let mut next = match self.spare.take() {
+            Some(spare) if spare.capacity() >= room => spare,
+            _ => Staged::new(room),
+        };
+        next.restart(self.run.pos() + whole as u64, &self.run.bytes()[whole..]);
+        let run = std::mem::replace(&mut self.run, next);
+
+        let kick = (end - self.kicked >= writeback_step(self.kicks)).then(|| {
+            let range = (self.kicked, end - self.kicked);
+            self.kicked = end;
+            self.kicks = self.kicks.saturating_add(1);
+            range
+        });
+        let (target, direct, permit) = (
+            self.target.clone(),
+            self.direct.clone(),
+            self.permit.clone(),
+        );
+        let dir = match extent {
+            Extent::Durable => self.dir.clone(),
+            _ => None,
+        };
+        #[cfg(test)]
+        let hook = self.before_write.clone();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            if !nothing {
+                #[cfg(test)]
+                if let Some(hook) = hook {
+                    (hook.0)();
+                }
+                let cached = target.write_staged(&run, extent != Extent::Blocks, &direct)?;
+                if let Some((from, len)) = kick.filter(|_| cached && extent == Extent::Blocks) {
+                    start_writeback(&target.file, from, len);
+                }
+            }
+            if extent == Extent::Durable {
+                target.file.sync_data()?;
+                if let Some(dir) = dir {
+                    sync_dir(&dir)?;
+                }
+            }
+            Ok(run)
+        }));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl UploadWriter for FileWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), DataError> {
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let n = self.run.push(rest);
+            rest = &rest[n..];
+            let target = batch_target(self.written() - self.start, self.writers.count());
+            if self.run.room() == 0 || self.run.len() >= target {
+                self.submit(Extent::Blocks).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<Durable, DataError> {
+        self.settle().await?;
+        let written = self.written();
+        if self.durable.load(Ordering::Acquire) != written {
+            // The last bytes and the fdatasync in one trip to the pool.
+            self.submit(Extent::Durable).await?;
+            self.settle().await?;
+            self.dir = None;
+            self.durable.store(written, Ordering::Release);
+        }
+        Ok(Durable {
+            offset: written,
+            storage: self.storage.clone(),
+        })
+    }
+
+    async fn discard(&mut self) -> Result<Durable, DataError> {
+        // Whatever the write in flight did is cut off below.
+        let _ = self.settle().await;
+        let durable = self.durable.load(Ordering::Acquire);
+        if self.written() != durable {
+            let (target, permit) = (self.target.clone(), self.permit.clone());
+            let head = super::blocking(move || {
+                let _permit = permit;
+                target.file.set_len(durable)?;
+                read_head(&target.file, durable)
+            })
+            .await?;
+            self.run.restart(align_down(durable), &head);
+            self.kicked = self.kicked.min(durable);
+        }
+        Ok(Durable {
+            offset: durable,
+            storage: self.storage.clone(),
+        })
+    }
+
+    async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, DataError> {
+        // Every byte taken in the file first (at most two writes to wait
+        // for); the fdatasync then runs beside the writes that follow,
+        // which land past `upto` or rewrite the same bytes before it.
+        self.submit(Extent::All).await?;
+        self.settle().await?;
+        let upto = self.written();
+        let (target, dir, permit) = (self.target.clone(), self.dir.take(), self.permit.clone());
+        let (durable, storage) = (self.durable.clone(), self.storage.clone());
+        #[cfg(test)]
+        let hook = self.before_checkpoint.clone();
+        let task = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let _permit = permit;
+            #[cfg(test)]
+            if let Some(hook) = hook {
+                (hook.0)();
+            }
+            target.file.sync_data()?;
+            if let Some(dir) = dir {
+                sync_dir(&dir)?;
+            }
+            durable.fetch_max(upto, Ordering::AcqRel);
+            Ok(())
+        });
+        Ok(Some(Box::pin(async move {
+            task.await
+                .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))??;
+            Ok(Durable {
+                offset: upto,
+                storage,
+            })
+        })))
+    }
+}
