@@ -725,6 +725,19 @@ async fn disk_survives_random_sigkills() {
     torture(server, Backend::Disk).await;
 }
 
+/// The same with whole blocks written by direct I/O: kills land between a
+/// block's partial write through the page cache and its whole direct write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_with_direct_io_survives_random_sigkills() {
+    let dir = KeepOnFailure::new();
+    let server = Spawn::new(&dir.path().join("data"), &dir.path().join("tusker.log"))
+        .args(CHECKPOINTS)
+        .args(["--file-direct-io"])
+        .start()
+        .await;
+    torture(server, Backend::Disk).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_survives_random_sigkills() {
     let endpoint = s3_or_skip!();

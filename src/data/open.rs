@@ -52,8 +52,8 @@ pub struct StorageOptions {
     pub s3_endpoint: Option<String>,
     /// S3 region; otherwise AWS_REGION / AWS_DEFAULT_REGION.
     pub s3_region: Option<String>,
-    /// File storage: no direct I/O, every byte through the page cache.
-    pub file_buffered_io: bool,
+    /// File storage: whole blocks with direct I/O (see `FileStore::direct_io`).
+    pub file_direct_io: bool,
     /// Timeout of one storage request (a whole part upload).
     pub request_timeout: Option<Duration>,
     pub tuning: ObjectTuning,
@@ -105,7 +105,7 @@ pub fn open(
     let tuning = options.tuning.clone();
     let (store, prefix, kind): (Arc<dyn Backend>, String, &'static str) = match url {
         StorageUrl::File(dir) => {
-            let store = FileStore::open(dir)?.direct_io(!options.file_buffered_io);
+            let store = FileStore::open(dir)?.direct_io(options.file_direct_io);
             return Ok(Arc::new(store));
         }
         StorageUrl::S3 { bucket, prefix } => {

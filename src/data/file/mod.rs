@@ -1,6 +1,7 @@
 //! `DataStore` on a local directory: one file per upload, written by
-//! [`writer`] through aligned runs (direct I/O where the filesystem allows,
-//! see [`staged`]) and `fdatasync`ed before an offset is acknowledged.
+//! [`writer`] in aligned runs of whole pages (through the page cache, or
+//! with direct I/O when configured, see [`staged`]) and `fdatasync`ed
+//! before an offset is acknowledged.
 
 mod staged;
 mod writer;
@@ -46,7 +47,7 @@ impl FileStore {
         std::fs::create_dir_all(&root)?;
         Ok(FileStore {
             root,
-            direct: Arc::new(AtomicBool::new(true)),
+            direct: Arc::new(AtomicBool::new(false)),
             writers: Arc::default(),
             #[cfg(test)]
             before_write: None,
@@ -55,9 +56,9 @@ impl FileStore {
         })
     }
 
-    /// Whether to write whole blocks with direct I/O (`O_DIRECT`, on by
-    /// default where the filesystem allows it): no copy into the page cache
-    /// and no writeback later. Off, every byte goes through the page cache.
+    /// Whether to write whole blocks with direct I/O (`O_DIRECT`, where the
+    /// filesystem allows it): no copy into the page cache and no writeback
+    /// later. Off (the default), every byte goes through the page cache.
     pub fn direct_io(self, on: bool) -> Self {
         self.direct.store(on, std::sync::atomic::Ordering::Relaxed);
         self
@@ -162,7 +163,9 @@ impl DataStore for FileStore {
             #[cfg(test)]
             before_checkpoint: self.before_checkpoint.clone(),
         };
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<FileWriter> {
+        let dir = path.parent().map(Path::to_path_buf);
+        let direct = self.direct.clone();
+        let (target, head) = tokio::task::spawn_blocking(move || {
             let _held = held;
             // No acknowledged byte yet: the file may not have survived a
             // crash since `create`, which is the same as empty.
@@ -184,12 +187,15 @@ impl DataStore for FileStore {
             if len > offset {
                 file.set_len(offset)?;
             }
-            FileWriter::open(file, &path, offset, &shared, permit, storage)
+            let head = staged::read_head(&file, offset)?;
+            Ok((staged::Target::open(file, &path, &direct), head))
         })
         .await
         .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))?
         .map_err(missing(info))?;
-        Ok(Box::new(writer))
+        Ok(Box::new(FileWriter::new(
+            target, &head, dir, offset, &shared, permit, storage,
+        )))
     }
 
     async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {

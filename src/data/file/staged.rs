@@ -1,7 +1,9 @@
 //! Bytes on their way into an upload file, staged in memory aligned for
-//! direct I/O, and the writes that put them there: whole blocks straight to
-//! the device (`O_DIRECT`, no copy into the page cache and no writeback
-//! later), a partial last block through the page cache.
+//! direct I/O, and the writes that put them there: whole blocks, either
+//! through the page cache (whole pages: no partial page to read and merge)
+//! or, when the store is configured for it, straight to the device
+//! (`O_DIRECT`: no copy into the page cache, no writeback later); the
+//! partial last block through the page cache.
 //!
 //! A block that is written partially through the page cache and later
 //! whole, directly, holds the same bytes in its first part both times: the

@@ -124,9 +124,13 @@ fn batches_grow_with_the_request_within_the_budget() {
         (4 * mib as u64, 1, mib),
         (16 * mib as u64, 1, 2 * mib),
         (u64::MAX, 1, 2 * mib),
-        (u64::MAX, 16, 2 * mib),
-        (u64::MAX, 32, mib),
-        (u64::MAX, 100, 512 * kib),
+        (u64::MAX, 8, 2 * mib),
+        (u64::MAX, 16, mib),
+        (u64::MAX, 32, 512 * kib),
+        (0, 32, 512 * kib),
+        (u64::MAX, 100, 160 * kib),
+        (u64::MAX, 256, 128 * kib),
+        (u64::MAX, 10_000, 128 * kib),
         (u64::MAX, 0, 2 * mib),
     ];
     for &(taken, writers, batch) in table {

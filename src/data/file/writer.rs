@@ -1,8 +1,10 @@
 //! The writer of one request's bytes into an upload file. Received chunks
-//! are copied into a staged run aligned for direct I/O; whole blocks go to
-//! the file on the blocking pool while the next run fills (an upload holds
-//! at most two runs), and `fdatasync` makes them durable before an offset
-//! is acknowledged.
+//! are copied into a staged run that starts at a block boundary; its whole
+//! blocks go to the file in one `pwrite` on the blocking pool while the
+//! next run fills (an upload holds at most two runs), and `fdatasync` makes
+//! them durable before an offset is acknowledged. One contiguous write of
+//! whole pages costs less than a vectored write of the received chunks,
+//! whose edges split pages, even with the copy.
 
 use super::staged::{align_down, read_head, Staged, Target, ALIGN};
 use super::{sync_dir, DataError};
@@ -19,12 +21,14 @@ use std::sync::Arc;
 /// the pool.
 pub(super) const BATCH_MIN: usize = 512 * 1024;
 pub(super) const BATCH_MAX: usize = 2 * 1024 * 1024;
-/// What the runs of all writers should hold together: with many uploads at
-/// once, runs stay at [`BATCH_MIN`].
-const BATCH_BUDGET: usize = 32 * 1024 * 1024;
+/// What the runs being filled should hold together (each writer holds a
+/// second run, being written): with many uploads at once, runs shrink,
+/// down to [`RUN_FLOOR`].
+const BATCH_BUDGET: usize = 16 * 1024 * 1024;
+const RUN_FLOOR: usize = 128 * 1024;
 
 /// The run size for a writer that has taken `taken` bytes of its request,
-/// with `writers` writers alive.
+/// with `writers` writers alive: whole blocks.
 pub(super) fn batch_target(taken: u64, writers: usize) -> usize {
     const MIB: u64 = 1024 * 1024;
     let ramp = match taken {
@@ -32,7 +36,7 @@ pub(super) fn batch_target(taken: u64, writers: usize) -> usize {
         t if t < 16 * MIB => 2 * BATCH_MIN,
         _ => BATCH_MAX,
     };
-    ramp.min(BATCH_BUDGET / writers.max(1)).max(BATCH_MIN)
+    ramp.min(BATCH_BUDGET / writers.max(1)).max(RUN_FLOOR) & !(ALIGN - 1)
 }
 
 /// One writer counted in the store's `writers` while it lives.
@@ -149,24 +153,27 @@ pub(super) struct FileWriter {
 }
 
 impl FileWriter {
-    /// A writer appending at `offset` to `file` (open at `path`, holding
-    /// exactly `offset` bytes). Runs on the blocking pool: it reads the
-    /// partial block before `offset`, to write that block whole.
-    pub(super) fn open(
-        file: File,
-        path: &std::path::Path,
+    /// A writer appending at `offset` to `target`, a file holding exactly
+    /// `offset` bytes, of which `head` are the partial block before
+    /// `offset` (see [`read_head`]): that block is written whole. Its runs
+    /// are allocated here, on the caller's thread, not on the blocking pool
+    /// (where each thread may get a malloc arena of its own).
+    pub(super) fn new(
+        target: Target,
+        head: &[u8],
+        dir: Option<PathBuf>,
         offset: u64,
         shared: &Shared,
         permit: IoPermit,
         storage: serde_json::Value,
-    ) -> std::io::Result<Self> {
+    ) -> Self {
         let writers = Active::join(&shared.writers);
         let mut run = Staged::new(batch_target(0, writers.count()) + ALIGN);
-        run.restart(align_down(offset), &read_head(&file, offset)?);
-        Ok(FileWriter {
-            target: Arc::new(Target::open(file, path, &shared.direct)),
+        run.restart(align_down(offset), head);
+        FileWriter {
+            target: Arc::new(target),
             // Whether the file's directory entry may not be durable yet.
-            dir: path.parent().map(PathBuf::from).filter(|_| offset == 0),
+            dir: dir.filter(|_| offset == 0),
             permit,
             direct: shared.direct.clone(),
             #[cfg(test)]
@@ -182,7 +189,7 @@ impl FileWriter {
             kicks: 0,
             durable: Arc::new(AtomicU64::new(offset)),
             storage,
-        })
+        }
     }
 
     /// File position after every byte taken.
