@@ -3,6 +3,7 @@
 //! with direct I/O when configured, see [`staged`]) and `fdatasync`ed
 //! before an offset is acknowledged.
 
+mod pending;
 mod staged;
 mod writer;
 
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use writer::FileWriter;
 #[cfg(test)]
-use writer::{batch_target, writeback_step, BATCH_MIN, WRITEBACK};
+use writer::{writeback_step, WRITEBACK};
 
 /// Read size when streaming a download: large reads, few syscalls.
 const READ_CHUNK: usize = 1024 * 1024;
@@ -165,7 +166,7 @@ impl DataStore for FileStore {
         };
         let dir = path.parent().map(Path::to_path_buf);
         let direct = self.direct.clone();
-        let (target, head) = tokio::task::spawn_blocking(move || {
+        let target = tokio::task::spawn_blocking(move || {
             let _held = held;
             // No acknowledged byte yet: the file may not have survived a
             // crash since `create`, which is the same as empty.
@@ -187,14 +188,13 @@ impl DataStore for FileStore {
             if len > offset {
                 file.set_len(offset)?;
             }
-            let head = staged::read_head(&file, offset)?;
-            Ok((staged::Target::open(file, &path, &direct), head))
+            writer::open_target(file, &path, offset, &direct)
         })
         .await
         .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))?
         .map_err(missing(info))?;
         Ok(Box::new(FileWriter::new(
-            target, &head, dir, offset, &shared, permit, storage,
+            target, dir, offset, &shared, permit, storage,
         )))
     }
 

@@ -140,6 +140,11 @@ impl Target {
         Target { file, direct }
     }
 
+    /// Whether this file has a direct handle.
+    pub(super) fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
     /// Writes `blocks` (whole blocks from an aligned address) at block
     /// boundary `pos`: directly if this file may, otherwise, or if the
     /// device refuses the alignment, through the page cache. Returns whether

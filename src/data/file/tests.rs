@@ -10,6 +10,9 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use std::sync::atomic::Ordering;
 
+/// What a writer takes before its first write starts.
+const FIRST_WRITE: usize = 512 * 1024;
+
 /// Code run on the blocking pool before a batch is written.
 #[derive(Clone)]
 pub(crate) struct Hook(pub(crate) Arc<dyn Fn() + Send + Sync>);
@@ -89,7 +92,7 @@ async fn a_checkpoint_covers_what_was_written_before_it_and_writing_goes_on() {
         .expect("files checkpoint behind the body");
     held.entered().await;
     // The fdatasync is held; more bytes go in meanwhile, batches too.
-    w.write(Bytes::from(vec![b'x'; BATCH_MIN]))
+    w.write(Bytes::from(vec![b'x'; FIRST_WRITE]))
         .await
         .expect("write");
     w.write(Bytes::from_static(b"tail")).await.expect("write");
@@ -115,30 +118,27 @@ fn writeback_ramps_up_to_its_interval() {
 }
 
 #[test]
-fn batches_grow_with_the_request_within_the_budget() {
+fn writes_grow_with_the_request_within_the_budget() {
     let (kib, mib) = (1024, 1024 * 1024);
-    let table: &[(u64, usize, usize)] = &[
-        // (bytes taken, writers alive, batch)
-        (0, 1, 512 * kib),
-        (4 * mib as u64 - 1, 1, 512 * kib),
-        (4 * mib as u64, 1, mib),
-        (16 * mib as u64, 1, 2 * mib),
-        (u64::MAX, 1, 2 * mib),
-        (u64::MAX, 8, 2 * mib),
-        (u64::MAX, 16, mib),
-        (u64::MAX, 32, 512 * kib),
-        (0, 32, 512 * kib),
-        (u64::MAX, 100, 160 * kib),
-        (u64::MAX, 256, 128 * kib),
-        (u64::MAX, 10_000, 128 * kib),
-        (u64::MAX, 0, 2 * mib),
+    let table: &[(u64, usize, usize, usize)] = &[
+        // (bytes taken, writers alive, chunks written at, runs written at)
+        (0, 1, 512 * kib, 512 * kib),
+        (4 * mib as u64 - 1, 1, 512 * kib, 512 * kib),
+        (4 * mib as u64, 1, mib, mib),
+        (16 * mib as u64, 1, 2 * mib, 2 * mib),
+        (u64::MAX, 1, 2 * mib, 2 * mib),
+        (u64::MAX, 8, 2 * mib, 2 * mib),
+        (u64::MAX, 16, 2 * mib, mib),
+        (u64::MAX, 32, mib, 512 * kib),
+        (0, 32, 512 * kib, 512 * kib),
+        (u64::MAX, 100, 512 * kib, 160 * kib),
+        (u64::MAX, 10_000, 512 * kib, 128 * kib),
+        (u64::MAX, 0, 2 * mib, 2 * mib),
     ];
-    for &(taken, writers, batch) in table {
-        assert_eq!(
-            batch_target(taken, writers),
-            batch,
-            "{taken} taken, {writers} writers"
-        );
+    for &(taken, writers, chunks, runs) in table {
+        let case = format!("{taken} taken, {writers} writers");
+        assert_eq!(pending::CHUNKS.target(taken, writers), chunks, "{case}");
+        assert_eq!(pending::RUNS.target(taken, writers), runs, "{case}");
     }
 }
 
@@ -177,7 +177,7 @@ async fn a_write_left_running_by_a_dropped_writer_ends_before_the_next_writer_op
         .await
         .expect("writer");
     // A full batch: its write starts on the blocking pool and is held.
-    old.write(Bytes::from(vec![b'o'; BATCH_MIN]))
+    old.write(Bytes::from(vec![b'o'; FIRST_WRITE]))
         .await
         .expect("write");
     held.entered().await;

@@ -1,12 +1,11 @@
-//! The writer of one request's bytes into an upload file. Received chunks
-//! are copied into a staged run that starts at a block boundary; its whole
-//! blocks go to the file in one `pwrite` on the blocking pool while the
-//! next run fills (an upload holds at most two runs), and `fdatasync` makes
-//! them durable before an offset is acknowledged. One contiguous write of
-//! whole pages costs less than a vectored write of the received chunks,
-//! whose edges split pages, even with the copy.
+//! The writer of one request's bytes into an upload file. What it takes is
+//! written on the blocking pool while the next bytes are received (an
+//! upload has at most two writes' worth in memory), with writeback started
+//! early, and `fdatasync`ed before an offset is acknowledged. See
+//! [`super::pending`] for the two forms the bytes wait in.
 
-use super::staged::{align_down, read_head, Staged, Target, ALIGN};
+use super::pending::{Extent, Pending};
+use super::staged::{read_head, Target, ALIGN};
 use super::{sync_dir, DataError};
 use crate::data::{Checkpoint, Durable, IoPermit, UploadWriter};
 use async_trait::async_trait;
@@ -15,29 +14,6 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-
-/// Runs grow with the request: a short PATCH (tus-js-client's 5 MiB
-/// chunks) starts writing early; a long one makes fewer, larger trips to
-/// the pool.
-pub(super) const BATCH_MIN: usize = 512 * 1024;
-pub(super) const BATCH_MAX: usize = 2 * 1024 * 1024;
-/// What the runs being filled should hold together (each writer holds a
-/// second run, being written): with many uploads at once, runs shrink,
-/// down to [`RUN_FLOOR`].
-const BATCH_BUDGET: usize = 16 * 1024 * 1024;
-const RUN_FLOOR: usize = 128 * 1024;
-
-/// The run size for a writer that has taken `taken` bytes of its request,
-/// with `writers` writers alive: whole blocks.
-pub(super) fn batch_target(taken: u64, writers: usize) -> usize {
-    const MIB: u64 = 1024 * 1024;
-    let ramp = match taken {
-        t if t < 4 * MIB => BATCH_MIN,
-        t if t < 16 * MIB => 2 * BATCH_MIN,
-        _ => BATCH_MAX,
-    };
-    ramp.min(BATCH_BUDGET / writers.max(1)).max(RUN_FLOOR) & !(ALIGN - 1)
-}
 
 /// One writer counted in the store's `writers` while it lives.
 pub(super) struct Active(Arc<AtomicUsize>);
@@ -59,9 +35,9 @@ impl Drop for Active {
     }
 }
 
-/// When bytes go through the page cache (no direct I/O here), writeback is
-/// started for every this many bytes written (one larger range, not one
-/// per run: fewer, larger disk writes)...
+/// When bytes go through the page cache, writeback is started for every
+/// this many bytes written (one larger range, not one per write: fewer,
+/// larger disk writes)...
 pub(super) const WRITEBACK: u64 = 8 * 1024 * 1024;
 /// ...after a ramp that starts at this many and doubles: a short PATCH has
 /// most of its bytes on their way to the disk when its `fdatasync` comes.
@@ -96,17 +72,6 @@ fn start_writeback(file: &File, pos: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &File, _pos: u64, _len: u64) {}
 
-/// How much of a run a write puts in the file, and what follows.
-#[derive(Clone, Copy, PartialEq)]
-enum Extent {
-    /// Whole blocks; the partial block after them stays staged.
-    Blocks,
-    /// Every staged byte.
-    All,
-    /// Every staged byte, then `fdatasync` (and the directory's sync).
-    Durable,
-}
-
 /// What a writer needs from its store.
 pub(super) struct Shared {
     /// Whether direct writes are allowed (turned off when refused).
@@ -131,15 +96,14 @@ pub(super) struct FileWriter {
     before_write: Option<super::tests::Hook>,
     #[cfg(test)]
     before_checkpoint: Option<super::tests::Hook>,
-    /// Bytes received and not yet handed to a write, from a block boundary
-    /// (its first bytes may be in the file already). Its end is the file
+    /// Bytes taken and not yet handed to a write. Its end is the file
     /// position after every byte taken.
-    run: Staged,
-    /// A run back from its write, for reuse.
-    spare: Option<Staged>,
-    /// The previous run's write, going on while the next run fills.
-    in_flight: Option<tokio::task::JoinHandle<std::io::Result<Staged>>>,
-    /// Counts this writer among those sharing the run budget.
+    pending: Pending,
+    /// Memory back from a write, for reuse.
+    spare: Option<Pending>,
+    /// The previous write, going on while the next bytes are taken.
+    in_flight: Option<tokio::task::JoinHandle<std::io::Result<Pending>>>,
+    /// Counts this writer among those sharing the budget.
     writers: Active,
     /// File position when this writer was opened (its request's first byte).
     start: u64,
@@ -152,15 +116,30 @@ pub(super) struct FileWriter {
     storage: serde_json::Value,
 }
 
+/// Opens the target of a writer appending at `offset` to `file` (open at
+/// `path`, holding exactly `offset` bytes), on the blocking pool. With
+/// direct I/O, also reads the partial block before `offset`: that block is
+/// written again, whole.
+pub(super) fn open_target(
+    file: File,
+    path: &std::path::Path,
+    offset: u64,
+    direct: &AtomicBool,
+) -> std::io::Result<(Target, Vec<u8>)> {
+    let target = Target::open(file, path, direct);
+    let head = match target.is_direct() {
+        true => read_head(&target.file, offset)?,
+        false => Vec::new(),
+    };
+    Ok((target, head))
+}
+
 impl FileWriter {
-    /// A writer appending at `offset` to `target`, a file holding exactly
-    /// `offset` bytes, of which `head` are the partial block before
-    /// `offset` (see [`read_head`]): that block is written whole. Its runs
-    /// are allocated here, on the caller's thread, not on the blocking pool
-    /// (where each thread may get a malloc arena of its own).
+    /// A writer appending at `offset` to `target` (see [`open_target`]).
+    /// Its memory is allocated here, on the caller's thread, not on the
+    /// blocking pool (where each thread may get a malloc arena of its own).
     pub(super) fn new(
-        target: Target,
-        head: &[u8],
+        (target, head): (Target, Vec<u8>),
         dir: Option<PathBuf>,
         offset: u64,
         shared: &Shared,
@@ -168,9 +147,8 @@ impl FileWriter {
         storage: serde_json::Value,
     ) -> Self {
         let writers = Active::join(&shared.writers);
-        let mut run = Staged::new(batch_target(0, writers.count()) + ALIGN);
-        run.restart(align_down(offset), head);
         FileWriter {
+            pending: Pending::new(target.is_direct(), offset, &head, writers.count()),
             target: Arc::new(target),
             // Whether the file's directory entry may not be durable yet.
             dir: dir.filter(|_| offset == 0),
@@ -180,7 +158,6 @@ impl FileWriter {
             before_write: shared.before_write.clone(),
             #[cfg(test)]
             before_checkpoint: shared.before_checkpoint.clone(),
-            run,
             spare: None,
             in_flight: None,
             writers,
@@ -194,7 +171,7 @@ impl FileWriter {
 
     /// File position after every byte taken.
     fn written(&self) -> u64 {
-        self.run.end()
+        self.pending.end()
     }
 
     /// Waits for the write in flight, if any.
@@ -208,28 +185,18 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Starts writing `extent` of the current run in the background, after
-    /// the previous write finished (writes land in order); the bytes not
-    /// written stay staged in a fresh run.
+    /// Starts writing `extent` of what is pending in the background, after
+    /// the previous write finished (writes land in order).
     async fn submit(&mut self, extent: Extent) -> Result<(), DataError> {
         self.settle().await?;
-        let whole = self.run.whole();
-        let partial = whole < self.run.len();
-        let nothing = whole == 0 && (extent == Extent::Blocks || !partial);
-        if nothing && extent != Extent::Durable {
+        let writes = self.pending.writes(extent);
+        if !writes && extent != Extent::Durable {
             return Ok(());
         }
-        // Past the blocks written, the partial block stays staged (written
-        // or not): the next write puts it in the file whole.
         let end = self.written();
-        let room = batch_target(end - self.start, self.writers.count()) + ALIGN;
-        let mut next = match self.spare.take() {
-            Some(spare) if spare.capacity() >= room => spare,
-            _ => Staged::new(room),
-        };
-        next.restart(self.run.pos() + whole as u64, &self.run.bytes()[whole..]);
-        let run = std::mem::replace(&mut self.run, next);
-
+        let budget = self.pending.budget();
+        let room = budget.target(end - self.start, self.writers.count()) + ALIGN;
+        let mut job = self.pending.split(room, self.spare.take());
         let kick = (end - self.kicked >= writeback_step(self.kicks)).then(|| {
             let range = (self.kicked, end - self.kicked);
             self.kicked = end;
@@ -249,12 +216,12 @@ impl FileWriter {
         let hook = self.before_write.clone();
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            if !nothing {
+            if writes {
                 #[cfg(test)]
                 if let Some(hook) = hook {
                     (hook.0)();
                 }
-                let cached = target.write_staged(&run, extent != Extent::Blocks, &direct)?;
+                let cached = job.write(&target, extent, &direct)?;
                 if let Some((from, len)) = kick.filter(|_| cached && extent == Extent::Blocks) {
                     start_writeback(&target.file, from, len);
                 }
@@ -265,7 +232,7 @@ impl FileWriter {
                     sync_dir(&dir)?;
                 }
             }
-            Ok(run)
+            Ok(job)
         }));
         Ok(())
     }
@@ -274,12 +241,12 @@ impl FileWriter {
 #[async_trait]
 impl UploadWriter for FileWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<(), DataError> {
-        let mut rest = &chunk[..];
+        let mut rest = chunk;
         while !rest.is_empty() {
-            let n = self.run.push(rest);
-            rest = &rest[n..];
-            let target = batch_target(self.written() - self.start, self.writers.count());
-            if self.run.room() == 0 || self.run.len() >= target {
+            rest = self.pending.take(rest);
+            let taken = self.written() - self.start;
+            let target = self.pending.budget().target(taken, self.writers.count());
+            if self.pending.full() || self.pending.len() >= target {
                 self.submit(Extent::Blocks).await?;
             }
         }
@@ -308,13 +275,17 @@ impl UploadWriter for FileWriter {
         let durable = self.durable.load(Ordering::Acquire);
         if self.written() != durable {
             let (target, permit) = (self.target.clone(), self.permit.clone());
+            let run = self.pending.is_run();
             let head = super::blocking(move || {
                 let _permit = permit;
                 target.file.set_len(durable)?;
-                read_head(&target.file, durable)
+                match run {
+                    true => read_head(&target.file, durable),
+                    false => Ok(Vec::new()),
+                }
             })
             .await?;
-            self.run.restart(align_down(durable), &head);
+            self.pending.restart(durable, &head);
             self.kicked = self.kicked.min(durable);
         }
         Ok(Durable {
