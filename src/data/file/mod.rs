@@ -1,7 +1,7 @@
 //! `DataStore` on a local directory: one file per upload, written by
-//! [`writer`] in aligned runs of whole pages (through the page cache, or
-//! with direct I/O when configured, see [`staged`]) and `fdatasync`ed
-//! before an offset is acknowledged.
+//! [`writer`] (received chunks as they came, through the page cache; or,
+//! when configured, copied into aligned runs for direct I/O, see
+//! [`staged`]) and `fdatasync`ed before an offset is acknowledged.
 
 mod pending;
 mod staged;
@@ -31,7 +31,7 @@ pub struct FileStore {
     /// Whether whole blocks are written with direct I/O (turned off for
     /// good when the filesystem refuses it).
     direct: Arc<AtomicBool>,
-    /// Writers alive now: they share the budget of staged bytes.
+    /// Writers alive now: they share the budget of pending bytes.
     writers: Arc<AtomicUsize>,
     /// Runs on the blocking pool before each batch is written (tests hold
     /// a write there).

@@ -13,7 +13,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Alignment of direct writes: their file offset, length and memory
@@ -115,6 +115,8 @@ pub(super) fn read_head(file: &File, at: u64) -> io::Result<Vec<u8>> {
 pub(super) struct Target {
     pub(super) file: File,
     direct: Option<File>,
+    /// For logs.
+    path: PathBuf,
 }
 
 impl Target {
@@ -137,7 +139,11 @@ impl Target {
                     None
                 }
             });
-        Target { file, direct }
+        Target {
+            file,
+            direct,
+            path: path.to_path_buf(),
+        }
     }
 
     /// Whether this file has a direct handle.
@@ -162,7 +168,7 @@ impl Target {
                 // Misaligned for this device: what went out directly is
                 // written again, the same bytes, through the page cache.
                 Err(e) if refused(&e) => {
-                    refuse_direct(enabled, Path::new("(an upload file)"), &e);
+                    refuse_direct(enabled, &self.path, &e);
                 }
                 Err(e) => return Err(e),
             }
