@@ -110,15 +110,8 @@ start() { # name dir
     tusker-baseline) RUST_LOG=warn "$TUSKER_BASELINE_BIN" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
     tusker-variant) RUST_LOG=warn "$TUSKER_VARIANT_BIN" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
     tus-node) node bench/peers/tus-node/server.mjs $port "$dir" >"$LOGS/$name.log" 2>&1 & ;;
-    # fsync on (tusker always fsyncs before acknowledging; @tus/file-store
-    # cannot). rustus 0.5 reads each PATCH body whole into memory
-    # (actix-web's Bytes extractor) and answers 413 past --max-body-size
-    # (default 256 KiB) without reading the rest: a client that sends the
-    # whole body before reading the answer (the load generator) blocks on
-    # a full TCP window. So the cap is raised above the largest PATCH.
-    rustus) mkdir -p "$dir/data" "$dir/info"
-            RUSTUS_LOG_LEVEL=ERROR "$RUSTUS" --host 127.0.0.1 --port $port --data-dir "$dir/data" \
-              --info-dir "$dir/info" --force-fsync true --max-body-size "${RUSTUS_MAX_BODY:-1100000000}" \
+    # fsync on, body cap raised: see bench/peers/rustus.sh.
+    rustus) RUSTUS=$RUSTUS bench/peers/rustus.sh --listen 127.0.0.1:$port --data-dir "$dir" \
               >"$LOGS/$name.log" 2>&1 & ;;
   esac
   SERVER_PID=$!
