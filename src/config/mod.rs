@@ -149,6 +149,11 @@ pub struct ServeArgs {
     /// depends on the disk's direct writes (see docs/configuration.md).
     #[arg(long, env = "TUSKER_FILE_DIRECT_IO", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub file_direct_io: bool,
+    /// With file storage: keep written upload bytes in the page cache. By
+    /// default they are written with RWF_DONTCACHE where the kernel takes
+    /// it (Linux 6.14+) and dropped once on disk.
+    #[arg(long, env = "TUSKER_FILE_KEEP_CACHE", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub file_keep_cache: bool,
     /// S3 endpoint for MinIO, Cloudflare R2 or another S3-compatible server
     /// (otherwise AWS_ENDPOINT; plain http:// is allowed for it).
     #[arg(long, env = "TUSKER_S3_ENDPOINT")]
@@ -411,6 +416,7 @@ impl From<ServeArgs> for Config {
                 s3_endpoint: a.s3_endpoint,
                 s3_region: a.s3_region,
                 file_direct_io: a.file_direct_io,
+                file_keep_cache: a.file_keep_cache,
                 request_timeout: Some(a.storage_timeout),
                 tuning: crate::data::object::ObjectTuning {
                     part_size: a.part_size,

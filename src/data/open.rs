@@ -54,6 +54,8 @@ pub struct StorageOptions {
     pub s3_region: Option<String>,
     /// File storage: whole blocks with direct I/O (see `FileStore::direct_io`).
     pub file_direct_io: bool,
+    /// File storage: no `RWF_DONTCACHE` (see `FileStore::uncached_writes`).
+    pub file_keep_cache: bool,
     /// Timeout of one storage request (a whole part upload).
     pub request_timeout: Option<Duration>,
     pub tuning: ObjectTuning,
@@ -105,7 +107,9 @@ pub fn open(
     let tuning = options.tuning.clone();
     let (store, prefix, kind): (Arc<dyn Backend>, String, &'static str) = match url {
         StorageUrl::File(dir) => {
-            let store = FileStore::open(dir)?.direct_io(options.file_direct_io);
+            let store = FileStore::open(dir)?
+                .direct_io(options.file_direct_io)
+                .uncached_writes(!options.file_keep_cache);
             return Ok(Arc::new(store));
         }
         StorageUrl::S3 { bucket, prefix } => {

@@ -31,6 +31,9 @@ pub struct FileStore {
     /// Whether whole blocks are written with direct I/O (turned off for
     /// good when the filesystem refuses it).
     direct: Arc<AtomicBool>,
+    /// Whether bytes through the page cache are written with
+    /// `RWF_DONTCACHE` (turned off for good when the kernel refuses it).
+    uncached: Arc<AtomicBool>,
     /// Writers alive now: they share the budget of pending bytes.
     writers: Arc<AtomicUsize>,
     /// Runs on the blocking pool before each batch is written (tests hold
@@ -49,6 +52,7 @@ impl FileStore {
         Ok(FileStore {
             root,
             direct: Arc::new(AtomicBool::new(false)),
+            uncached: Arc::new(AtomicBool::new(true)),
             writers: Arc::default(),
             #[cfg(test)]
             before_write: None,
@@ -62,6 +66,16 @@ impl FileStore {
     /// later. Off (the default), every byte goes through the page cache.
     pub fn direct_io(self, on: bool) -> Self {
         self.direct.store(on, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
+    /// Whether to write through the page cache with `RWF_DONTCACHE`
+    /// (Linux 6.14 and later, on by default where the kernel and filesystem
+    /// take it): pages are dropped once written back, instead of filling
+    /// memory with upload bytes nobody reads soon. Off, they stay cached.
+    pub fn uncached_writes(self, on: bool) -> Self {
+        self.uncached
+            .store(on, std::sync::atomic::Ordering::Relaxed);
         self
     }
 
@@ -158,6 +172,7 @@ impl DataStore for FileStore {
         let (held, storage) = (permit.clone(), info.storage.clone());
         let shared = writer::Shared {
             direct: self.direct.clone(),
+            uncached: self.uncached.clone(),
             writers: self.writers.clone(),
             #[cfg(test)]
             before_write: self.before_write.clone(),

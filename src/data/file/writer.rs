@@ -51,6 +51,9 @@ pub(super) fn writeback_step(kicks: u32) -> u64 {
         .map_or(WRITEBACK, |step| step.min(WRITEBACK))
 }
 
+/// Bytes of a request written as usual before `RWF_DONTCACHE` is used.
+const UNCACHED_AFTER: u64 = 1024 * 1024;
+
 /// Asks the kernel to start writing a range back now, so the fdatasync at
 /// the next checkpoint finds little left to do. Only a hint: durability
 /// still comes from `sync_data` alone.
@@ -76,6 +79,8 @@ fn start_writeback(_file: &File, _pos: u64, _len: u64) {}
 pub(super) struct Shared {
     /// Whether direct writes are allowed (turned off when refused).
     pub(super) direct: Arc<AtomicBool>,
+    /// Whether cached writes use `RWF_DONTCACHE` (turned off when refused).
+    pub(super) uncached: Arc<AtomicBool>,
     pub(super) writers: Arc<AtomicUsize>,
     #[cfg(test)]
     pub(super) before_write: Option<super::tests::Hook>,
@@ -92,6 +97,7 @@ pub(super) struct FileWriter {
     /// outlives a dropped request, and the next writer must wait for it.
     permit: IoPermit,
     direct: Arc<AtomicBool>,
+    uncached: Arc<AtomicBool>,
     #[cfg(test)]
     before_write: Option<super::tests::Hook>,
     #[cfg(test)]
@@ -154,6 +160,7 @@ impl FileWriter {
             dir: dir.filter(|_| offset == 0),
             permit,
             direct: shared.direct.clone(),
+            uncached: shared.uncached.clone(),
             #[cfg(test)]
             before_write: shared.before_write.clone(),
             #[cfg(test)]
@@ -203,11 +210,15 @@ impl FileWriter {
             self.kicks = self.kicks.saturating_add(1);
             range
         });
-        let (target, direct, permit) = (
-            self.target.clone(),
-            self.direct.clone(),
-            self.permit.clone(),
-        );
+        let (target, permit) = (self.target.clone(), self.permit.clone());
+        let direct = self.direct.clone();
+        // A small upload is written as usual: for 64 KiB uploads, starting
+        // writeback at the write and dropping the pages cost more than the
+        // fdatasync that follows saves.
+        let uncached = match end - self.start >= UNCACHED_AFTER {
+            true => Some(self.uncached.clone()),
+            false => None,
+        };
         let dir = match extent {
             Extent::Durable => self.dir.clone(),
             _ => None,
@@ -221,7 +232,7 @@ impl FileWriter {
                 if let Some(hook) = hook {
                     (hook.0)();
                 }
-                let cached = job.write(&target, extent, &direct)?;
+                let cached = job.write(&target, extent, &direct, uncached.as_deref())?;
                 if let Some((from, len)) = kick.filter(|_| cached && extent == Extent::Blocks) {
                     start_writeback(&target.file, from, len);
                 }
