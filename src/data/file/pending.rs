@@ -213,9 +213,9 @@ impl Pending {
     }
 }
 
-/// Writes `chunks` at `pos` with as few `writev` calls as the kernel allows;
-/// with `RWF_DONTCACHE` if `uncached` is given and holds (see
-/// [`write_uncached`]).
+/// Writes `chunks` at `pos` with as few vectored writes as the kernel
+/// allows; with `RWF_DONTCACHE` if `uncached` is given and holds (see
+/// [`pwritev_uncached`]).
 fn write_chunks(
     file: &File,
     pos: u64,
@@ -223,7 +223,7 @@ fn write_chunks(
     uncached: Option<&AtomicBool>,
 ) -> std::io::Result<()> {
     if let Some(uncached) = uncached.filter(|u| u.load(Ordering::Relaxed)) {
-        match write_uncached(file, pos, chunks) {
+        match write_all_at(chunks, pos, |slices, at| pwritev_uncached(file, slices, at)) {
             Ok(()) => return Ok(()),
             // An older kernel, or a filesystem without it: the same bytes
             // are written again below, and from now on, the usual way.
@@ -237,12 +237,27 @@ fn write_chunks(
     }
     let mut f = file;
     f.seek(SeekFrom::Start(pos))?;
+    write_all_at(chunks, pos, |slices, _| f.write_vectored(slices))
+}
+
+/// Writes every byte of `chunks` from file position `pos` on through
+/// `write(slices, at)`, one vectored write of `slices` at `at` that returns
+/// how many bytes it took: again after a short write or an interruption.
+fn write_all_at(
+    chunks: &[Bytes],
+    pos: u64,
+    mut write: impl FnMut(&[IoSlice<'_>], u64) -> std::io::Result<usize>,
+) -> std::io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|b| IoSlice::new(b)).collect();
     let mut rest = &mut slices[..];
+    let mut at = pos;
     while !rest.is_empty() {
-        match f.write_vectored(rest) {
+        match write(rest, at) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Ok(n) => {
+                IoSlice::advance_slices(&mut rest, n);
+                at += n as u64;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -250,52 +265,35 @@ fn write_chunks(
     Ok(())
 }
 
-/// Writes `chunks` at `pos` through the page cache with `RWF_DONTCACHE`
-/// (Linux 6.14+): the kernel starts writeback at once and drops the pages
-/// when it ends. Measured on the benchmark machine: about a third less CPU
-/// per GiB and a fifth more throughput for one long PATCH, and the slow
-/// phases of page allocation (bench/RESULTS.md, round 5) stop mattering.
+/// One `pwritev2` of `slices` at `at` through the page cache with
+/// `RWF_DONTCACHE` (Linux 6.14+): the kernel starts writeback at once and
+/// drops the pages when it ends. Measured on the benchmark machine: about a
+/// third less CPU per GiB and a fifth more throughput for one long PATCH,
+/// and the slow phases of page allocation (bench/RESULTS.md, round 5) stop
+/// mattering.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn write_uncached(file: &File, pos: u64, chunks: &[Bytes]) -> std::io::Result<()> {
+fn pwritev_uncached(file: &File, slices: &[IoSlice<'_>], at: u64) -> std::io::Result<usize> {
     use std::os::fd::AsRawFd;
-    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|b| IoSlice::new(b)).collect();
-    let mut rest = &mut slices[..];
-    let mut at = pos;
-    while !rest.is_empty() {
-        let count = rest.len().min(1024) as libc::c_int;
-        let offset = libc::off_t::try_from(at)
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        // SAFETY: IoSlice is ABI-compatible with iovec; `rest` holds `count`
-        // valid slices borrowed from `chunks` for the duration of the call,
-        // and the fd is open (borrowed from `file`).
-        let n = unsafe {
-            libc::pwritev2(
-                file.as_raw_fd(),
-                rest.as_ptr().cast::<libc::iovec>(),
-                count,
-                offset,
-                libc::RWF_DONTCACHE,
-            )
-        };
-        match n {
-            n if n > 0 => {
-                IoSlice::advance_slices(&mut rest, n as usize);
-                at += n as u64;
-            }
-            0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
+    let count = slices.len().min(1024) as libc::c_int;
+    let offset = libc::off_t::try_from(at)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: IoSlice is ABI-compatible with iovec; `slices` holds `count`
+    // valid slices for the duration of the call, and the fd is open
+    // (borrowed from `file`).
+    let n = unsafe {
+        libc::pwritev2(
+            file.as_raw_fd(),
+            slices.as_ptr().cast::<libc::iovec>(),
+            count,
+            offset,
+            libc::RWF_DONTCACHE,
+        )
+    };
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn write_uncached(_file: &File, _pos: u64, _chunks: &[Bytes]) -> std::io::Result<()> {
+fn pwritev_uncached(_file: &File, _slices: &[IoSlice<'_>], _at: u64) -> std::io::Result<usize> {
     Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }
 
