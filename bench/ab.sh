@@ -11,12 +11,16 @@
 # fresh on an empty data directory, so slow phases of a shared machine hit
 # all of them alike. A BINARY may be a script that execs tusker with extra
 # flags or environment (`exec tusker --checkpoint-size 256MiB "$@"`).
+# The BINARY `@sink` measures this machine's limit instead (`loadgen sink`
+# and `loadgen limit` with the scenario's streams and size; `single` and
+# `many` only), and `@sink-dontcache` the same receiver writing with
+# RWF_DONTCACHE:   bench/ab.sh 6 /tmp/ab.jsonl limit=@sink t=target/release/tusker -- single --size 1GiB
 # Prints the median and every run of each figure; raw lines go to OUT.
 # Needs bench/loadgen built (`cd bench/loadgen && cargo build --release`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ $# -lt 4 ]; then sed -n '2,15p' "$0"; exit 2; fi
+if [ $# -lt 4 ]; then sed -n '2,19p' "$0"; exit 2; fi
 REPS=$1 OUT=$2
 shift 2
 SPECS=()
@@ -28,12 +32,42 @@ WORK=$(mktemp -d)
 PID=
 trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$WORK"' EXIT
 
+# What the limit receives for the scenario's arguments: the streams and
+# the bytes of each.
+STREAMS=1 SIZE=
+args=("$@")
+for i in "${!args[@]}"; do
+  case ${args[$i]} in
+    --uploads) STREAMS=${args[$((i + 1))]} ;;
+    --size) SIZE=${args[$((i + 1))]} ;;
+  esac
+done
+
+sink() { # name port flags...
+  local name=$1 port=$2
+  shift 2
+  case ${args[0]} in single|many) ;; *) echo "@sink: only single and many" >&2; exit 2 ;; esac
+  "$LOADGEN" sink --listen 127.0.0.1:$port --dir "$WORK/$name" "$@" >"$WORK/$name.log" 2>&1 &
+  PID=$!
+  sleep 0.3; sync
+  timeout 900 "$LOADGEN" limit --addr 127.0.0.1:$port --size "${SIZE:-1GiB}" --streams "$STREAMS" \
+    --pid $PID --server "$name" --scenario ab --out "$OUT" >/dev/null \
+    || echo "$name: limit failed (see $WORK/$name.log)" >&2
+  kill $PID; wait $PID 2>/dev/null || true
+  PID=
+  rm -rf "${WORK:?}/$name"
+}
+
 for _ in $(seq "$REPS"); do
   port=1190
   for spec in "${SPECS[@]}"; do
     name=${spec%%=*} bin=${spec#*=}
     port=$((port + 1))
     mkdir -p "$WORK/$name"
+    case $bin in
+      @sink) sink "$name" $port; continue ;;
+      @sink-dontcache) sink "$name" $port --uncached-after 0; continue ;;
+    esac
     RUST_LOG=warn "$bin" --listen 127.0.0.1:$port --data-dir "$WORK/$name" >"$WORK/$name.log" 2>&1 &
     PID=$!
     for _ in $(seq 100); do

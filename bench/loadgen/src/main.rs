@@ -31,7 +31,7 @@ fn usage() -> ! {
          single --url URL --size N [--chunk N]         one upload, one PATCH (or --chunk-sized PATCHes)\n\
          small  --url URL --count N --size N --concurrency C   creation-with-upload\n\
          many   --url URL --uploads N --size N         N concurrent uploads, one PATCH each\n\
-         sink   --listen ADDR --dir DIR                limit receiver (read, write, fsync)\n\
+         sink   --listen ADDR --dir DIR [--uncached-after N]   limit receiver (read, write, fsync)\n\
          limit  --addr ADDR --size N [--streams N]     send to a sink\n\
          report --in FILE.jsonl --out RESULTS.md [--machine TEXT]\n\
          common: --pid PID (server to watch) --server NAME --scenario NAME --out FILE.jsonl\n\
@@ -339,9 +339,17 @@ async fn many(args: &Args) {
 /// and that many bytes; they are written to a fresh file, fsynced, and
 /// acknowledged with one byte. Blocking threads: the cheapest receiver;
 /// writeback is started every 8 MiB so the final fsync is short.
+///
+/// `--uncached-after N`: past a stream's first N bytes, write with
+/// `pwritev2(RWF_DONTCACHE)` instead (Linux 6.14+; the kernel starts
+/// writeback at once and drops the pages after it), the other way this
+/// machine can write a stream. Refused by the kernel → plain writes.
 fn sink(args: &Args) {
     let listener = std::net::TcpListener::bind(args.req("listen")).expect("bind");
     let dir = std::path::PathBuf::from(args.req("dir"));
+    let uncached_after = args
+        .str("uncached-after")
+        .map(|_| args.size("uncached-after", 0));
     std::fs::create_dir_all(&dir).expect("dir");
     let mut n = 0u64;
     for stream in listener.incoming() {
@@ -361,7 +369,12 @@ fn sink(args: &Args) {
                 if got == 0 {
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
-                f.write_all(&buf[..got])?;
+                if uncached_after.is_some_and(|after| written >= after) {
+                    write_uncached(&f, &buf[..got], written)?;
+                    kicked = written + got as u64;
+                } else {
+                    f.write_all(&buf[..got])?;
+                }
                 left -= got as u64;
                 written += got as u64;
                 if written - kicked >= 8 * MIB {
@@ -375,6 +388,41 @@ fn sink(args: &Args) {
             std::fs::remove_file(&path)
         });
     }
+}
+
+/// Writes `data` at `at` with `RWF_DONTCACHE`, or plainly where the kernel
+/// refuses the flag.
+fn write_uncached(f: &std::fs::File, mut data: &[u8], mut at: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    while !data.is_empty() {
+        let iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        // SAFETY: `iov` points into `data`, alive for the call; `f` keeps
+        // the fd open.
+        let n = unsafe {
+            libc::pwritev2(
+                f.as_raw_fd(),
+                &iov,
+                1,
+                at as libc::off_t,
+                libc::RWF_DONTCACHE,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => return f.write_all_at(data, at),
+                _ => return Err(e),
+            }
+        }
+        data = &data[n as usize..];
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Starts writeback of a written range early (as a well-tuned receiver

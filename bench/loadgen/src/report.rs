@@ -22,7 +22,19 @@ const SCENARIOS: &[(&str, &str, Option<&str>)] = &[
     ),
 ];
 
-const SERVERS: &[&str] = &["tusker", "tusker-baseline", "tus-node", "rustus", "limit"];
+const SERVERS: &[&str] = &[
+    "tusker",
+    "tusker-baseline",
+    "tusker-variant",
+    "tus-node",
+    "rustus",
+    "limit",
+    "limit-dontcache",
+];
+
+/// The receivers measured as "the limit": through the page cache, and with
+/// `RWF_DONTCACHE`. Ratios divide by the faster of them.
+const LIMITS: &[&str] = &["limit", "limit-dontcache"];
 
 fn f(v: Option<f64>, digits: usize) -> String {
     match v {
@@ -55,10 +67,14 @@ pub fn run(input: &str, output: &str, machine: &str) {
             .and_then(|v| v[k].as_f64())
     };
     // The limit measured right before a scenario's servers, else the
-    // stand-alone limit row.
-    let limit_of = |sc: &str, fallback: &str| {
-        get(sc, "limit", "mb_per_s").or_else(|| get(fallback, "limit", "mb_per_s"))
+    // stand-alone limit row; the faster way of writing.
+    let best = |sc: &str| {
+        LIMITS
+            .iter()
+            .filter_map(|l| get(sc, l, "mb_per_s"))
+            .reduce(f64::max)
     };
+    let limit_of = |sc: &str, fallback: &str| best(sc).or_else(|| best(fallback));
     let mut md = String::new();
     let _ = writeln!(md, "## Measured\n");
     if !machine.is_empty() {
@@ -95,7 +111,7 @@ pub fn run(input: &str, output: &str, machine: &str) {
     );
     let _ = writeln!(
         md,
-        "| scenario | throughput ÷ @tus/server | ÷ rustus | ÷ baseline | ÷ limit | CPU/GiB ÷ @tus/server | CPU/GiB ÷ baseline | RSS ÷ @tus/server |"
+        "| scenario | throughput ÷ @tus/server | ÷ rustus | ÷ baseline | ÷ limit (faster way) | CPU/GiB ÷ @tus/server | CPU/GiB ÷ baseline | RSS ÷ @tus/server |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for (sc, title, lim) in SCENARIOS.iter().filter(|s| !s.0.starts_with('6')) {
