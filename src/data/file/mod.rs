@@ -24,16 +24,22 @@ use writer::{writeback_step, WRITEBACK};
 /// Read size when streaming a download: large reads, few syscalls.
 const READ_CHUNK: usize = 1024 * 1024;
 
+/// How a store's writers write, store-wide: each mode is turned off for
+/// good when the filesystem or kernel refuses it.
+#[derive(Debug)]
+pub(super) struct Modes {
+    /// Whole blocks are written with direct I/O.
+    pub(super) direct: AtomicBool,
+    /// Bytes through the page cache are written with `RWF_DONTCACHE`.
+    pub(super) uncached: AtomicBool,
+}
+
 /// Upload bytes as files under one directory.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
-    /// Whether whole blocks are written with direct I/O (turned off for
-    /// good when the filesystem refuses it).
-    direct: Arc<AtomicBool>,
-    /// Whether bytes through the page cache are written with
-    /// `RWF_DONTCACHE` (turned off for good when the kernel refuses it).
-    uncached: Arc<AtomicBool>,
+    /// How bytes are written, shared with every writer.
+    modes: Arc<Modes>,
     /// Writers alive now: they share the budget of pending bytes.
     writers: Arc<AtomicUsize>,
     /// Runs on the blocking pool before each batch is written (tests hold
@@ -51,8 +57,10 @@ impl FileStore {
         std::fs::create_dir_all(&root)?;
         Ok(FileStore {
             root,
-            direct: Arc::new(AtomicBool::new(false)),
-            uncached: Arc::new(AtomicBool::new(true)),
+            modes: Arc::new(Modes {
+                direct: AtomicBool::new(false),
+                uncached: AtomicBool::new(true),
+            }),
             writers: Arc::default(),
             #[cfg(test)]
             before_write: None,
@@ -65,7 +73,9 @@ impl FileStore {
     /// filesystem allows it): no copy into the page cache and no writeback
     /// later. Off (the default), every byte goes through the page cache.
     pub fn direct_io(self, on: bool) -> Self {
-        self.direct.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.modes
+            .direct
+            .store(on, std::sync::atomic::Ordering::Relaxed);
         self
     }
 
@@ -74,7 +84,8 @@ impl FileStore {
     /// take it): pages are dropped once written back, instead of filling
     /// memory with upload bytes nobody reads soon. Off, they stay cached.
     pub fn uncached_writes(self, on: bool) -> Self {
-        self.uncached
+        self.modes
+            .uncached
             .store(on, std::sync::atomic::Ordering::Relaxed);
         self
     }
@@ -171,8 +182,7 @@ impl DataStore for FileStore {
         let offset = info.offset;
         let (held, storage) = (permit.clone(), info.storage.clone());
         let shared = writer::Shared {
-            direct: self.direct.clone(),
-            uncached: self.uncached.clone(),
+            modes: self.modes.clone(),
             writers: self.writers.clone(),
             #[cfg(test)]
             before_write: self.before_write.clone(),
@@ -180,7 +190,7 @@ impl DataStore for FileStore {
             before_checkpoint: self.before_checkpoint.clone(),
         };
         let dir = path.parent().map(Path::to_path_buf);
-        let direct = self.direct.clone();
+        let modes = self.modes.clone();
         let target = tokio::task::spawn_blocking(move || {
             let _held = held;
             // No acknowledged byte yet: the file may not have survived a
@@ -203,7 +213,7 @@ impl DataStore for FileStore {
             if len > offset {
                 file.set_len(offset)?;
             }
-            writer::open_target(file, &path, offset, &direct)
+            writer::open_target(file, &path, offset, &modes.direct)
         })
         .await
         .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))?

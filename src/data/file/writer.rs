@@ -6,7 +6,7 @@
 
 use super::pending::{Extent, Pending};
 use super::staged::{read_head, Target, ALIGN};
-use super::{sync_dir, DataError};
+use super::{sync_dir, DataError, Modes};
 use crate::data::{Checkpoint, Durable, IoPermit, UploadWriter};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -77,10 +77,7 @@ fn start_writeback(_file: &File, _pos: u64, _len: u64) {}
 
 /// What a writer needs from its store.
 pub(super) struct Shared {
-    /// Whether direct writes are allowed (turned off when refused).
-    pub(super) direct: Arc<AtomicBool>,
-    /// Whether cached writes use `RWF_DONTCACHE` (turned off when refused).
-    pub(super) uncached: Arc<AtomicBool>,
+    pub(super) modes: Arc<Modes>,
     pub(super) writers: Arc<AtomicUsize>,
     #[cfg(test)]
     pub(super) before_write: Option<super::tests::Hook>,
@@ -96,8 +93,7 @@ pub(super) struct FileWriter {
     /// Moved (cloned) into every write on the blocking pool: such a write
     /// outlives a dropped request, and the next writer must wait for it.
     permit: IoPermit,
-    direct: Arc<AtomicBool>,
-    uncached: Arc<AtomicBool>,
+    modes: Arc<Modes>,
     #[cfg(test)]
     before_write: Option<super::tests::Hook>,
     #[cfg(test)]
@@ -159,8 +155,7 @@ impl FileWriter {
             // Whether the file's directory entry may not be durable yet.
             dir: dir.filter(|_| offset == 0),
             permit,
-            direct: shared.direct.clone(),
-            uncached: shared.uncached.clone(),
+            modes: shared.modes.clone(),
             #[cfg(test)]
             before_write: shared.before_write.clone(),
             #[cfg(test)]
@@ -211,14 +206,11 @@ impl FileWriter {
             range
         });
         let (target, permit) = (self.target.clone(), self.permit.clone());
-        let direct = self.direct.clone();
+        let modes = self.modes.clone();
         // A small upload is written as usual: for 64 KiB uploads, starting
         // writeback at the write and dropping the pages cost more than the
         // fdatasync that follows saves.
-        let uncached = match end - self.start >= UNCACHED_AFTER {
-            true => Some(self.uncached.clone()),
-            false => None,
-        };
+        let uncached = end - self.start >= UNCACHED_AFTER;
         let dir = match extent {
             Extent::Durable => self.dir.clone(),
             _ => None,
@@ -232,7 +224,12 @@ impl FileWriter {
                 if let Some(hook) = hook {
                     (hook.0)();
                 }
-                let cached = job.write(&target, extent, &direct, uncached.as_deref())?;
+                let cached = job.write(
+                    &target,
+                    extent,
+                    &modes.direct,
+                    uncached.then_some(&modes.uncached),
+                )?;
                 if let Some((from, len)) = kick.filter(|_| cached && extent == Extent::Blocks) {
                     start_writeback(&target.file, from, len);
                 }
