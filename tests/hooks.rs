@@ -268,7 +268,9 @@ async fn pre_create_rejects_and_changes_uploads() {
         "{meta}"
     );
     // The same id again is a conflict, not an overwrite.
-    assert_ne!(post("rename").await.unwrap().status(), 201);
+    let res = post("rename").await.unwrap();
+    assert_eq!(res.status(), 409);
+    assert!(res.text().await.unwrap().starts_with("ERR_UPLOAD_ID_TAKEN"));
 
     // A destination under the storage root.
     let res = post("dest:videos/2026/clip.mp4").await.unwrap();

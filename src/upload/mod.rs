@@ -228,6 +228,9 @@ impl Engine {
             )
         };
         let answer = self.pre_hook(HookType::PreCreate, &info, ctx).await?;
+        // A random id made here for this request (122 random bits) cannot
+        // be taken; one announced earlier or chosen by the hook can.
+        let mut fresh_id = new.id.is_none();
         if let Some(change) = answer.change_file_info {
             if let Some(id) = change.id.filter(|i| !i.is_empty()) {
                 if new.id.is_some() {
@@ -238,6 +241,7 @@ impl Engine {
                     info.id = UploadId::parse(&id).map_err(|_| {
                         UploadError::HookFailed(format!("hook chose an invalid upload id {id:?}"))
                     })?;
+                    fresh_id = false;
                 }
             }
             if let Some(pairs) = change.meta_data {
@@ -254,9 +258,14 @@ impl Engine {
                 }
             }
         }
-        // Storage is prepared before the record is written: make sure the id
-        // is free first, so a reused id never touches another upload's bytes.
-        let result = match self.meta.get(&info.id).await {
+        // Storage is prepared before the record is written: make sure an id
+        // that may be taken is free first, so a reused id never touches
+        // another upload's bytes. (The record's insert checks every id.)
+        let taken = match fresh_id {
+            true => Ok(None),
+            false => self.meta.get(&info.id).await,
+        };
+        let result = match taken {
             Ok(Some(_)) => Err(UploadError::Meta(MetaError::AlreadyExists(info.id.clone()))),
             Err(e) => Err(e.into()),
             Ok(None) => match new.concat {
