@@ -80,9 +80,15 @@ for _ in $(seq "$REPS"); do
       || echo "$name: load generator failed (see $WORK/$name.log)" >&2
     kill $PID; wait $PID 2>/dev/null || true
     PID=
-    rm -rf "${WORK:?}/$name"
+    # `small` leaves thousands of files; removing them now would slow the
+    # next runs' file creation (see bench/README.md, "Removed files").
+    case ${args[0]} in
+      small) mkdir -p bench/work/.trash; mv "$WORK/$name" "bench/work/.trash/$name.$RANDOM$RANDOM" ;;
+      *) rm -rf "${WORK:?}/$name" ;;
+    esac
   done
 done
+[ -d bench/work/.trash ] && echo "kept (3)'s files in bench/work/.trash: remove it when done measuring" >&2
 
 python3 - "$OUT" <<'PY'
 import json, statistics, sys

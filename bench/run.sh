@@ -156,6 +156,7 @@ load() { # name key out loadgen-args...
 
 run_scenario() { # key loadgen-args...
   local key=$1; shift
+  CURRENT=$key
   if has 6; then
     case $key in
       1-single|2-chunked) limit_for "$key" 1 "$SIZE" ;;
@@ -174,7 +175,7 @@ run_scenario() { # key loadgen-args...
         load "$name" "$key" /dev/null "$@" >/dev/null || true
         stop
       fi
-      rm -rf "$WORK/$name"
+      discard "$WORK/$name"
     fi
     say "$key on $name"
     start "$name" "$WORK/$name" || { echo "{\"server\":\"$name\",\"scenario\":\"$key\",\"error\":\"did not start\"}" >>"$OUT"; continue; }
@@ -182,8 +183,18 @@ run_scenario() { # key loadgen-args...
     load "$name" "$key" "$OUT" "$@" \
       || echo "{\"server\":\"$name\",\"scenario\":\"$key\",\"error\":\"load generator failed\"}" >>"$OUT"
     stop
-    rm -rf "$WORK/$name"
+    discard "$WORK/$name"
   done
+}
+
+# A server's data directory after its run. (3)'s thousands of files are
+# kept in bench/work/.trash, never removed here: removing them slows every
+# file created in the next minutes (bench/README.md, "Removed files"). The
+# other scenarios' directories hold few, large files and go at once.
+TRASH=$WORK/.trash
+discard() { # dir
+  if [ "$CURRENT" = 3-small ]; then mkdir -p "$TRASH"; mv "$1" "$TRASH/$(basename "$1").$RANDOM$RANDOM"
+  else rm -rf "$1"; fi
 }
 
 has() { [[ ,$SCENARIOS, == *,$1,* ]]; }
@@ -191,6 +202,8 @@ has 1 && run_scenario 1-single single --size "$SIZE"
 has 2 && run_scenario 2-chunked single --size "$SIZE" --chunk "$CHUNK"
 has 3 && run_scenario 3-small small --count "$SMALL_COUNT" --size "$SMALL_SIZE" --concurrency "$CONC"
 has 4 && run_scenario 4-many many --uploads "$MANY" --size "$MANY_SIZE"
+
+[ -d "$TRASH" ] && echo "kept (3)'s files in bench/work/.trash: remove it when done measuring" >&2
 
 MACHINE="Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), \
 $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), $(df -h "$WORK" | awk 'NR==2{print $1}') filesystem; \
