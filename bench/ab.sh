@@ -27,15 +27,20 @@ SPECS=()
 while [ $# -gt 0 ] && [ "$1" != -- ]; do SPECS+=("$1"); shift; done
 [ $# -gt 0 ] && shift
 LOADGEN=bench/loadgen/target/release/loadgen
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 [ -x "$LOADGEN" ] || { echo "build bench/loadgen first" >&2; exit 2; }
 WORK=$(mktemp -d)
 PID=
-trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$WORK"' EXIT
+SINK_PID=
+trap '[ -n "$PID" ] && kill $PID 2>/dev/null; [ -n "$SINK_PID" ] && kill $SINK_PID 2>/dev/null; rm -rf "$WORK"' EXIT
 
 # What the limit receives for the scenario's arguments: the streams and
 # the bytes of each.
 STREAMS=1 SIZE=
 args=("$@")
+# `small` leaves thousands of files (bench/lib.sh, `discard`).
+MANY_FILES=0; [ "${args[0]:-}" = small ] && MANY_FILES=1
 for i in "${!args[@]}"; do
   case ${args[$i]} in
     --uploads) STREAMS=${args[$((i + 1))]} ;;
@@ -43,19 +48,10 @@ for i in "${!args[@]}"; do
   esac
 done
 
-sink() { # name port flags...
-  local name=$1 port=$2
-  shift 2
+sink() { # receiver name port
   case ${args[0]} in single|many) ;; *) echo "@sink: only single and many" >&2; exit 2 ;; esac
-  "$LOADGEN" sink --listen 127.0.0.1:$port --dir "$WORK/$name" "$@" >"$WORK/$name.log" 2>&1 &
-  PID=$!
-  sleep 0.3; sync
-  timeout 900 "$LOADGEN" limit --addr 127.0.0.1:$port --size "${SIZE:-1GiB}" --streams "$STREAMS" \
-    --pid $PID --server "$name" --scenario ab --out "$OUT" >/dev/null \
-    || echo "$name: limit failed (see $WORK/$name.log)" >&2
-  kill $PID; wait $PID 2>/dev/null || true
-  PID=
-  rm -rf "${WORK:?}/$name"
+  measure_limit "$1" "$2" "$3" "$WORK/$2" "${SIZE:-1GiB}" "$STREAMS" ab "$OUT" "$WORK/$2.log" >/dev/null \
+    || echo "$2: limit failed (see $WORK/$2.log)" >&2
 }
 
 for _ in $(seq "$REPS"); do
@@ -65,8 +61,8 @@ for _ in $(seq "$REPS"); do
     port=$((port + 1))
     mkdir -p "$WORK/$name"
     case $bin in
-      @sink) sink "$name" $port; continue ;;
-      @sink-dontcache) sink "$name" $port --uncached-after 0; continue ;;
+      @sink) sink limit "$name" $port; continue ;;
+      @sink-dontcache) sink limit-dontcache "$name" $port; continue ;;
     esac
     RUST_LOG=warn "$bin" --listen 127.0.0.1:$port --data-dir "$WORK/$name" >"$WORK/$name.log" 2>&1 &
     PID=$!
@@ -80,15 +76,10 @@ for _ in $(seq "$REPS"); do
       || echo "$name: load generator failed (see $WORK/$name.log)" >&2
     kill $PID; wait $PID 2>/dev/null || true
     PID=
-    # `small` leaves thousands of files; removing them now would slow the
-    # next runs' file creation (see bench/README.md, "Removed files").
-    case ${args[0]} in
-      small) mkdir -p bench/work/.trash; mv "$WORK/$name" "bench/work/.trash/$name.$RANDOM$RANDOM" ;;
-      *) rm -rf "${WORK:?}/$name" ;;
-    esac
+    discard "${WORK:?}/$name" "$MANY_FILES"
   done
 done
-[ -d bench/work/.trash ] && echo "kept (3)'s files in bench/work/.trash: remove it when done measuring" >&2
+trash_notice
 
 python3 - "$OUT" <<'PY'
 import json, statistics, sys

@@ -82,6 +82,8 @@ else
 fi
 (cd bench/loadgen && CARGO_TARGET_DIR=$ROOT/bench/loadgen/target cargo build --release --locked)
 LOADGEN=$ROOT/bench/loadgen/target/release/loadgen
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 if [[ ,$SERVERS, == *,tus-node,* ]] && [ "$INSTALL_PEERS" = 1 ]; then
   say "installing @tus/server from npm (bench/peers/tus-node)"
@@ -131,17 +133,10 @@ trap 'stop; [ -n "${SINK_PID:-}" ] && kill $SINK_PID 2>/dev/null; true' EXIT
 # once with RWF_DONTCACHE ("limit-dontcache"). The report divides by the
 # faster of the two: the best this machine did at that moment.
 limit_for() { # key streams size
-  local key=$1 streams=$2 size=$3 name flags
+  local key=$1 streams=$2 size=$3 name
   for name in limit limit-dontcache; do
-    flags=(); [ "$name" = limit-dontcache ] && flags=(--uncached-after 0)
     say "$key on the $name (loopback → file → fsync)"
-    "$LOADGEN" sink --listen 127.0.0.1:$PORT_limit --dir "$WORK/limit" "${flags[@]}" >"$LOGS/sink.log" 2>&1 &
-    SINK_PID=$!
-    sleep 0.3; sync
-    "$LOADGEN" limit --addr 127.0.0.1:$PORT_limit --size "$size" --streams "$streams" --pid $SINK_PID \
-      --server "$name" --scenario "$key" --out "$OUT" || true
-    kill $SINK_PID; wait $SINK_PID 2>/dev/null || true; SINK_PID=
-    rm -rf "$WORK/limit"
+    measure_limit "$name" "$name" $PORT_limit "$WORK/limit" "$size" "$streams" "$key" "$OUT" "$LOGS/sink.log" || true
   done
 }
 
@@ -156,7 +151,7 @@ load() { # name key out loadgen-args...
 
 run_scenario() { # key loadgen-args...
   local key=$1; shift
-  CURRENT=$key
+  MANY_FILES=0; [ "$key" = 3-small ] && MANY_FILES=1
   if has 6; then
     case $key in
       1-single|2-chunked) limit_for "$key" 1 "$SIZE" ;;
@@ -175,7 +170,7 @@ run_scenario() { # key loadgen-args...
         load "$name" "$key" /dev/null "$@" >/dev/null || true
         stop
       fi
-      discard "$WORK/$name"
+      discard "$WORK/$name" "$MANY_FILES"
     fi
     say "$key on $name"
     start "$name" "$WORK/$name" || { echo "{\"server\":\"$name\",\"scenario\":\"$key\",\"error\":\"did not start\"}" >>"$OUT"; continue; }
@@ -183,18 +178,8 @@ run_scenario() { # key loadgen-args...
     load "$name" "$key" "$OUT" "$@" \
       || echo "{\"server\":\"$name\",\"scenario\":\"$key\",\"error\":\"load generator failed\"}" >>"$OUT"
     stop
-    discard "$WORK/$name"
+    discard "$WORK/$name" "$MANY_FILES"
   done
-}
-
-# A server's data directory after its run. (3)'s thousands of files are
-# kept in bench/work/.trash, never removed here: removing them slows every
-# file created in the next minutes (bench/README.md, "Removed files"). The
-# other scenarios' directories hold few, large files and go at once.
-TRASH=$WORK/.trash
-discard() { # dir
-  if [ "$CURRENT" = 3-small ]; then mkdir -p "$TRASH"; mv "$1" "$TRASH/$(basename "$1").$RANDOM$RANDOM"
-  else rm -rf "$1"; fi
 }
 
 has() { [[ ,$SCENARIOS, == *,$1,* ]]; }
@@ -203,7 +188,7 @@ has 2 && run_scenario 2-chunked single --size "$SIZE" --chunk "$CHUNK"
 has 3 && run_scenario 3-small small --count "$SMALL_COUNT" --size "$SMALL_SIZE" --concurrency "$CONC"
 has 4 && run_scenario 4-many many --uploads "$MANY" --size "$MANY_SIZE"
 
-[ -d "$TRASH" ] && echo "kept (3)'s files in bench/work/.trash: remove it when done measuring" >&2
+trash_notice
 
 MACHINE="Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), \
 $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), $(df -h "$WORK" | awk 'NR==2{print $1}') filesystem; \
