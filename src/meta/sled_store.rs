@@ -1,5 +1,8 @@
 //! `MetaStore` on sled 0.34: one tree per concern, JSON values, a flush
-//! before every write returns.
+//! before every write returns. The writes every upload makes go without
+//! transactions ([`writes`]).
+
+mod writes;
 
 use super::group_commit::GroupCommit;
 use super::{JobGuard, Lookup, MetaDump, MetaError, MetaStore};
@@ -217,25 +220,7 @@ fn tx<T>(r: Result<T, TransactionError<MetaError>>) -> Result<T, MetaError> {
 impl MetaStore for SledMetaStore {
     async fn create(&self, info: &UploadInfo) -> Result<(), MetaError> {
         let info = info.clone();
-        self.blocking(move |s| {
-            let value = encode(&info)?;
-            let key = info.id.as_str().as_bytes().to_vec();
-            tx(
-                (&s.uploads, &s.expiry, &s.tombstones).transaction(|(uploads, expiry, tombs)| {
-                    if uploads.get(&key)?.is_some() || tombs.get(&key)?.is_some() {
-                        return Err(ConflictableTransactionError::Abort(
-                            MetaError::AlreadyExists(info.id.clone()),
-                        ));
-                    }
-                    uploads.insert(key.as_slice(), value.as_slice())?;
-                    if let Some(at) = info.expires_at.filter(|_| !info.finished) {
-                        expiry.insert(expiry_key(at, &info.id), &[])?;
-                    }
-                    Ok(())
-                }),
-            )
-        })
-        .await?;
+        self.blocking(move |s| s.insert_new(&info)).await?;
         self.flush().await
     }
 
@@ -256,32 +241,7 @@ impl MetaStore for SledMetaStore {
 
     async fn save(&self, info: &UploadInfo) -> Result<(), MetaError> {
         let info = info.clone();
-        self.blocking(move |s| {
-            let value = encode(&info)?;
-            let key = info.id.as_str().as_bytes().to_vec();
-            tx(
-                (&s.uploads, &s.expiry, &s.outbox).transaction(|(uploads, expiry, outbox)| {
-                    let old = uploads.get(&key)?.ok_or_else(|| {
-                        ConflictableTransactionError::Abort(MetaError::NotFound(info.id.clone()))
-                    })?;
-                    let old = decode(&key, &old).map_err(ConflictableTransactionError::Abort)?;
-                    if let Some(at) = old.expires_at.filter(|_| !old.finished) {
-                        expiry.remove(expiry_key(at, &info.id))?;
-                    }
-                    if let Some(at) = info.expires_at.filter(|_| !info.finished) {
-                        expiry.insert(expiry_key(at, &info.id), &[])?;
-                    }
-                    if info.finish_hook_pending {
-                        outbox.insert(key.as_slice(), &[])?;
-                    } else if old.finish_hook_pending {
-                        outbox.remove(key.as_slice())?;
-                    }
-                    uploads.insert(key.as_slice(), value.as_slice())?;
-                    Ok(())
-                }),
-            )
-        })
-        .await?;
+        self.blocking(move |s| s.replace(&info)).await?;
         self.flush().await
     }
 
@@ -309,23 +269,7 @@ impl MetaStore for SledMetaStore {
     }
 
     async fn expired(&self, now: u64, limit: usize) -> Result<Vec<UploadId>, MetaError> {
-        self.blocking(move |s| {
-            let end = (now.saturating_add(1)).to_be_bytes();
-            let mut out = Vec::new();
-            for item in s.expiry.range(..end.as_slice()).take(limit) {
-                let (k, _) = item.map_err(backend)?;
-                let id = std::str::from_utf8(&k[8..])
-                    .ok()
-                    .and_then(|s| UploadId::parse(s).ok())
-                    .ok_or_else(|| MetaError::Corrupt {
-                        key: format!("{:?}", k.as_ref()),
-                        reason: "bad expiry key".into(),
-                    })?;
-                out.push(id);
-            }
-            Ok(out)
-        })
-        .await
+        self.blocking(move |s| s.expired_ids(now, limit)).await
     }
 
     async fn prune_tombstones(&self, before: u64) -> Result<usize, MetaError> {
@@ -491,5 +435,74 @@ mod tests {
             store.get(&id).await.unwrap(),
             Some(Lookup::Live(_))
         ));
+    }
+
+    /// What a crash between a write's steps leaves (an expiry entry whose
+    /// record is missing or has moved on) neither blocks the sweep nor
+    /// stays forever.
+    #[tokio::test]
+    async fn stale_expiry_entries_are_skipped_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetaStore::open(dir.path()).unwrap();
+        let due = UploadId::generate();
+        store.create(&info(&due, Some(20))).await.unwrap();
+        let moved = UploadId::generate();
+        store.create(&info(&moved, Some(10))).await.unwrap();
+        store.save(&info(&moved, Some(5000))).await.unwrap();
+        store.expiry.insert(expiry_key(10, &moved), &[]).unwrap();
+        for _ in 0..300 {
+            let gone = UploadId::generate();
+            store.expiry.insert(expiry_key(10, &gone), &[]).unwrap();
+        }
+
+        assert_eq!(store.expired(30, 5).await.unwrap(), vec![due.clone()]);
+        assert_eq!(store.expiry.len(), 303, "too young to be removed");
+
+        let now = 10 + writes::STALE_AFTER;
+        assert_eq!(store.expired(now, 5).await.unwrap(), vec![due.clone()]);
+        assert_eq!(store.expiry.len(), 2, "stale entries removed");
+        assert_eq!(store.expired(6000, 5).await.unwrap(), vec![due, moved]);
+    }
+
+    /// Creations of one id race without a transaction: one wins, and the
+    /// index holds the winner's entry only.
+    #[tokio::test]
+    async fn concurrent_creations_of_one_id_have_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetaStore::open(dir.path()).unwrap();
+        let id = UploadId::generate();
+        let tries = (0..16u64).map(|i| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move { store.create(&info(&id, Some(100 + i))).await })
+        });
+        let results = futures_util::future::join_all(tries).await;
+        let won: Vec<u64> = results
+            .into_iter()
+            .zip(100..)
+            .filter_map(|(r, at)| match r.unwrap() {
+                Ok(()) => Some(at),
+                Err(MetaError::AlreadyExists(_)) => None,
+                Err(e) => panic!("unexpected error: {e}"),
+            })
+            .collect();
+        assert_eq!(won.len(), 1);
+        let entries: Vec<_> = store.expiry.iter().keys().map(|k| k.unwrap()).collect();
+        assert_eq!(entries, vec![sled::IVec::from(expiry_key(won[0], &id))]);
+    }
+
+    /// A removed id stays taken, however its creation is attempted.
+    #[tokio::test]
+    async fn creation_after_removal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetaStore::open(dir.path()).unwrap();
+        let id = UploadId::generate();
+        store.create(&info(&id, Some(100))).await.unwrap();
+        store.remove(&id).await.unwrap();
+        assert!(matches!(
+            store.create(&info(&id, Some(100))).await,
+            Err(MetaError::AlreadyExists(_))
+        ));
+        assert_eq!(store.get(&id).await.unwrap(), Some(Lookup::Gone));
+        assert_eq!(store.expiry.len(), 0);
     }
 }
