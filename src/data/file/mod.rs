@@ -4,19 +4,17 @@
 //! [`staged`]) and `fdatasync`ed before an offset is acknowledged.
 
 mod pending;
+mod read;
 mod staged;
 mod writer;
 
 use super::{ByteStream, DataError, DataStore, IoPermit, UploadWriter};
 use crate::model::UploadInfo;
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use std::fs::{File, OpenOptions};
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
 use writer::FileWriter;
 #[cfg(test)]
 use writer::{writeback_step, WRITEBACK};
@@ -280,18 +278,14 @@ impl DataStore for FileStore {
     }
 
     async fn read(&self, info: &UploadInfo, start: u64, end: u64) -> Result<ByteStream, DataError> {
-        let mut file = tokio::fs::File::open(self.path(info))
+        let path = self.path(info);
+        let file = blocking(move || File::open(path))
             .await
-            .map_err(missing(info))?;
-        if start > 0 {
-            tokio::io::AsyncSeekExt::seek(&mut file, SeekFrom::Start(start)).await?;
-        }
-        let reader = file.take(end.saturating_sub(start));
-        Ok(
-            tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK)
-                .map(|r| r.map_err(DataError::Io))
-                .boxed(),
-        )
+            .map_err(|e| match e {
+                DataError::Io(e) => missing(info)(e),
+                e => e,
+            })?;
+        Ok(read::stream(file, start, end))
     }
 
     async fn delete(&self, info: &UploadInfo) -> Result<(), DataError> {
