@@ -110,7 +110,39 @@ impl Conn {
         Ok(())
     }
 
-    async fn read_response(&mut self) -> io::Result<Response> {
+    /// GET whose body is counted and dropped as it arrives, in large
+    /// reads (a download's client should cost little next to the server):
+    /// the status and the number of body bytes.
+    pub async fn download(&mut self, path: &str) -> io::Result<(u16, u64)> {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\n\r\n",
+            self.host
+        );
+        self.stream.write_all(head.as_bytes()).await?;
+        let res = self.read_head().await?;
+        let Some(len) = res
+            .header("content-length")
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            return Err(io::Error::other("GET answered without Content-Length"));
+        };
+        let buffered = (self.buf.len() as u64).min(len);
+        self.buf.drain(..buffered as usize);
+        let mut left = len - buffered;
+        let mut tmp = vec![0u8; SEND];
+        while left > 0 {
+            let want = (tmp.len() as u64).min(left) as usize;
+            let n = self.stream.read(&mut tmp[..want]).await?;
+            if n == 0 {
+                self.closed = true;
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            left -= n as u64;
+        }
+        Ok((res.status, len))
+    }
+
+    async fn read_head(&mut self) -> io::Result<Response> {
         let end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i;
@@ -137,6 +169,12 @@ impl Conn {
         {
             self.closed = true;
         }
+        Ok(res)
+    }
+
+    async fn read_response(&mut self) -> io::Result<Response> {
+        let res = self.read_head().await?;
+        let status = res.status;
         if res
             .header("transfer-encoding")
             .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))

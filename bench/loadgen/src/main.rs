@@ -31,6 +31,7 @@ fn usage() -> ! {
          single --url URL --size N [--chunk N]         one upload, one PATCH (or --chunk-sized PATCHes)\n\
          small  --url URL --count N --size N --concurrency C   creation-with-upload\n\
          many   --url URL --uploads N --size N         N concurrent uploads, one PATCH each\n\
+         download --url URL --size N [--reps N]      one upload, then N GETs of it (measured)\n\
          sink   --listen ADDR --dir DIR [--uncached-after N]   limit receiver (read, write, fsync)\n\
          limit  --addr ADDR --size N [--streams N]     send to a sink\n\
          report --in FILE.jsonl --out RESULTS.md [--machine TEXT]\n\
@@ -164,6 +165,7 @@ async fn main() {
         "single" => single(&args).await,
         "small" => small(&args).await,
         "many" => many(&args).await,
+        "download" => download(&args).await,
         "limit" => limit(&args).await,
         "sink" => tokio::task::spawn_blocking(move || sink(&args))
             .await
@@ -332,6 +334,38 @@ async fn many(args: &Args) {
         uploads * size,
         secs,
         json!({"kind": "many", "uploads": uploads, "upload_size": size}),
+    );
+}
+
+/// One upload of `--size` bytes (not measured), then `--reps` GETs of it
+/// one after another on one connection.
+async fn download(args: &Args) {
+    let url = http::Url::parse(args.req("url"));
+    let size = args.size("size", 1 << 30);
+    let reps = args.size("reps", 4);
+    let data = payload();
+    let mut conn = Conn::connect(&url.addr).await.expect("connect");
+    let path = create(&mut conn, &url.path, size).await;
+    if conn.closed {
+        conn = Conn::connect(&url.addr).await.expect("connect");
+    }
+    patch(&mut conn, &path, 0, size, &data).await;
+    let w = watch(args);
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        if conn.closed {
+            conn = Conn::connect(&url.addr).await.expect("connect");
+        }
+        let (status, len) = conn.download(&path).await.expect("GET");
+        assert_eq!((status, len), (200, size), "GET answered");
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    finish(
+        args,
+        w,
+        reps * size,
+        secs,
+        json!({"kind": "download", "reps": reps, "upload_size": size}),
     );
 }
 
