@@ -17,6 +17,7 @@ SCENARIOS = [
     ("2-chunked", "(2) 5 MiB PATCHes"),
     ("3-small", "(3) 64 KiB creation-with-upload x32"),
     ("4-many", "(4) 100 concurrent uploads"),
+    ("7-download", "(7) GET of a finished upload x4"),
 ]
 ORDER = ["tusker", "tusker-variant", "tusker-baseline", "tus-node", "rustus", "limit",
          "limit-dontcache", "limit-best"]

@@ -6,7 +6,7 @@
 #
 # Flags: --size N --chunk N --small-count N --small-size N --concurrency N
 #        --many N --many-size N --servers tusker,tus-node,rustus
-#        --scenarios 1,2,3,4,6 --no-peers-install
+#        --scenarios 1,2,3,4,6,7 --no-peers-install
 # Env:   TUSKER_BASELINE_BIN=path  also measures that tusker binary as
 #        "tusker-baseline" (before/after comparisons in the same run).
 #        TUSKER_VARIANT_BIN=path  one more, as "tusker-variant" (e.g. a
@@ -29,7 +29,7 @@ ROOT=$PWD
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
 SIZE=1GiB CHUNK=5MiB SMALL_COUNT=2000 SMALL_SIZE=64KiB CONC=32 MANY=100 MANY_SIZE=64MiB
-SERVERS=tusker,tus-node,rustus SCENARIOS=1,2,3,4,6 INSTALL_PEERS=1
+SERVERS=tusker,tus-node,rustus SCENARIOS=1,2,3,4,6,7 INSTALL_PEERS=1
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) SIZE=256MiB SMALL_COUNT=400 MANY=20 MANY_SIZE=16MiB; shift ;;
@@ -187,6 +187,9 @@ has 1 && run_scenario 1-single single --size "$SIZE"
 has 2 && run_scenario 2-chunked single --size "$SIZE" --chunk "$CHUNK"
 has 3 && run_scenario 3-small small --count "$SMALL_COUNT" --size "$SMALL_SIZE" --concurrency "$CONC"
 has 4 && run_scenario 4-many many --uploads "$MANY" --size "$MANY_SIZE"
+# (7) is not one of the scenarios: GET of a finished upload, one
+# stream, the same file four times (from the page cache after the first).
+has 7 && run_scenario 7-download download --size "$SIZE" --reps 4
 
 trash_notice
 

@@ -14,6 +14,7 @@ const SCENARIOS: &[(&str, &str, Option<&str>)] = &[
     ),
     ("3-small", "(3) 64 KiB creation-with-upload ×32", None),
     ("4-many", "(4) 100 concurrent uploads", Some("6-limit-many")),
+    ("7-download", "(7) GET of a finished upload ×4", None),
     ("6-limit-single", "(6) limit: 1 stream → file + fsync", None),
     (
         "6-limit-many",
