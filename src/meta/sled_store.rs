@@ -441,13 +441,19 @@ mod tests {
         ));
     }
 
+    /// A store in a directory of its own (removed with the guard).
+    fn fresh() -> (tempfile::TempDir, SledMetaStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetaStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
     /// What a crash between a write's steps leaves (an expiry entry whose
     /// record is missing or has moved on) neither blocks the sweep nor
     /// stays forever.
     #[tokio::test]
     async fn stale_expiry_entries_are_skipped_then_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledMetaStore::open(dir.path()).unwrap();
+        let (_dir, store) = fresh();
         let due = UploadId::generate();
         store.create(&info(&due, Some(20))).await.unwrap();
         let moved = UploadId::generate();
@@ -472,8 +478,7 @@ mod tests {
     /// index holds the winner's entry only.
     #[tokio::test]
     async fn concurrent_creations_of_one_id_have_one_winner() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledMetaStore::open(dir.path()).unwrap();
+        let (_dir, store) = fresh();
         let id = UploadId::generate();
         let tries = (0..16u64).map(|i| {
             let (store, id) = (store.clone(), id.clone());
@@ -497,8 +502,7 @@ mod tests {
     /// A removed id stays taken, however its creation is attempted.
     #[tokio::test]
     async fn creation_after_removal_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledMetaStore::open(dir.path()).unwrap();
+        let (_dir, store) = fresh();
         let id = UploadId::generate();
         store.create(&info(&id, Some(100))).await.unwrap();
         store.remove(&id).await.unwrap();
