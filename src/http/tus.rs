@@ -115,8 +115,7 @@ pub async fn create(
         .then(|| ops::begin_upload(&state, &req))
         .transpose()?;
     let ctx = request_info(&req);
-    let mut info = state.engine.create(new, &ctx).await?;
-    if with_body {
+    let info = if with_body {
         let append = AppendRequest {
             offset: 0,
             length: None,
@@ -125,20 +124,27 @@ pub async fn create(
             complete: false,
         };
         let (body, _) = ops::limit_body(body, state.settings.max_body_size);
-        let appended = state.engine.append(&info.id, append, body, &ctx).await;
+        let (created, appended) = state
+            .engine
+            .create_with_body(new, append, body, &ctx)
+            .await?;
         drop(slot);
         match appended {
-            Ok(after) => info = after,
+            Ok(after) => after,
             Err(e) => {
                 // The upload exists: answer with its URL and what was kept,
                 // so the client resumes with PATCH instead of starting over.
-                tracing::warn!(upload = %info.id, error = %e, "data sent with creation was not (fully) stored");
-                if let Ok(after) = state.engine.head(&info.id, &ctx).await {
-                    info = after;
-                }
+                tracing::warn!(upload = %created.id, error = %e, "data sent with creation was not (fully) stored");
+                state
+                    .engine
+                    .head(&created.id, &ctx)
+                    .await
+                    .unwrap_or(created)
             }
         }
-    }
+    } else {
+        state.engine.create(new, &ctx).await?
+    };
     let mut res = HttpResponse::Created();
     res.insert_header((LOCATION, upload_url(&req, &state.settings, &info.id)));
     if !info.is_final() || info.finished {

@@ -1,7 +1,7 @@
 //! Appending a request body to an upload (PATCH, creation-with-upload).
 
 use super::lock::{Contend, UploadLock};
-use super::{Engine, UploadError};
+use super::{Engine, NewUpload, UploadError};
 use crate::data::{Checkpoint, DataError, IoPermit, UploadWriter};
 use crate::hooks::{HookType, RequestInfo};
 use crate::meta::MetaError;
@@ -111,7 +111,73 @@ impl Engine {
         // dropped request on this upload must end first.
         let permit = self.io_gate(id).await?;
         let info = self.load(id).await?;
-        if self.take_stop_request(id) {
+        self.append_held(lock, permit, info, req, body, ctx).await
+    }
+
+    /// Creates an upload and appends the creation request's body to it
+    /// (creation-with-upload). Returns the created record, and how the
+    /// append went: the upload exists either way.
+    ///
+    /// When the id is generated here, its lock is taken before the record
+    /// is written and held through the append, so the record written is
+    /// the one appended to: no read back in between (one trip to the meta
+    /// store fewer per small upload).
+    pub async fn create_with_body<S, E>(
+        &self,
+        new: NewUpload,
+        req: AppendRequest,
+        body: S,
+        ctx: &RequestInfo,
+    ) -> Result<(UploadInfo, Result<UploadInfo, UploadError>), UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let (info, held) = self.create_held(new, ctx, true).await?;
+        let appended = match held {
+            Some(lock) => {
+                self.append_created(lock, info.clone(), req, body, ctx)
+                    .await
+            }
+            None => self.append(&info.id, req, body, ctx).await,
+        };
+        Ok((info, appended))
+    }
+
+    /// [`Engine::append`] to a record just created under `lock`.
+    async fn append_created<S, E>(
+        &self,
+        lock: UploadLock<'_>,
+        info: UploadInfo,
+        req: AppendRequest,
+        body: S,
+        ctx: &RequestInfo,
+    ) -> Result<UploadInfo, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        self.check_access(&info.id, ctx).await?;
+        let permit = self.io_gate(&info.id).await?;
+        self.append_held(lock, permit, info, req, body, ctx).await
+    }
+
+    /// The rest of an append, with the upload's lock and I/O gate held and
+    /// its current record in hand.
+    async fn append_held<S, E>(
+        &self,
+        lock: UploadLock<'_>,
+        permit: IoPermit,
+        info: UploadInfo,
+        req: AppendRequest,
+        body: S,
+        ctx: &RequestInfo,
+    ) -> Result<UploadInfo, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        if self.take_stop_request(&info.id) {
             return self.stop_by_hook(&info, ctx, &permit).await;
         }
         let info = self

@@ -208,6 +208,20 @@ impl Engine {
         new: NewUpload,
         ctx: &RequestInfo,
     ) -> Result<UploadInfo, UploadError> {
+        let (info, _) = self.create_held(new, ctx, false).await?;
+        Ok(info)
+    }
+
+    /// [`Engine::create`]; with `hold`, the upload's lock is also returned
+    /// when its id was generated here, taken before its record was written:
+    /// nothing else can have changed the record since, so the caller may
+    /// append to the record in hand without reading it back.
+    pub(crate) async fn create_held(
+        &self,
+        new: NewUpload,
+        ctx: &RequestInfo,
+        hold: bool,
+    ) -> Result<(UploadInfo, Option<lock::UploadLock<'_>>), UploadError> {
         if let Some(length) = new.length {
             self.check_size(length)?;
         }
@@ -265,6 +279,11 @@ impl Engine {
             true => Ok(None),
             false => self.meta.get(&info.id).await,
         };
+        // Nobody else knows a generated id yet: its lock is free.
+        let held = match hold && fresh_id {
+            true => Some(self.lock(&info.id, Contend::Wait).await?),
+            false => None,
+        };
         let result = match taken {
             Ok(Some(_)) => Err(UploadError::Meta(MetaError::AlreadyExists(info.id.clone()))),
             Err(e) => Err(e.into()),
@@ -281,7 +300,7 @@ impl Engine {
                 if created.finished {
                     self.deliver_finish_hook(&created, ctx, false);
                 }
-                Ok(created)
+                Ok((created, held))
             }
             Err(e) => {
                 if let Some(dest) = &info.destination {
