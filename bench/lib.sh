@@ -39,5 +39,5 @@ discard() { # dir many-files(1|0)
 
 # Says where (3)'s files were kept, if any were.
 trash_notice() {
-  if [ -d "$TRASH" ]; then echo "kept (3)'s files in $TRASH: remove it when done measuring" >&2; fi
+  if [ -d "$TRASH" ]; then echo "kept (3)'s files in $TRASH: remove it when done measuring, then wait six minutes before measuring (3) again (bench/README.md)" >&2; fi
 }
