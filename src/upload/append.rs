@@ -134,32 +134,18 @@ impl Engine {
         E: Display,
     {
         let (info, held) = self.create_held(new, ctx, true).await?;
-        let appended = match held {
-            Some(lock) => {
-                self.append_created(lock, info.clone(), req, body, ctx)
-                    .await
-            }
-            None => self.append(&info.id, req, body, ctx).await,
+        let Some(lock) = held else {
+            let appended = self.append(&info.id, req, body, ctx).await;
+            return Ok((info, appended));
         };
+        let appended = async {
+            self.check_access(&info.id, ctx).await?;
+            let permit = self.io_gate(&info.id).await?;
+            self.append_held(lock, permit, info.clone(), req, body, ctx)
+                .await
+        }
+        .await;
         Ok((info, appended))
-    }
-
-    /// [`Engine::append`] to a record just created under `lock`.
-    async fn append_created<S, E>(
-        &self,
-        lock: UploadLock<'_>,
-        info: UploadInfo,
-        req: AppendRequest,
-        body: S,
-        ctx: &RequestInfo,
-    ) -> Result<UploadInfo, UploadError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: Display,
-    {
-        self.check_access(&info.id, ctx).await?;
-        let permit = self.io_gate(&info.id).await?;
-        self.append_held(lock, permit, info, req, body, ctx).await
     }
 
     /// The rest of an append, with the upload's lock and I/O gate held and
