@@ -548,6 +548,9 @@ impl Engine {
         ctx: &RequestInfo,
         permit: &IoPermit,
     ) -> Result<(), UploadError> {
+        if self.hook_enabled(HookType::PreFinish) {
+            self.end_progress(&info.id).await;
+        }
         self.pre_hook(HookType::PreFinish, info, ctx).await?;
         info.storage = self.finish_gated(info, permit).await?;
         info.finished = true;

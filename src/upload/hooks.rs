@@ -19,13 +19,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
+/// How long a finishing upload waits for a post-receive being delivered
+/// (retries included) before its pre-finish hook goes out regardless.
+const PROGRESS_DRAIN: Duration = Duration::from_secs(2);
+
 /// Code run on each thread of the hook delivery runtime as it starts.
 pub type ThreadInit = Arc<dyn Fn() + Send + Sync>;
 
 /// Per-upload ordering state for notifications.
 struct Lane {
     /// Held while a post-receive or post-finish is being sent; true once
-    /// post-finish started.
+    /// the upload's progress ended (pre-finish or post-finish started).
     gate: Arc<tokio::sync::Mutex<bool>>,
     /// post-receive tasks spawned and not yet done.
     pending: usize,
@@ -321,6 +325,26 @@ impl Engine {
             }
             state.settle(&id, closed);
         });
+    }
+
+    /// Ends an upload's progress events before its pre-finish hook: one
+    /// being sent is waited for (at most [`PROGRESS_DRAIN`]), those still
+    /// queued are dropped, so the receiver sees every post-receive before
+    /// pre-finish. No bytes arrive after this (the upload is complete).
+    pub(crate) async fn end_progress(&self, id: &UploadId) {
+        let Some(state) = self.hooks.as_ref() else {
+            return;
+        };
+        let Some(gate) = lock(&state.lanes).get(id).map(|lane| lane.gate.clone()) else {
+            return;
+        };
+        let drained = tokio::time::timeout(PROGRESS_DRAIN, gate.lock()).await;
+        match drained {
+            Ok(mut closed) => *closed = true,
+            Err(_) => {
+                tracing::warn!(upload = %id, "a post-receive still being delivered; pre-finish goes first")
+            }
+        }
     }
 
     /// Whether an upload finishing now owes a post-finish hook.
