@@ -7,6 +7,7 @@ mod concat;
 pub mod expiry;
 mod hooks;
 pub mod lock;
+mod persist;
 
 use crate::data::{DataError, DataStore, IoGates, IoPermit};
 use crate::hooks::{HookHttpResponse, HookType, RequestInfo};
