@@ -278,13 +278,11 @@ impl DataStore for FileStore {
     }
 
     async fn read(&self, info: &UploadInfo, start: u64, end: u64) -> Result<ByteStream, DataError> {
-        let path = self.path(info);
-        let file = blocking(move || File::open(path))
+        let file = tokio::fs::File::open(self.path(info))
             .await
-            .map_err(|e| match e {
-                DataError::Io(e) => missing(info)(e),
-                e => e,
-            })?;
+            .map_err(missing(info))?
+            .into_std()
+            .await;
         Ok(read::stream(file, start, end))
     }
 

@@ -38,6 +38,12 @@ impl Cursor {
             read_chunk(&file, at, len)
         }))
     }
+
+    /// After an error: nothing more is read.
+    fn stop(mut self) -> Self {
+        self.at = self.end;
+        self
+    }
 }
 
 /// Reads exactly `len` bytes at `at` into a buffer of that capacity
@@ -79,14 +85,6 @@ pub(super) fn stream(file: File, start: u64, end: u64) -> ByteStream {
         Some((Ok(chunk), (cursor, next)))
     })
     .boxed()
-}
-
-impl Cursor {
-    /// After an error: nothing more is read.
-    fn stop(mut self) -> Self {
-        self.at = self.end;
-        self
-    }
 }
 
 #[cfg(test)]
