@@ -19,6 +19,14 @@ RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin tusker \
     && strip target/release/tusker
 
+# The browser demo (`--demo`): its page and tus-js-client's bundle, which
+# npm installs from the lock file.
+FROM node:20-bookworm-slim AS demo
+WORKDIR /demo
+COPY demo/package.json demo/package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY demo/*.html demo/*.js demo/*.css ./
+
 FROM debian:bookworm-slim
 # CA certificates for HTTPS object storage and hook endpoints.
 RUN apt-get update \
@@ -29,11 +37,13 @@ RUN apt-get update \
     && mkdir -p /data \
     && chown tusker:tusker /data
 COPY --from=build /src/target/release/tusker /usr/local/bin/tusker
+COPY --from=demo /demo /usr/share/tusker/demo
 USER tusker:tusker
 WORKDIR /data
 # Listen on every interface inside the container; state under the volume.
 ENV TUSKER_LISTEN=0.0.0.0:1080 \
-    TUSKER_DATA_DIR=/data
+    TUSKER_DATA_DIR=/data \
+    TUSKER_DEMO_DIR=/usr/share/tusker/demo
 EXPOSE 1080
 VOLUME /data
 # SIGTERM (docker stop) triggers the graceful shutdown; give it time with
