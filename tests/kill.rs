@@ -168,6 +168,23 @@ async fn sigkill_amid_small_creations_keeps_every_acknowledged_upload() {
     server.restart().await;
     let c = client();
     let acked = acked.lock().unwrap().clone();
+    // The files made ahead of use (src/data/file/pool.rs) that no upload
+    // wrote to are gone: what is left is the acknowledged uploads, and at
+    // most one unacknowledged file per client that was mid-request.
+    let mut files = 0;
+    for entry in std::fs::read_dir(data_dir.join("uploads")).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        if meta.is_file() {
+            assert!(meta.len() > 0, "empty file {:?} left", entry.file_name());
+            files += 1;
+        }
+    }
+    assert!(
+        files >= acked.len() && files <= acked.len() + CLIENTS as usize,
+        "{files} files for {} acknowledged uploads",
+        acked.len()
+    );
     for (id, seed) in &acked {
         let url = server.url(id);
         check(

@@ -53,6 +53,15 @@ pub trait DataStore: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Prepares storage for a new upload; returns the initial store state.
     async fn create(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError>;
+    /// An id for a new upload whose storage this store prepared ahead of
+    /// time, if it keeps such ids (local files do, see `file::pool`); the
+    /// caller generates one otherwise. Never blocks.
+    fn fresh_id(&self) -> Option<crate::protocol::UploadId> {
+        None
+    }
+    /// Gives back an id from [`DataStore::fresh_id`] that no upload got
+    /// (creation was refused before its record was written).
+    fn give_back(&self, _id: crate::protocol::UploadId) {}
     /// Opens a writer that appends at `info.offset`. Bytes stored beyond
     /// the offset by an earlier, unacknowledged write are discarded. The
     /// writer keeps a clone of `permit` in all work that may outlive it

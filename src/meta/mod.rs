@@ -45,6 +45,16 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Stores a new record; fails with `AlreadyExists` if the id is taken
     /// (or was recently removed).
     async fn create(&self, info: &UploadInfo) -> Result<(), MetaError>;
+    /// [`MetaStore::create`] without waiting for durability: the record is
+    /// durable once a later `save` or [`MetaStore::sync`] has succeeded
+    /// (a crash before may take it). For a record nobody was told of yet.
+    async fn create_deferred(&self, info: &UploadInfo) -> Result<(), MetaError> {
+        self.create(info).await
+    }
+    /// Makes every write so far durable (for `create_deferred`).
+    async fn sync(&self) -> Result<(), MetaError> {
+        Ok(())
+    }
     async fn get(&self, id: &UploadId) -> Result<Option<Lookup>, MetaError>;
     /// Replaces an existing record; `NotFound` if it was removed.
     async fn save(&self, info: &UploadInfo) -> Result<(), MetaError>;

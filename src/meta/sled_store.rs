@@ -227,6 +227,16 @@ impl MetaStore for SledMetaStore {
         self.flush().await
     }
 
+    async fn create_deferred(&self, info: &UploadInfo) -> Result<(), MetaError> {
+        // sled's log is recovered in order: the flush of a later save
+        // covers this write too.
+        self.insert_new(info)
+    }
+
+    async fn sync(&self) -> Result<(), MetaError> {
+        self.flush().await
+    }
+
     async fn get(&self, id: &UploadId) -> Result<Option<Lookup>, MetaError> {
         let id = id.clone();
         self.blocking(move |s| {

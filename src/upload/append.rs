@@ -2,7 +2,7 @@
 
 use super::lock::{Contend, UploadLock};
 use super::persist::{checkpointed, Behind};
-use super::{Engine, NewUpload, UploadError};
+use super::{Engine, Held, NewUpload, UploadError};
 use crate::data::{IoPermit, UploadWriter};
 use crate::hooks::{HookType, RequestInfo};
 use crate::model::UploadInfo;
@@ -119,7 +119,7 @@ impl Engine {
         E: Display,
     {
         let (info, held) = self.create_held(new, ctx, true).await?;
-        let Some(lock) = held else {
+        let Some(Held { lock, deferred }) = held else {
             let appended = self.append(&info.id, req, body, ctx).await;
             return Ok((info, appended));
         };
@@ -130,6 +130,12 @@ impl Engine {
                 .await
         }
         .await;
+        // An append that acknowledges bytes saved the record after it was
+        // written, and that save's durability covers its creation.
+        let saved = matches!(&appended, Ok(done) if done.offset > 0);
+        if deferred && !saved {
+            self.meta.sync().await?;
+        }
         Ok((info, appended))
     }
 

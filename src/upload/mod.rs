@@ -222,10 +222,16 @@ impl Engine {
         new: NewUpload,
         ctx: &RequestInfo,
         hold: bool,
-    ) -> Result<(UploadInfo, Option<lock::UploadLock<'_>>), UploadError> {
+    ) -> Result<(UploadInfo, Option<Held<'_>>), UploadError> {
         if let Some(length) = new.length {
             self.check_size(length)?;
         }
+        // An id whose storage the data store prepared ahead of time goes
+        // back to it if creation stops before the record is written.
+        let mut lent = Lent {
+            data: self.data.as_ref(),
+            id: new.id.is_none().then(|| self.data.fresh_id()).flatten(),
+        };
         let mut info = UploadInfo {
             metadata: new.metadata,
             concat: match &new.concat {
@@ -237,7 +243,10 @@ impl Engine {
             },
             expires_at: self.expiry_from_now(),
             ..UploadInfo::new(
-                new.id.clone().unwrap_or_else(UploadId::generate),
+                new.id
+                    .clone()
+                    .or_else(|| lent.id.clone())
+                    .unwrap_or_else(UploadId::generate),
                 new.length,
                 now_secs(),
             )
@@ -282,15 +291,28 @@ impl Engine {
         };
         // Nobody else knows a generated id yet: its lock is free.
         let held = match hold && fresh_id {
-            true => Some(self.lock(&info.id, Contend::Wait).await?),
+            true => Some(Held {
+                lock: self.lock(&info.id, Contend::Wait).await?,
+                // Nobody hears of the upload before the caller answers
+                // (unless a post-create hook is sent), and an upload that
+                // is not finished at once is saved again by the append.
+                deferred: !self.hook_enabled(HookType::PostCreate)
+                    && info.length != Some(0)
+                    && matches!(new.concat, NewConcat::None | NewConcat::Partial),
+            }),
             false => None,
         };
+        let deferred = held.as_ref().is_some_and(|h| h.deferred);
+        if matches!(taken, Ok(None)) {
+            // From here on the record may be written: the id is spent.
+            lent.id.take_if(|id| *id == info.id);
+        }
         let result = match taken {
             Ok(Some(_)) => Err(UploadError::Meta(MetaError::AlreadyExists(info.id.clone()))),
             Err(e) => Err(e.into()),
             Ok(None) => match new.concat {
                 NewConcat::Final(parts) => self.create_final(info.clone(), parts).await,
-                _ => self.create_plain(info.clone()).await,
+                _ => self.create_plain(info.clone(), deferred).await,
             },
         };
         match result {
@@ -314,7 +336,13 @@ impl Engine {
         }
     }
 
-    async fn create_plain(&self, mut info: UploadInfo) -> Result<UploadInfo, UploadError> {
+    /// Prepares storage and writes the record; `deferred`, without waiting
+    /// for it to be durable (see [`Held::deferred`]).
+    async fn create_plain(
+        &self,
+        mut info: UploadInfo,
+        deferred: bool,
+    ) -> Result<UploadInfo, UploadError> {
         info.storage = self.data.create(&info).await?;
         if info.length == Some(0) {
             info.storage = self.data.finish(&info).await?;
@@ -322,7 +350,10 @@ impl Engine {
             info.expires_at = None;
             info.finish_hook_pending = self.owes_finish_hook();
         }
-        self.meta.create(&info).await?;
+        match deferred {
+            true => self.meta.create_deferred(&info).await?,
+            false => self.meta.create(&info).await?,
+        }
         tracing::info!(upload = %info.id, length = ?info.length, "upload created");
         if info.finished {
             // metrics
@@ -473,6 +504,30 @@ impl Engine {
         self.meta.ping().await?;
         self.data.ping().await?;
         Ok(())
+    }
+}
+
+/// The lock of an upload [`Engine::create_held`] just created.
+pub(crate) struct Held<'a> {
+    pub(crate) lock: lock::UploadLock<'a>,
+    /// Its record was written without waiting for durability
+    /// ([`MetaStore::create_deferred`]): before answering, the caller saves
+    /// it or calls [`MetaStore::sync`].
+    pub(crate) deferred: bool,
+}
+
+/// An id lent by the data store for a new upload (see
+/// [`DataStore::fresh_id`]): given back when dropped still holding it.
+struct Lent<'a> {
+    data: &'a dyn DataStore,
+    id: Option<UploadId>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.data.give_back(id);
+        }
     }
 }
 

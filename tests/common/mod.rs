@@ -429,17 +429,45 @@ pub fn id_of(url: &str) -> String {
     url.rsplit('/').next().expect("id").to_owned()
 }
 
-/// Files under `data_dir/uploads`.
+/// Files under `data_dir/uploads`, without the empty files made ahead of
+/// use (listed in `.tusker-pool/`, see src/data/file/pool.rs): an empty
+/// file holds no upload's bytes.
 pub fn stored_files(data_dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(data_dir.join("uploads"))
+    let root = data_dir.join("uploads");
+    let pooled = pooled_ids(&root);
+    let mut names: Vec<String> = std::fs::read_dir(&root)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".tusker-pool")
+                .filter(|n| {
+                    !pooled.contains(n)
+                        || std::fs::metadata(root.join(n)).is_ok_and(|m| m.len() > 0)
+                })
                 .collect()
         })
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// The ids listed in the manifests of files made ahead of use under
+/// `root`, less those marked kept (`+ID`: finished uploads with no bytes).
+pub fn pooled_ids(root: &Path) -> std::collections::HashSet<String> {
+    let lines: Vec<String> = std::fs::read_dir(root.join(".tusker-pool"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    let kept: std::collections::HashSet<&str> =
+        lines.iter().filter_map(|l| l.strip_prefix('+')).collect();
+    lines
+        .iter()
+        .filter(|l| !l.starts_with('+') && !kept.contains(l.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// The value of an unlabelled sample in a Prometheus text exposition.

@@ -4,13 +4,16 @@
 //! [`staged`]) and `fdatasync`ed before an offset is acknowledged.
 
 mod pending;
+mod pool;
 mod read;
 mod staged;
 mod writer;
 
 use super::{ByteStream, DataError, DataStore, IoPermit, UploadWriter};
 use crate::model::UploadInfo;
+use crate::protocol::UploadId;
 use async_trait::async_trait;
+use pool::Pool;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -40,6 +43,8 @@ pub struct FileStore {
     modes: Arc<Modes>,
     /// Writers alive now: they share the budget of pending bytes.
     writers: Arc<AtomicUsize>,
+    /// Files made ahead of use, for new uploads (see [`pool`]).
+    pool: Arc<Pool>,
     /// Runs on the blocking pool before each batch is written (tests hold
     /// a write there).
     #[cfg(test)]
@@ -49,11 +54,14 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Uses (and creates) `root`.
+    /// Uses (and creates) `root`. Removes the files an earlier run made
+    /// ahead of use and never gave an upload bytes (see [`pool`]).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, DataError> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
+        let pool = Arc::new(Pool::open(&root));
         Ok(FileStore {
+            pool,
             root,
             modes: Arc::new(Modes {
                 direct: AtomicBool::new(false),
@@ -171,6 +179,14 @@ impl DataStore for FileStore {
         Ok(serde_json::Value::Null)
     }
 
+    fn fresh_id(&self) -> Option<UploadId> {
+        self.pool.take()
+    }
+
+    fn give_back(&self, id: UploadId) {
+        self.pool.give_back(id);
+    }
+
     async fn writer(
         &self,
         info: &UploadInfo,
@@ -187,17 +203,29 @@ impl DataStore for FileStore {
             #[cfg(test)]
             before_checkpoint: self.before_checkpoint.clone(),
         };
-        let dir = path.parent().map(Path::to_path_buf);
+        // A file made ahead of use already has a durable directory entry.
+        let pooled = offset == 0 && self.pool.opening(&info.id);
+        let mut dir = path.parent().map(Path::to_path_buf);
         let modes = self.modes.clone();
-        let target = tokio::task::spawn_blocking(move || {
+        let (target, ahead) = tokio::task::spawn_blocking(move || {
             let _held = held;
             // No acknowledged byte yet: the file may not have survived a
             // crash since `create`, which is the same as empty.
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(offset == 0)
-                .open(&path)?;
+            let open = |create| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(create)
+                    .open(&path)
+            };
+            let (file, ahead) = match pooled {
+                true => match open(false) {
+                    Ok(file) => (file, true),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => (open(true)?, false),
+                    Err(e) => return Err(e),
+                },
+                false => (open(offset == 0)?, false),
+            };
             // Bytes past the acknowledged offset were never reported to a
             // client (crash, discarded chunk): drop them.
             let len = file.metadata()?.len();
@@ -211,11 +239,17 @@ impl DataStore for FileStore {
             if len > offset {
                 file.set_len(offset)?;
             }
-            writer::open_target(file, &path, offset, &modes.direct)
+            Ok((
+                writer::open_target(file, &path, offset, &modes.direct)?,
+                ahead,
+            ))
         })
         .await
         .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))?
         .map_err(missing(info))?;
+        if ahead {
+            dir = None;
+        }
         Ok(Box::new(FileWriter::new(
             target, dir, offset, &shared, permit, storage,
         )))
@@ -224,9 +258,14 @@ impl DataStore for FileStore {
     async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
         let Some(dest) = info.destination.clone() else {
             if info.offset == 0 && info.storage.get("path").is_none() {
-                // No writer ever synced this file (see `create`).
-                let path = self.path(info);
-                blocking(move || make_durable_empty(&path)).await?;
+                // No writer ever synced this file (see `create`), and an
+                // empty file made ahead of use would be removed at start.
+                let (path, pool, id) = (self.path(info), self.pool.clone(), info.id.clone());
+                blocking(move || {
+                    pool.keep(&id)?;
+                    make_durable_empty(&path)
+                })
+                .await?;
             }
             return Ok(info.storage.clone());
         };
@@ -287,6 +326,7 @@ impl DataStore for FileStore {
     }
 
     async fn delete(&self, info: &UploadInfo) -> Result<(), DataError> {
+        self.pool.forget(&info.id);
         match tokio::fs::remove_file(self.path(info)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -302,7 +342,11 @@ impl DataStore for FileStore {
         let target_path = self.path(target);
         let sources: Vec<PathBuf> = parts.iter().map(|p| self.path(p)).collect();
         let root = self.root.clone();
+        let (pool, id) = (self.pool.clone(), target.id.clone());
         blocking(move || {
+            // The target may be an empty file made ahead of use, and may
+            // stay empty.
+            pool.keep(&id)?;
             let mut out = OpenOptions::new()
                 .write(true)
                 .create(true)

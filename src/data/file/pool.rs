@@ -1,0 +1,382 @@
+//! Files made ahead of use: empty upload files under ids generated in
+//! advance, made in batches whose directory entries one directory sync
+//! makes durable together. An upload created under such an id skips the
+//! directory sync at its first `fdatasync`, which otherwise costs every new
+//! upload a second device flush.
+//!
+//! A batch's ids are written to this store's manifest
+//! (`.tusker-pool/<random>`, synced) before their files are made, and the
+//! manifest stays locked (`flock`) while the store lives. When a store
+//! opens, a manifest nobody holds belongs to a store that has ended: each
+//! of its files that is still empty is removed (an upload whose file is
+//! missing and whose offset is 0 is the same as an empty one, see
+//! `FileStore::create`), then the manifest. Files that must stay even when
+//! empty (finished empty uploads) are marked kept in the manifest first.
+
+use super::sync_dir;
+use crate::protocol::UploadId;
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The directory of the manifests, beside the upload files (ids never
+/// start with a dot; hook destinations may not start with `.tusker`).
+pub(super) const DIR: &str = ".tusker-pool";
+/// Files made per batch.
+const BATCH: usize = 128;
+/// A new batch starts when fewer ids than this are ready.
+const LOW: usize = 64;
+/// A manifest holding more ids than this is replaced by one holding only
+/// the ids still ready.
+const ROTATE_AFTER: usize = 64 * 1024;
+/// After a batch failed (disk full, say), the next waits this long.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The line that marks an id's file as kept, even when empty.
+const KEEP: char = '+';
+
+/// The ids ready for new uploads, and the manifest that covers them.
+#[derive(Debug)]
+pub(super) struct Pool {
+    root: PathBuf,
+    /// Ids whose files exist with durable directory entries.
+    ready: Mutex<Vec<UploadId>>,
+    /// Ids handed out and not yet opened by a writer: their entries are
+    /// durable.
+    handed: Mutex<HashSet<UploadId>>,
+    /// A batch is being made.
+    refilling: AtomicBool,
+    /// No batch before this instant (set when one failed).
+    retry_at: Mutex<Option<Instant>>,
+    manifest: Mutex<Option<Manifest>>,
+}
+
+#[derive(Debug)]
+struct Manifest {
+    /// Open and locked while this store lives.
+    file: File,
+    path: PathBuf,
+    /// Lines written.
+    lines: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Pool {
+    /// A pool for the files under `root`, after removing what ended stores
+    /// left (see the module docs).
+    /// Failing that cleanup only leaves files behind: it is logged.
+    pub(super) fn open(root: &Path) -> Self {
+        let dir = root.join(DIR);
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| clean(root, &dir)) {
+            tracing::warn!(error = %e, dir = %dir.display(), "could not remove the upload files an earlier run made ahead of use");
+        }
+        Pool {
+            root: root.to_path_buf(),
+            ready: Mutex::default(),
+            handed: Mutex::default(),
+            refilling: AtomicBool::new(false),
+            retry_at: Mutex::default(),
+            manifest: Mutex::default(),
+        }
+    }
+
+    /// An id whose file is made and whose directory entry is durable, if
+    /// one is ready; starts a new batch when few are left.
+    pub(super) fn take(self: &Arc<Self>) -> Option<UploadId> {
+        let (id, left) = {
+            let mut ready = lock(&self.ready);
+            (ready.pop(), ready.len())
+        };
+        if left < LOW {
+            self.refill();
+        }
+        let id = id?;
+        lock(&self.handed).insert(id.clone());
+        Some(id)
+    }
+
+    /// Gives back an id from [`Pool::take`] that no upload got.
+    pub(super) fn give_back(&self, id: UploadId) {
+        if lock(&self.handed).remove(&id) {
+            lock(&self.ready).push(id);
+        }
+    }
+
+    /// Whether `id` came from this pool and its first writer is opening it
+    /// now: its file needs no directory sync. True once per id.
+    pub(super) fn opening(&self, id: &UploadId) -> bool {
+        lock(&self.handed).remove(id)
+    }
+
+    /// Forgets `id` (its upload is gone).
+    pub(super) fn forget(&self, id: &UploadId) {
+        lock(&self.handed).remove(id);
+    }
+
+    /// Marks `id`'s file as kept even when empty (a finished upload with
+    /// no bytes), durably, if a manifest of this store may list it.
+    pub(super) fn keep(&self, id: &UploadId) -> std::io::Result<()> {
+        let mut manifest = lock(&self.manifest);
+        match manifest.as_mut() {
+            Some(m) => m.append(&[format!("{KEEP}{id}")]),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a batch on the blocking pool unless one is running or a
+    /// failed one is too recent. Outside a runtime, does nothing.
+    fn refill(self: &Arc<Self>) {
+        if lock(&self.retry_at).is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.clone();
+        runtime.spawn_blocking(move || {
+            let made = pool.make_batch();
+            if let Err(e) = &made {
+                tracing::warn!(error = %e, "making upload files ahead of use failed; new uploads sync their directory themselves");
+                *lock(&pool.retry_at) = Some(Instant::now() + RETRY_AFTER);
+            }
+            pool.refilling.store(false, Ordering::Release);
+        });
+    }
+
+    /// Makes one batch: its ids in the manifest (synced), then its files,
+    /// then one sync of their directory; then they are ready.
+    fn make_batch(&self) -> std::io::Result<()> {
+        let ids: Vec<UploadId> = (0..BATCH).map(|_| UploadId::generate()).collect();
+        {
+            let mut manifest = lock(&self.manifest);
+            let rotate = manifest.as_ref().is_none_or(|m| m.lines >= ROTATE_AFTER);
+            if rotate {
+                // The ids still ready move to the new manifest; ids handed
+                // out need none (a crash may leave an empty file of one
+                // whose upload was never recorded).
+                let still: Vec<String> = lock(&self.ready).iter().map(|i| i.to_string()).collect();
+                let mut fresh = Manifest::create(&self.root.join(DIR))?;
+                fresh.append(&still)?;
+                if let Some(old) = manifest.replace(fresh) {
+                    std::fs::remove_file(&old.path)?;
+                }
+            }
+            let lines: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            manifest.as_mut().map_or(Ok(()), |m| m.append(&lines))?;
+        }
+        for id in &ids {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(self.root.join(id.as_str()))?;
+        }
+        sync_dir(&self.root)?;
+        lock(&self.ready).extend(ids);
+        Ok(())
+    }
+}
+
+impl Manifest {
+    /// A new manifest under `dir`, locked, its entry durable.
+    fn create(dir: &Path) -> std::io::Result<Self> {
+        let path = dir.join(UploadId::generate().as_str());
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)?;
+        if !try_lock(&file)? {
+            return Err(std::io::Error::other("a new manifest is locked already"));
+        }
+        sync_dir(dir)?;
+        Ok(Manifest {
+            file,
+            path,
+            lines: 0,
+        })
+    }
+
+    /// Appends `lines` and syncs them.
+    fn append(&mut self, lines: &[String]) -> std::io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut text = lines.join("\n");
+        text.push('\n');
+        self.file.write_all(text.as_bytes())?;
+        self.file.sync_data()?;
+        self.lines += lines.len();
+        Ok(())
+    }
+}
+
+/// Takes an exclusive `flock` on `file` without waiting (released when the
+/// file is closed); false if another open file holds one.
+fn try_lock(file: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `flock` on a descriptor `file` owns for the whole call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Removes what stores that have ended left: for each manifest nobody
+/// holds, its listed files that are empty and not kept, then the manifest.
+fn clean(root: &Path, dir: &Path) -> std::io::Result<()> {
+    let mut removed = 0usize;
+    let mut done = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        // Held: a live store (in this process or another) owns it.
+        if !try_lock(&file)? {
+            continue;
+        }
+        let mut listed = Vec::new();
+        let mut kept = HashSet::new();
+        for line in BufReader::new(&file).lines() {
+            let line = line?;
+            // A line cut by a crash fails to parse and is skipped: its
+            // batch's files were not made before the line was synced.
+            match line.strip_prefix(KEEP) {
+                Some(id) => {
+                    kept.insert(id.to_owned());
+                }
+                None => listed.extend(UploadId::parse(&line).ok()),
+            }
+        }
+        for id in listed.iter().filter(|i| !kept.contains(i.as_str())) {
+            let path = root.join(id.as_str());
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() && m.len() == 0 => match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                },
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        done.push((path, file));
+    }
+    if done.is_empty() {
+        return Ok(());
+    }
+    // The removals are durable before the manifests that list them go.
+    sync_dir(root)?;
+    for (path, _held) in &done {
+        std::fs::remove_file(path)?;
+    }
+    sync_dir(dir)?;
+    tracing::info!(
+        files = removed,
+        manifests = done.len(),
+        "removed upload files made ahead of use by an earlier run"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(root: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != DIR)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_batch_makes_empty_files_for_its_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(Pool::open(dir.path()));
+        pool.make_batch().unwrap();
+        assert_eq!(files(dir.path()).len(), BATCH);
+        let id = pool.take().unwrap();
+        let meta = std::fs::metadata(dir.path().join(id.as_str())).unwrap();
+        assert_eq!(meta.len(), 0);
+        assert!(pool.opening(&id), "first writer of a pooled id");
+        assert!(!pool.opening(&id), "only once");
+    }
+
+    #[test]
+    fn a_new_store_removes_an_ended_stores_empty_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (written, kept, unused, recorded_empty) = {
+            let pool = Arc::new(Pool::open(root));
+            pool.make_batch().unwrap();
+            let written = pool.take().unwrap();
+            std::fs::write(root.join(written.as_str()), b"acknowledged bytes").unwrap();
+            let kept = pool.take().unwrap();
+            pool.keep(&kept).unwrap();
+            let recorded_empty = pool.take().unwrap();
+            let unused = pool.take().unwrap();
+            pool.give_back(unused.clone());
+            (written, kept, unused, recorded_empty)
+        };
+        // Someone else's file, never listed, stays even when empty.
+        std::fs::write(root.join("other"), b"").unwrap();
+        let _pool = Pool::open(root);
+        let left = files(root);
+        assert!(left.contains(&written.to_string()));
+        assert!(left.contains(&kept.to_string()));
+        assert!(left.contains(&"other".to_owned()));
+        assert!(!left.contains(&unused.to_string()));
+        // An empty file is the same as a missing one for an upload at 0.
+        assert!(!left.contains(&recorded_empty.to_string()));
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert_eq!(std::fs::read_dir(root.join(DIR)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_live_stores_manifest_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Arc::new(Pool::open(dir.path()));
+        first.make_batch().unwrap();
+        let _second = Pool::open(dir.path());
+        assert_eq!(files(dir.path()).len(), BATCH);
+        drop(first);
+        let _third = Pool::open(dir.path());
+        assert!(files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn rotation_keeps_the_ready_ids_covered() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        {
+            let pool = Arc::new(Pool::open(root));
+            pool.make_batch().unwrap();
+            lock(&pool.manifest).as_mut().unwrap().lines = ROTATE_AFTER;
+            pool.make_batch().unwrap();
+            assert_eq!(std::fs::read_dir(root.join(DIR)).unwrap().count(), 1);
+            assert_eq!(lock(&pool.manifest).as_ref().unwrap().lines, 2 * BATCH);
+        }
+        let _pool = Pool::open(root);
+        assert!(files(root).is_empty());
+    }
+}
