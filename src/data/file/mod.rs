@@ -13,7 +13,7 @@ use super::{ByteStream, DataError, DataStore, IoPermit, UploadWriter};
 use crate::model::UploadInfo;
 use crate::protocol::UploadId;
 use async_trait::async_trait;
-use pool::Pool;
+use pool::{Ahead, Pool};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -107,6 +107,78 @@ impl FileStore {
             None => self.root.join(info.id.as_str()),
         }
     }
+
+    /// [`DataStore::writer`] on the blocking pool: opens the file (or
+    /// takes `open`, the file made ahead of use), checks its length against
+    /// the offset and cuts what was never acknowledged. `pooled`: the file
+    /// was made ahead of use (no directory sync, unless it is gone and
+    /// made again here).
+    async fn open_writer(
+        &self,
+        info: &UploadInfo,
+        open: Option<File>,
+        pooled: bool,
+        shared: &writer::Shared,
+        permit: IoPermit,
+    ) -> Result<Box<dyn UploadWriter>, DataError> {
+        let path = self.path(info);
+        let offset = info.offset;
+        let held = permit.clone();
+        let mut dir = path.parent().map(Path::to_path_buf);
+        let modes = self.modes.clone();
+        let (target, ahead) = tokio::task::spawn_blocking(move || {
+            let _held = held;
+            // No acknowledged byte yet: the file may not have survived a
+            // crash since `create`, which is the same as empty.
+            let by_path = |create| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(create)
+                    .open(&path)
+            };
+            let (file, ahead) = match (open, pooled) {
+                (Some(file), _) => (file, true),
+                (None, true) => match by_path(false) {
+                    Ok(file) => (file, true),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => (by_path(true)?, false),
+                    Err(e) => return Err(e),
+                },
+                (None, false) => (by_path(offset == 0)?, false),
+            };
+            // Bytes past the acknowledged offset were never reported to a
+            // client (crash, discarded chunk): drop them.
+            let len = file.metadata()?.len();
+            if len < offset {
+                // Acknowledged bytes are gone: never pad them with zeros.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("upload file holds {len} bytes, {offset} were acknowledged"),
+                ));
+            }
+            if len > offset {
+                file.set_len(offset)?;
+            }
+            Ok((
+                writer::open_target(file, &path, offset, &modes.direct)?,
+                ahead,
+            ))
+        })
+        .await
+        .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))?
+        .map_err(missing(info))?;
+        if ahead {
+            dir = None;
+        }
+        Ok(Box::new(FileWriter::new(
+            target,
+            dir,
+            offset,
+            shared,
+            permit,
+            info.storage.clone(),
+        )))
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -194,7 +266,7 @@ impl DataStore for FileStore {
     ) -> Result<Box<dyn UploadWriter>, DataError> {
         let path = self.path(info);
         let offset = info.offset;
-        let (held, storage) = (permit.clone(), info.storage.clone());
+        let storage = info.storage.clone();
         let shared = writer::Shared {
             modes: self.modes.clone(),
             writers: self.writers.clone(),
@@ -203,56 +275,30 @@ impl DataStore for FileStore {
             #[cfg(test)]
             before_checkpoint: self.before_checkpoint.clone(),
         };
-        // A file made ahead of use already has a durable directory entry.
-        let pooled = offset == 0 && self.pool.opening(&info.id);
-        let mut dir = path.parent().map(Path::to_path_buf);
-        let modes = self.modes.clone();
-        let (target, ahead) = tokio::task::spawn_blocking(move || {
-            let _held = held;
-            // No acknowledged byte yet: the file may not have survived a
-            // crash since `create`, which is the same as empty.
-            let open = |create| {
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(create)
-                    .open(&path)
-            };
-            let (file, ahead) = match pooled {
-                true => match open(false) {
-                    Ok(file) => (file, true),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => (open(true)?, false),
-                    Err(e) => return Err(e),
-                },
-                false => (open(offset == 0)?, false),
-            };
-            // Bytes past the acknowledged offset were never reported to a
-            // client (crash, discarded chunk): drop them.
-            let len = file.metadata()?.len();
-            if len < offset {
-                // Acknowledged bytes are gone: never pad them with zeros.
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("upload file holds {len} bytes, {offset} were acknowledged"),
-                ));
+        // A file made ahead of use already has a durable directory entry;
+        // the most recently handed out are open already.
+        let ahead = match offset {
+            0 => self.pool.opening(&info.id),
+            _ => None,
+        };
+        let direct = self.modes.direct.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(Ahead::Open(file)) = ahead {
+            if !direct {
+                // Empty, and nobody else writes to it: nothing to check or
+                // cut, so no trip to the blocking pool.
+                let target = writer::open_target(file, &path, 0, &self.modes.direct)
+                    .map_err(DataError::Io)?;
+                return Ok(Box::new(FileWriter::new(
+                    target, None, 0, &shared, permit, storage,
+                )));
             }
-            if len > offset {
-                file.set_len(offset)?;
-            }
-            Ok((
-                writer::open_target(file, &path, offset, &modes.direct)?,
-                ahead,
-            ))
-        })
-        .await
-        .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))?
-        .map_err(missing(info))?;
-        if ahead {
-            dir = None;
+            // A direct handle is opened by path below; this one is reused.
+            return self
+                .open_writer(info, Some(file), true, &shared, permit)
+                .await;
         }
-        Ok(Box::new(FileWriter::new(
-            target, dir, offset, &shared, permit, storage,
-        )))
+        let pooled = ahead.is_some();
+        self.open_writer(info, None, pooled, &shared, permit).await
     }
 
     async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {

@@ -2,7 +2,8 @@
 //! advance, made in batches whose directory entries one directory sync
 //! makes durable together. An upload created under such an id skips the
 //! directory sync at its first `fdatasync`, which otherwise costs every new
-//! upload a second device flush.
+//! upload a second device flush, and its first writer gets the file open
+//! already (no trip to the blocking pool to open it).
 //!
 //! A batch's ids are written to this store's manifest
 //! (`.tusker-pool/<random>`, synced) before their files are made, and the
@@ -15,7 +16,7 @@
 
 use super::sync_dir;
 use crate::protocol::UploadId;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -27,9 +28,13 @@ use std::time::{Duration, Instant};
 /// start with a dot; hook destinations may not start with `.tusker`).
 pub(super) const DIR: &str = ".tusker-pool";
 /// Files made per batch.
-const BATCH: usize = 128;
+const BATCH: usize = 64;
 /// A new batch starts when fewer ids than this are ready.
-const LOW: usize = 64;
+const LOW: usize = 32;
+/// At most this many handed-out ids keep their file open for their first
+/// writer (a client may create uploads and never send bytes); the others
+/// are opened by path.
+pub(super) const OPEN_HANDED: usize = 32;
 /// A manifest holding more ids than this is replaced by one holding only
 /// the ids still ready.
 const ROTATE_AFTER: usize = 64 * 1024;
@@ -42,16 +47,49 @@ const KEEP: char = '+';
 #[derive(Debug)]
 pub(super) struct Pool {
     root: PathBuf,
-    /// Ids whose files exist with durable directory entries.
-    ready: Mutex<Vec<UploadId>>,
+    /// Ids whose files exist with durable directory entries, each with
+    /// its file open.
+    ready: Mutex<Vec<(UploadId, File)>>,
     /// Ids handed out and not yet opened by a writer: their entries are
     /// durable.
-    handed: Mutex<HashSet<UploadId>>,
+    handed: Mutex<Handed>,
     /// A batch is being made.
     refilling: AtomicBool,
     /// No batch before this instant (set when one failed).
     retry_at: Mutex<Option<Instant>>,
     manifest: Mutex<Option<Manifest>>,
+}
+
+/// Ids handed out, the most recent [`OPEN_HANDED`] with their file open.
+#[derive(Debug, Default)]
+struct Handed {
+    ids: HashMap<UploadId, Option<File>>,
+    /// Ids handed out with their file open, oldest first (some may have
+    /// been opened or forgotten since).
+    open: VecDeque<UploadId>,
+}
+
+impl Handed {
+    fn insert(&mut self, id: UploadId, file: File) {
+        self.ids.insert(id.clone(), Some(file));
+        self.open.push_back(id);
+        while self.open.len() > OPEN_HANDED {
+            if let Some(old) = self.open.pop_front() {
+                if let Some(file) = self.ids.get_mut(&old) {
+                    *file = None;
+                }
+            }
+        }
+    }
+}
+
+/// A file made ahead of use, handed to its first writer.
+#[derive(Debug)]
+pub(super) enum Ahead {
+    /// Open (empty, read and write).
+    Open(File),
+    /// To be opened by path.
+    Closed,
 }
 
 #[derive(Debug)]
@@ -89,34 +127,36 @@ impl Pool {
     /// An id whose file is made and whose directory entry is durable, if
     /// one is ready; starts a new batch when few are left.
     pub(super) fn take(self: &Arc<Self>) -> Option<UploadId> {
-        let (id, left) = {
+        let (taken, left) = {
             let mut ready = lock(&self.ready);
             (ready.pop(), ready.len())
         };
         if left < LOW {
             self.refill();
         }
-        let id = id?;
-        lock(&self.handed).insert(id.clone());
+        let (id, file) = taken?;
+        lock(&self.handed).insert(id.clone(), file);
         Some(id)
     }
 
     /// Gives back an id from [`Pool::take`] that no upload got.
     pub(super) fn give_back(&self, id: UploadId) {
-        if lock(&self.handed).remove(&id) {
-            lock(&self.ready).push(id);
+        let handed = lock(&self.handed).ids.remove(&id);
+        if let Some(Some(file)) = handed {
+            lock(&self.ready).push((id, file));
         }
     }
 
-    /// Whether `id` came from this pool and its first writer is opening it
-    /// now: its file needs no directory sync. True once per id.
-    pub(super) fn opening(&self, id: &UploadId) -> bool {
-        lock(&self.handed).remove(id)
+    /// `Some` if `id` came from this pool and its first writer is opening
+    /// it now: its file needs no directory sync. Once per id.
+    pub(super) fn opening(&self, id: &UploadId) -> Option<Ahead> {
+        let handed = lock(&self.handed).ids.remove(id)?;
+        Some(handed.map_or(Ahead::Closed, Ahead::Open))
     }
 
     /// Forgets `id` (its upload is gone).
     pub(super) fn forget(&self, id: &UploadId) {
-        lock(&self.handed).remove(id);
+        lock(&self.handed).ids.remove(id);
     }
 
     /// Marks `id`'s file as kept even when empty (a finished upload with
@@ -127,6 +167,12 @@ impl Pool {
             Some(m) => m.append(&[format!("{KEEP}{id}")]),
             None => Ok(()),
         }
+    }
+
+    /// Whether a batch is being made.
+    #[cfg(test)]
+    pub(super) fn refilling(&self) -> bool {
+        self.refilling.load(Ordering::Acquire)
     }
 
     /// Starts a batch on the blocking pool unless one is running or a
@@ -163,7 +209,10 @@ impl Pool {
                 // The ids still ready move to the new manifest; ids handed
                 // out need none (a crash may leave an empty file of one
                 // whose upload was never recorded).
-                let still: Vec<String> = lock(&self.ready).iter().map(|i| i.to_string()).collect();
+                let still: Vec<String> = lock(&self.ready)
+                    .iter()
+                    .map(|(i, _)| i.to_string())
+                    .collect();
                 let mut fresh = Manifest::create(&self.root.join(DIR))?;
                 fresh.append(&still)?;
                 if let Some(old) = manifest.replace(fresh) {
@@ -173,14 +222,17 @@ impl Pool {
             let lines: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
             manifest.as_mut().map_or(Ok(()), |m| m.append(&lines))?;
         }
-        for id in &ids {
-            OpenOptions::new()
+        let mut made = Vec::with_capacity(ids.len());
+        for id in ids {
+            let file = OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .open(self.root.join(id.as_str()))?;
+            made.push((id, file));
         }
         sync_dir(&self.root)?;
-        lock(&self.ready).extend(ids);
+        lock(&self.ready).extend(made);
         Ok(())
     }
 }
@@ -318,8 +370,11 @@ mod tests {
         let id = pool.take().unwrap();
         let meta = std::fs::metadata(dir.path().join(id.as_str())).unwrap();
         assert_eq!(meta.len(), 0);
-        assert!(pool.opening(&id), "first writer of a pooled id");
-        assert!(!pool.opening(&id), "only once");
+        assert!(
+            matches!(pool.opening(&id), Some(Ahead::Open(_))),
+            "first writer of a pooled id"
+        );
+        assert!(pool.opening(&id).is_none(), "only once");
     }
 
     #[test]
