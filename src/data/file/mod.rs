@@ -60,6 +60,8 @@ impl FileStore {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
         let pool = Arc::new(Pool::open(&root));
+        // The first uploads after a start find files made already.
+        pool.refill();
         Ok(FileStore {
             pool,
             root,

@@ -177,7 +177,7 @@ impl Pool {
 
     /// Starts a batch on the blocking pool unless one is running or a
     /// failed one is too recent. Outside a runtime, does nothing.
-    fn refill(self: &Arc<Self>) {
+    pub(super) fn refill(self: &Arc<Self>) {
         if lock(&self.retry_at).is_some_and(|at| Instant::now() < at) {
             return;
         }
