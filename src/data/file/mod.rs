@@ -111,15 +111,14 @@ impl FileStore {
     }
 
     /// [`DataStore::writer`] on the blocking pool: opens the file (or
-    /// takes `open`, the file made ahead of use), checks its length against
-    /// the offset and cuts what was never acknowledged. `pooled`: the file
-    /// was made ahead of use (no directory sync, unless it is gone and
-    /// made again here).
+    /// takes the one made ahead of use, `ahead`), checks its length against
+    /// the offset and cuts what was never acknowledged. A file made ahead
+    /// of use needs no directory sync, unless it is gone and made again
+    /// here.
     async fn open_writer(
         &self,
         info: &UploadInfo,
-        open: Option<File>,
-        pooled: bool,
+        ahead: Option<Ahead>,
         shared: &writer::Shared,
         permit: IoPermit,
     ) -> Result<Box<dyn UploadWriter>, DataError> {
@@ -139,14 +138,14 @@ impl FileStore {
                     .create(create)
                     .open(&path)
             };
-            let (file, ahead) = match (open, pooled) {
-                (Some(file), _) => (file, true),
-                (None, true) => match by_path(false) {
+            let (file, ahead) = match ahead {
+                Some(Ahead::Open(file)) => (file, true),
+                Some(Ahead::Closed) => match by_path(false) {
                     Ok(file) => (file, true),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => (by_path(true)?, false),
                     Err(e) => return Err(e),
                 },
-                (None, false) => (by_path(offset == 0)?, false),
+                None => (by_path(offset == 0)?, false),
             };
             // Bytes past the acknowledged offset were never reported to a
             // client (crash, discarded chunk): drop them.
@@ -266,9 +265,6 @@ impl DataStore for FileStore {
         info: &UploadInfo,
         permit: IoPermit,
     ) -> Result<Box<dyn UploadWriter>, DataError> {
-        let path = self.path(info);
-        let offset = info.offset;
-        let storage = info.storage.clone();
         let shared = writer::Shared {
             modes: self.modes.clone(),
             writers: self.writers.clone(),
@@ -279,28 +275,25 @@ impl DataStore for FileStore {
         };
         // A file made ahead of use already has a durable directory entry;
         // the most recently handed out are open already.
-        let ahead = match offset {
+        let ahead = match info.offset {
             0 => self.pool.opening(&info.id),
             _ => None,
         };
         let direct = self.modes.direct.load(std::sync::atomic::Ordering::Relaxed);
-        if let Some(Ahead::Open(file)) = ahead {
-            if !direct {
-                // Empty, and nobody else writes to it: nothing to check or
-                // cut, so no trip to the blocking pool.
-                let target = writer::open_target(file, &path, 0, &self.modes.direct)
+        match ahead {
+            // Empty, and nobody else writes to it: nothing to check or cut,
+            // so no trip to the blocking pool. (With direct I/O, a direct
+            // handle is opened by path there; this one is reused.)
+            Some(Ahead::Open(file)) if !direct => {
+                let target = writer::open_target(file, &self.path(info), 0, &self.modes.direct)
                     .map_err(DataError::Io)?;
-                return Ok(Box::new(FileWriter::new(
+                let storage = info.storage.clone();
+                Ok(Box::new(FileWriter::new(
                     target, None, 0, &shared, permit, storage,
-                )));
+                )))
             }
-            // A direct handle is opened by path below; this one is reused.
-            return self
-                .open_writer(info, Some(file), true, &shared, permit)
-                .await;
+            ahead => self.open_writer(info, ahead, &shared, permit).await,
         }
-        let pooled = ahead.is_some();
-        self.open_writer(info, None, pooled, &shared, permit).await
     }
 
     async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
