@@ -64,6 +64,46 @@ pub(crate) async fn expiry_and_tombstones(store: &dyn MetaStore) {
     assert_eq!(store.get(&UploadId::generate()).await.unwrap(), None);
 }
 
+/// A record created without waiting for durability behaves as any other:
+/// readable, indexed, taken for reuse, and saved in place.
+pub(crate) async fn deferred_creation(store: &dyn MetaStore) {
+    let a = UploadId::generate();
+    let rec = info(&a, Some(100));
+    store.create_deferred(&rec).await.unwrap();
+    assert_eq!(
+        store.get(&a).await.unwrap(),
+        Some(Lookup::Live(Box::new(rec.clone())))
+    );
+    assert!(matches!(
+        store.create_deferred(&info(&a, None)).await,
+        Err(MetaError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        store.create(&info(&a, None)).await,
+        Err(MetaError::AlreadyExists(_))
+    ));
+    assert_eq!(store.expired(200, 10).await.unwrap(), vec![a.clone()]);
+    store.sync().await.unwrap();
+
+    // The save that acknowledges bytes replaces it, index entry included.
+    let mut done = rec.clone();
+    done.offset = 10;
+    done.finished = true;
+    store.save(&done).await.unwrap();
+    assert_eq!(
+        store.get(&a).await.unwrap(),
+        Some(Lookup::Live(Box::new(done)))
+    );
+    assert!(store.expired(200, 10).await.unwrap().is_empty());
+
+    // A removed id stays taken.
+    store.remove(&a).await.unwrap();
+    assert!(matches!(
+        store.create_deferred(&info(&a, None)).await,
+        Err(MetaError::AlreadyExists(_))
+    ));
+}
+
 pub(crate) async fn expiry_order_and_limit(store: &dyn MetaStore) {
     let ids: Vec<UploadId> = (0..5).map(|_| UploadId::generate()).collect();
     for (i, id) in ids.iter().enumerate() {
@@ -191,6 +231,7 @@ macro_rules! contract {
 
 contract!(
     expiry_and_tombstones,
+    deferred_creation,
     expiry_order_and_limit,
     concat_waiters,
     destinations,
