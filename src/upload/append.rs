@@ -2,7 +2,7 @@
 
 use super::lock::{Contend, UploadLock};
 use super::persist::{checkpointed, Behind};
-use super::{Engine, Held, NewUpload, UploadError};
+use super::{Engine, Held, Hold, NewUpload, UploadError};
 use crate::data::{IoPermit, UploadWriter};
 use crate::hooks::{HookType, RequestInfo};
 use crate::model::UploadInfo;
@@ -12,6 +12,10 @@ use futures_util::future::OptionFuture;
 use futures_util::{Stream, StreamExt};
 use std::fmt::Display;
 use std::time::Duration;
+
+/// Largest creation-with-upload body whose record is written without a
+/// flush of its own ([`Hold::LockDeferred`]).
+const DEFER_BODY_MAX: u64 = 1024 * 1024;
 
 /// An append after header parsing.
 #[derive(Debug, Clone, Default)]
@@ -118,7 +122,15 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
-        let (info, held) = self.create_held(new, ctx, true).await?;
+        // A crash between the body's sync and the save that flushes the
+        // deferred record leaves the body's bytes without a record (never
+        // acknowledged, never reached by expiry): deferring only small
+        // bodies bounds what such a crash leaves on disk.
+        let hold = match req.content_length {
+            Some(len) if len <= DEFER_BODY_MAX => Hold::LockDeferred,
+            _ => Hold::Lock,
+        };
+        let (info, held) = self.create_held(new, ctx, hold).await?;
         let Some(Held { lock, deferred }) = held else {
             let appended = self.append(&info.id, req, body, ctx).await;
             return Ok((info, appended));

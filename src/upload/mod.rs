@@ -209,19 +209,20 @@ impl Engine {
         new: NewUpload,
         ctx: &RequestInfo,
     ) -> Result<UploadInfo, UploadError> {
-        let (info, _) = self.create_held(new, ctx, false).await?;
+        let (info, _) = self.create_held(new, ctx, Hold::No).await?;
         Ok(info)
     }
 
-    /// [`Engine::create`]; with `hold`, the upload's lock is also returned
-    /// when its id was generated here, taken before its record was written:
-    /// nothing else can have changed the record since, so the caller may
-    /// append to the record in hand without reading it back.
+    /// [`Engine::create`]; unless `hold` is [`Hold::No`], the upload's lock
+    /// is also returned when its id was generated here, taken before its
+    /// record was written: nothing else can have changed the record since,
+    /// so the caller may append to the record in hand without reading it
+    /// back.
     pub(crate) async fn create_held(
         &self,
         new: NewUpload,
         ctx: &RequestInfo,
-        hold: bool,
+        hold: Hold,
     ) -> Result<(UploadInfo, Option<Held<'_>>), UploadError> {
         if let Some(length) = new.length {
             self.check_size(length)?;
@@ -290,13 +291,14 @@ impl Engine {
             false => self.meta.get(&info.id).await,
         };
         // Nobody else knows a generated id yet: its lock is free.
-        let held = match hold && fresh_id {
+        let held = match hold != Hold::No && fresh_id {
             true => Some(Held {
                 lock: self.lock(&info.id, Contend::Wait).await?,
                 // Nobody hears of the upload before the caller answers
                 // (unless a post-create hook is sent), and an upload that
                 // is not finished at once is saved again by the append.
-                deferred: !self.hook_enabled(HookType::PostCreate)
+                deferred: hold == Hold::LockDeferred
+                    && !self.hook_enabled(HookType::PostCreate)
                     && info.length != Some(0)
                     && matches!(new.concat, NewConcat::None | NewConcat::Partial),
             }),
@@ -505,6 +507,18 @@ impl Engine {
         self.data.ping().await?;
         Ok(())
     }
+}
+
+/// What [`Engine::create_held`] returns besides the record.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Hold {
+    /// Nothing.
+    No,
+    /// The upload's lock, when its id was generated here.
+    Lock,
+    /// The lock, and the record written without waiting for durability
+    /// where nobody else hears of the upload (see [`Held::deferred`]).
+    LockDeferred,
 }
 
 /// The lock of an upload [`Engine::create_held`] just created.
