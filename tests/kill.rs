@@ -169,31 +169,41 @@ async fn sigkill_amid_small_creations_keeps_every_acknowledged_upload() {
     let c = client();
     let acked = acked.lock().unwrap().clone();
     // The files made ahead of use (src/data/file/pool.rs) that no upload
-    // wrote to are gone: what is left is the acknowledged uploads, at most
-    // one unacknowledged file per client that was mid-request, and the
-    // files the restarted server made ahead of use, listed in its own
-    // manifest (the killed server's is gone).
+    // wrote to are gone at once. Those holding bytes of a creation whose
+    // record the kill took (written without a flush of its own) go once
+    // the restarted server has asked its meta store, and the killed
+    // server's manifest with them. What is left: uploads with a record,
+    // and the files the restarted server made ahead of use, listed in its
+    // own manifest.
     let uploads = data_dir.join("uploads");
-    let manifests = std::fs::read_dir(uploads.join(".tusker-pool"))
-        .unwrap()
-        .count();
-    assert!(manifests <= 1, "{manifests} manifests: the old one is left");
+    let pool_dir = uploads.join(".tusker-pool");
+    let checked = eventually(Duration::from_secs(30), || {
+        let pool_dir = pool_dir.clone();
+        async move { std::fs::read_dir(&pool_dir).unwrap().count() <= 1 }
+    })
+    .await;
+    assert!(checked, "the killed server's manifest is left");
     let live = pooled_ids(&uploads);
-    let mut files = 0;
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(&uploads).unwrap() {
         let entry = entry.unwrap();
         let meta = entry.metadata().unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
         if meta.is_file() && !live.contains(&name) {
             assert!(meta.len() > 0, "empty file {name:?} left");
-            files += 1;
+            files.push(name);
         }
     }
     assert!(
-        files >= acked.len() && files <= acked.len() + CLIENTS as usize,
-        "{files} files for {} acknowledged uploads",
+        files.len() >= acked.len() && files.len() <= acked.len() + CLIENTS as usize,
+        "{} files for {} acknowledged uploads",
+        files.len(),
         acked.len()
     );
+    for name in &files {
+        let res = head(&c, &server.url(name)).await;
+        assert_eq!(res.status, 200, "file {name:?} left without a record");
+    }
     for (id, seed) in &acked {
         let url = server.url(id);
         check(

@@ -62,6 +62,22 @@ pub trait DataStore: Send + Sync + 'static {
     /// Gives back an id from [`DataStore::fresh_id`] that no upload got
     /// (creation was refused before its record was written).
     fn give_back(&self, _id: crate::protocol::UploadId) {}
+    /// Ids whose storage an earlier run prepared ahead of time and that
+    /// hold bytes: uploads, or a creation's bytes whose record a crash
+    /// took before it was durable (so never acknowledged). The caller asks
+    /// the meta store and passes those without a record to
+    /// [`DataStore::remove_unrecorded`].
+    fn unrecorded(&self) -> Vec<crate::protocol::UploadId> {
+        Vec::new()
+    }
+    /// Removes the storage of `orphans`, ids from [`DataStore::unrecorded`]
+    /// that have no record, and forgets the rest. Returns how many went.
+    async fn remove_unrecorded(
+        &self,
+        _orphans: &[crate::protocol::UploadId],
+    ) -> Result<usize, DataError> {
+        Ok(0)
+    }
     /// Opens a writer that appends at `info.offset`. Bytes stored beyond
     /// the offset by an earlier, unacknowledged write are discarded. The
     /// writer keeps a clone of `permit` in all work that may outlive it

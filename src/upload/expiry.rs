@@ -3,7 +3,7 @@
 use super::lock::Contend;
 use super::{Engine, UploadError};
 use crate::model::now_secs;
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,8 +56,50 @@ impl Engine {
     }
 }
 
-/// Runs `sweep_expired` every `interval` until the task is dropped.
+impl Engine {
+    /// Removes what an earlier run stored for creations it never recorded
+    /// (see [`crate::data::DataStore::unrecorded`]): an id with no record,
+    /// or only a tombstone, was never acknowledged or is gone. Returns how
+    /// many were removed. On a meta store error nothing is removed; the
+    /// next start asks again.
+    pub async fn remove_unrecorded(&self) -> Result<usize, UploadError> {
+        let ids = self.data.unrecorded();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let meta = &self.meta;
+        let found: Vec<_> = futures_util::stream::iter(ids)
+            .map(|id| async move { (meta.get(&id).await, id) })
+            .buffer_unordered(LOOKUPS)
+            .collect()
+            .await;
+        let mut orphans = Vec::new();
+        for (lookup, id) in found {
+            match lookup? {
+                Some(crate::meta::Lookup::Live(_)) => {}
+                Some(crate::meta::Lookup::Gone) | None => orphans.push(id),
+            }
+        }
+        Ok(self.data.remove_unrecorded(&orphans).await?)
+    }
+}
+
+/// Record lookups in flight while checking an earlier run's files.
+const LOOKUPS: usize = 16;
+
+/// Runs `sweep_expired` every `interval` until the task is dropped, after
+/// removing what an earlier run left of creations it never recorded.
 pub async fn run_sweeper(engine: Arc<Engine>, interval: Duration) {
+    match engine.remove_unrecorded().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            removed = n,
+            "removed the bytes of creations an earlier run never recorded"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "checking an earlier run's upload files failed; the next start checks again")
+        }
+    }
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -71,5 +113,74 @@ pub async fn run_sweeper(engine: Arc<Engine>, interval: Duration) {
         if let Err(e) = engine.resume_finish_hooks().await {
             tracing::warn!(error = %e, "retrying owed post-finish hooks failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{DataStore, FileStore};
+    use crate::hooks::RequestInfo;
+    use crate::meta::{MetaStore, SledMetaStore};
+    use crate::protocol::UploadId;
+    use crate::upload::{EngineConfig, NewUpload};
+
+    /// An id the store made a file for ahead of use (its first batch is
+    /// made in the background when it opens).
+    async fn pooled(data: &FileStore) -> UploadId {
+        for _ in 0..500 {
+            if let Some(id) = data.fresh_id() {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no file made ahead of use");
+    }
+
+    /// Bytes a crash left in files made ahead of use go when their id has
+    /// no record (never acknowledged) or only a tombstone; an upload's stay.
+    #[tokio::test]
+    async fn an_earlier_runs_unrecorded_bytes_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("data");
+        let meta = Arc::new(SledMetaStore::open(&dir.path().join("meta")).expect("meta"));
+        let ctx = RequestInfo::default();
+        let (recorded, orphan, removed) = {
+            let data = Arc::new(FileStore::open(&root).expect("data"));
+            let engine = Engine::new(meta.clone(), data.clone(), EngineConfig::default());
+            let mut ids = Vec::new();
+            for n in 0..3 {
+                let id = pooled(&data).await;
+                if n != 1 {
+                    let new = NewUpload {
+                        id: Some(id.clone()),
+                        length: Some(100),
+                        ..NewUpload::default()
+                    };
+                    engine.create(new, &ctx).await.expect("create");
+                }
+                std::fs::write(root.join(id.as_str()), b"bytes").expect("write");
+                ids.push(id);
+            }
+            meta.remove(&ids[2]).await.expect("remove");
+            (ids[0].clone(), ids[1].clone(), ids[2].clone())
+        };
+        // The first store is gone once its manifest is free (its batch
+        // runs on the blocking pool and may hold it a moment longer).
+        let mut engine = None;
+        for _ in 0..500 {
+            let data = Arc::new(FileStore::open(&root).expect("data"));
+            if data.unrecorded().len() == 3 {
+                engine = Some(Engine::new(meta.clone(), data, EngineConfig::default()));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let engine = engine.expect("the earlier run's files to check");
+        assert_eq!(engine.remove_unrecorded().await.expect("sweep"), 2);
+        assert!(root.join(recorded.as_str()).exists());
+        assert!(!root.join(orphan.as_str()).exists());
+        assert!(!root.join(removed.as_str()).exists());
+        assert_eq!(engine.remove_unrecorded().await.expect("again"), 0);
     }
 }

@@ -260,6 +260,15 @@ impl DataStore for FileStore {
         self.pool.give_back(id);
     }
 
+    fn unrecorded(&self) -> Vec<UploadId> {
+        self.pool.unchecked()
+    }
+
+    async fn remove_unrecorded(&self, orphans: &[UploadId]) -> Result<usize, DataError> {
+        let (pool, orphans) = (self.pool.clone(), orphans.to_vec());
+        blocking(move || pool.remove_unchecked(&orphans)).await
+    }
+
     async fn writer(
         &self,
         info: &UploadInfo,

@@ -13,6 +13,11 @@
 //! missing and whose offset is 0 is the same as an empty one, see
 //! `FileStore::create`), then the manifest. Files that must stay even when
 //! empty (finished empty uploads) are marked kept in the manifest first.
+//! Its files that hold bytes are mostly uploads, but a crash between a
+//! creation's first bytes and the flush of its record leaves bytes nobody
+//! was told of (`Hold::LockDeferred` in the upload layer): such a manifest
+//! stays, locked, until the engine has asked the meta store which of those
+//! ids have no record ([`Pool::unchecked`], [`Pool::remove_unchecked`]).
 
 use super::sync_dir;
 use crate::protocol::UploadId;
@@ -58,6 +63,16 @@ pub(super) struct Pool {
     /// No batch before this instant (set when one failed).
     retry_at: Mutex<Option<Instant>>,
     manifest: Mutex<Option<Manifest>>,
+    /// What ended stores left to be checked against the meta store.
+    dead: Mutex<Dead>,
+}
+
+/// The manifests of ended stores that list files holding bytes, held
+/// (locked) until those files were checked, and those files' ids.
+#[derive(Debug, Default)]
+struct Dead {
+    manifests: Vec<(PathBuf, File)>,
+    unchecked: Vec<UploadId>,
 }
 
 /// Ids handed out, the most recent [`OPEN_HANDED`] with their file open.
@@ -111,10 +126,15 @@ impl Pool {
     /// Failing that cleanup only leaves files behind: it is logged.
     pub(super) fn open(root: &Path) -> Self {
         let dir = root.join(DIR);
-        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| clean(root, &dir)) {
-            tracing::warn!(error = %e, dir = %dir.display(), "could not remove the upload files an earlier run made ahead of use");
-        }
+        let dead = match std::fs::create_dir_all(&dir).and_then(|()| clean(root, &dir)) {
+            Ok(dead) => dead,
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "could not remove the upload files an earlier run made ahead of use");
+                Dead::default()
+            }
+        };
         Pool {
+            dead: Mutex::new(dead),
             root: root.to_path_buf(),
             ready: Mutex::default(),
             handed: Mutex::default(),
@@ -167,6 +187,36 @@ impl Pool {
             Some(m) => m.append(&[format!("{KEEP}{id}")]),
             None => Ok(()),
         }
+    }
+
+    /// Ids of files that ended stores made ahead of use and that hold
+    /// bytes: uploads, or bytes of a creation whose record a crash took.
+    pub(super) fn unchecked(&self) -> Vec<UploadId> {
+        lock(&self.dead).unchecked.clone()
+    }
+
+    /// Removes the files of `orphans` (ids from [`Pool::unchecked`] that
+    /// have no record), then the manifests that listed them. Returns how
+    /// many files were removed.
+    pub(super) fn remove_unchecked(&self, orphans: &[UploadId]) -> std::io::Result<usize> {
+        let mut dead = lock(&self.dead);
+        let mut removed = 0;
+        for id in orphans.iter().filter(|i| dead.unchecked.contains(i)) {
+            if remove_if_present(&self.root.join(id.as_str()))? {
+                removed += 1;
+            }
+        }
+        if dead.manifests.is_empty() {
+            return Ok(removed);
+        }
+        // The removals are durable before the manifests that list them go.
+        sync_dir(&self.root)?;
+        for (path, _held) in &dead.manifests {
+            remove_if_present(path)?;
+        }
+        sync_dir(&self.root.join(DIR))?;
+        *dead = Dead::default();
+        Ok(removed)
     }
 
     /// Whether a batch is being made.
@@ -287,10 +337,13 @@ fn try_lock(file: &File) -> std::io::Result<bool> {
 }
 
 /// Removes what stores that have ended left: for each manifest nobody
-/// holds, its listed files that are empty and not kept, then the manifest.
-fn clean(root: &Path, dir: &Path) -> std::io::Result<()> {
+/// holds, its listed files that are empty and not kept, then the manifest
+/// unless it lists files holding bytes. Those manifests are returned,
+/// held, with the ids of those files.
+fn clean(root: &Path, dir: &Path) -> std::io::Result<Dead> {
     let mut removed = 0usize;
     let mut done = Vec::new();
+    let mut dead = Dead::default();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
@@ -315,28 +368,36 @@ fn clean(root: &Path, dir: &Path) -> std::io::Result<()> {
                 None => listed.extend(UploadId::parse(&line).ok()),
             }
         }
-        for id in listed.iter().filter(|i| !kept.contains(i.as_str())) {
+        let mut holding = Vec::new();
+        for id in listed.into_iter().filter(|i| !kept.contains(i.as_str())) {
             let path = root.join(id.as_str());
             match std::fs::metadata(&path) {
-                Ok(m) if m.is_file() && m.len() == 0 => match std::fs::remove_file(&path) {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                },
+                Ok(m) if m.is_file() && m.len() == 0 => {
+                    if remove_if_present(&path)? {
+                        removed += 1;
+                    }
+                }
+                Ok(m) if m.is_file() => holding.push(id),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        done.push((path, file));
+        match holding.is_empty() {
+            true => done.push((path, file)),
+            false => {
+                dead.unchecked.extend(holding);
+                dead.manifests.push((path, file));
+            }
+        }
     }
-    if done.is_empty() {
-        return Ok(());
+    if done.is_empty() && removed == 0 {
+        return Ok(dead);
     }
     // The removals are durable before the manifests that list them go.
     sync_dir(root)?;
     for (path, _held) in &done {
-        std::fs::remove_file(path)?;
+        remove_if_present(path)?;
     }
     sync_dir(dir)?;
     tracing::info!(
@@ -344,7 +405,16 @@ fn clean(root: &Path, dir: &Path) -> std::io::Result<()> {
         manifests = done.len(),
         "removed upload files made ahead of use by an earlier run"
     );
-    Ok(())
+    Ok(dead)
+}
+
+/// Removes the file at `path`; false if there was none.
+fn remove_if_present(path: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -395,7 +465,7 @@ mod tests {
         };
         // Someone else's file, never listed, stays even when empty.
         std::fs::write(root.join("other"), b"").unwrap();
-        let _pool = Pool::open(root);
+        let pool = Pool::open(root);
         let left = files(root);
         assert!(left.contains(&written.to_string()));
         assert!(left.contains(&kept.to_string()));
@@ -404,7 +474,51 @@ mod tests {
         // An empty file is the same as a missing one for an upload at 0.
         assert!(!left.contains(&recorded_empty.to_string()));
         assert_eq!(left.len(), 3, "{left:?}");
+        // The file with bytes is left to the meta store's say; its manifest
+        // stays until then.
+        assert_eq!(pool.unchecked(), vec![written.clone()]);
+        assert_eq!(std::fs::read_dir(root.join(DIR)).unwrap().count(), 1);
+        // A second store meanwhile leaves it alone.
+        assert!(Pool::open(root).unchecked().is_empty());
+        // Recorded (not an orphan): it stays, the manifest goes.
+        assert_eq!(pool.remove_unchecked(&[]).unwrap(), 0);
+        assert!(files(root).contains(&written.to_string()));
         assert_eq!(std::fs::read_dir(root.join(DIR)).unwrap().count(), 0);
+        assert!(pool.unchecked().is_empty());
+    }
+
+    #[test]
+    fn unrecorded_files_with_bytes_go_once_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (orphan, upload) = {
+            let pool = Arc::new(Pool::open(root));
+            pool.make_batch().unwrap();
+            let (orphan, upload) = (pool.take().unwrap(), pool.take().unwrap());
+            std::fs::write(root.join(orphan.as_str()), b"never acknowledged").unwrap();
+            std::fs::write(root.join(upload.as_str()), b"acknowledged").unwrap();
+            (orphan, upload)
+        };
+        let pool = Pool::open(root);
+        let mut unchecked = pool.unchecked();
+        unchecked.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let mut both = vec![orphan.clone(), upload.clone()];
+        both.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        assert_eq!(unchecked, both);
+        // Only ids it listed are removed, whatever the caller passes.
+        let stranger = UploadId::generate();
+        std::fs::write(root.join(stranger.as_str()), b"x").unwrap();
+        let removed = pool
+            .remove_unchecked(&[orphan.clone(), stranger.clone()])
+            .unwrap();
+        assert_eq!(removed, 1);
+        let left = files(root);
+        assert!(!left.contains(&orphan.to_string()));
+        assert!(left.contains(&upload.to_string()));
+        assert!(left.contains(&stranger.to_string()));
+        assert_eq!(std::fs::read_dir(root.join(DIR)).unwrap().count(), 0);
+        // A later start has nothing left to check.
+        assert!(Pool::open(root).unchecked().is_empty());
     }
 
     #[test]
