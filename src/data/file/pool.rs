@@ -180,8 +180,10 @@ impl Pool {
     }
 
     /// Marks `id`'s file as kept even when empty (a finished upload with
-    /// no bytes), durably, if a manifest of this store may list it.
+    /// no bytes), durably, if a manifest of this store may list it. No
+    /// writer comes for such an id: it is forgotten here.
     pub(super) fn keep(&self, id: &UploadId) -> std::io::Result<()> {
+        self.forget(id);
         let mut manifest = lock(&self.manifest);
         match manifest.as_mut() {
             Some(m) => m.append(&[format!("{KEEP}{id}")]),
@@ -256,13 +258,14 @@ impl Pool {
             let mut manifest = lock(&self.manifest);
             let rotate = manifest.as_ref().is_none_or(|m| m.lines >= ROTATE_AFTER);
             if rotate {
-                // The ids still ready move to the new manifest; ids handed
-                // out need none (a crash may leave an empty file of one
-                // whose upload was never recorded).
-                let still: Vec<String> = lock(&self.ready)
+                // The ids still ready, and those handed out whose writer
+                // has not come yet (a creation may be in flight), move to
+                // the new manifest. Kept ids are no longer handed out.
+                let mut still: Vec<String> = lock(&self.ready)
                     .iter()
                     .map(|(i, _)| i.to_string())
                     .collect();
+                still.extend(lock(&self.handed).ids.keys().map(|i| i.to_string()));
                 let mut fresh = Manifest::create(&self.root.join(DIR))?;
                 fresh.append(&still)?;
                 if let Some(old) = manifest.replace(fresh) {
@@ -534,18 +537,22 @@ mod tests {
     }
 
     #[test]
-    fn rotation_keeps_the_ready_ids_covered() {
+    fn rotation_keeps_the_ready_and_handed_ids_covered() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        {
+        let handed = {
             let pool = Arc::new(Pool::open(root));
             pool.make_batch().unwrap();
+            let handed = pool.take().unwrap();
+            std::fs::write(root.join(handed.as_str()), b"bytes of a creation in flight").unwrap();
             lock(&pool.manifest).as_mut().unwrap().lines = ROTATE_AFTER;
             pool.make_batch().unwrap();
             assert_eq!(std::fs::read_dir(root.join(DIR)).unwrap().count(), 1);
             assert_eq!(lock(&pool.manifest).as_ref().unwrap().lines, 2 * BATCH);
-        }
-        let _pool = Pool::open(root);
-        assert!(files(root).is_empty());
+            handed
+        };
+        let pool = Pool::open(root);
+        assert_eq!(files(root), vec![handed.to_string()]);
+        assert_eq!(pool.unchecked(), vec![handed]);
     }
 }
