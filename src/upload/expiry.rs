@@ -62,6 +62,12 @@ impl Engine {
     /// or only a tombstone, was never acknowledged or is gone. Returns how
     /// many were removed. On a meta store error nothing is removed; the
     /// next start asks again.
+    ///
+    /// A crash leaves such bytes only for the creations in flight, while
+    /// the uploads its run made have records. When the meta store knows
+    /// fewer of the ids than it does not, it is more likely not the store
+    /// these files were written with (a wrong `--meta`): nothing is
+    /// removed then, and a warning says so.
     pub async fn remove_unrecorded(&self) -> Result<usize, UploadError> {
         let ids = self.data.unrecorded();
         if ids.is_empty() {
@@ -73,12 +79,28 @@ impl Engine {
             .buffer_unordered(LOOKUPS)
             .collect()
             .await;
-        let mut orphans = Vec::new();
+        // Ids with no record at all, and the number the store knows.
+        let (mut orphans, mut unknown, mut known) = (Vec::new(), 0usize, 0usize);
         for (lookup, id) in found {
             match lookup? {
-                Some(crate::meta::Lookup::Live(_)) => {}
-                Some(crate::meta::Lookup::Gone) | None => orphans.push(id),
+                Some(crate::meta::Lookup::Live(_)) => known += 1,
+                Some(crate::meta::Lookup::Gone) => {
+                    known += 1;
+                    orphans.push(id);
+                }
+                None => {
+                    unknown += 1;
+                    orphans.push(id);
+                }
             }
+        }
+        if unknown > known {
+            tracing::warn!(
+                unknown,
+                known,
+                "most upload files with bytes an earlier run made have no record in the meta store; none removed, in case it is not the store this data directory was used with"
+            );
+            return Ok(0);
         }
         Ok(self.data.remove_unrecorded(&orphans).await?)
     }
@@ -182,5 +204,39 @@ mod tests {
         assert!(!root.join(orphan.as_str()).exists());
         assert!(!root.join(removed.as_str()).exists());
         assert_eq!(engine.remove_unrecorded().await.expect("again"), 0);
+    }
+
+    /// Opened with a meta store that knows none of an earlier run's
+    /// uploads (a wrong `--meta`), nothing is removed.
+    #[tokio::test]
+    async fn files_a_meta_store_does_not_know_are_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("data");
+        let ids = {
+            let data = FileStore::open(&root).expect("data");
+            let mut ids = Vec::new();
+            for _ in 0..3 {
+                let id = pooled(&data).await;
+                std::fs::write(root.join(id.as_str()), b"bytes").expect("write");
+                ids.push(id);
+            }
+            ids
+        };
+        let other = Arc::new(SledMetaStore::open(&dir.path().join("other")).expect("meta"));
+        let mut checked = false;
+        for _ in 0..500 {
+            let data = Arc::new(FileStore::open(&root).expect("data"));
+            if data.unrecorded().len() == 3 {
+                let engine = Engine::new(other.clone(), data, EngineConfig::default());
+                assert_eq!(engine.remove_unrecorded().await.expect("sweep"), 0);
+                checked = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(checked, "the earlier run's files to check");
+        for id in &ids {
+            assert!(root.join(id.as_str()).exists(), "{id} removed");
+        }
     }
 }
