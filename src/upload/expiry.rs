@@ -1,4 +1,5 @@
-//! Background removal of expired unfinished uploads.
+//! Background removal of expired unfinished uploads, and, once at start,
+//! of what a crash left of creations that were never recorded.
 
 use super::lock::Contend;
 use super::{Engine, UploadError};
