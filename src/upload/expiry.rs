@@ -160,6 +160,21 @@ mod tests {
         panic!("no file made ahead of use");
     }
 
+    /// The store at `root` opened again, once the earlier one has ended
+    /// and its `files` with bytes are there to check (the earlier store's
+    /// batch runs on the blocking pool and may hold its manifest a moment
+    /// longer).
+    async fn reopened(root: &std::path::Path, files: usize) -> Arc<FileStore> {
+        for _ in 0..500 {
+            let data = Arc::new(FileStore::open(root).expect("data"));
+            if data.unrecorded().len() == files {
+                return data;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the earlier run's files were never there to check");
+    }
+
     /// Bytes a crash left in files made ahead of use go when their id has
     /// no record (never acknowledged) or only a tombstone; an upload's stay.
     #[tokio::test]
@@ -188,18 +203,8 @@ mod tests {
             meta.remove(&ids[2]).await.expect("remove");
             (ids[0].clone(), ids[1].clone(), ids[2].clone())
         };
-        // The first store is gone once its manifest is free (its batch
-        // runs on the blocking pool and may hold it a moment longer).
-        let mut engine = None;
-        for _ in 0..500 {
-            let data = Arc::new(FileStore::open(&root).expect("data"));
-            if data.unrecorded().len() == 3 {
-                engine = Some(Engine::new(meta.clone(), data, EngineConfig::default()));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let engine = engine.expect("the earlier run's files to check");
+        let data = reopened(&root, 3).await;
+        let engine = Engine::new(meta.clone(), data, EngineConfig::default());
         assert_eq!(engine.remove_unrecorded().await.expect("sweep"), 2);
         assert!(root.join(recorded.as_str()).exists());
         assert!(!root.join(orphan.as_str()).exists());
@@ -224,18 +229,9 @@ mod tests {
             ids
         };
         let other = Arc::new(SledMetaStore::open(&dir.path().join("other")).expect("meta"));
-        let mut checked = false;
-        for _ in 0..500 {
-            let data = Arc::new(FileStore::open(&root).expect("data"));
-            if data.unrecorded().len() == 3 {
-                let engine = Engine::new(other.clone(), data, EngineConfig::default());
-                assert_eq!(engine.remove_unrecorded().await.expect("sweep"), 0);
-                checked = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(checked, "the earlier run's files to check");
+        let data = reopened(&root, 3).await;
+        let engine = Engine::new(other, data, EngineConfig::default());
+        assert_eq!(engine.remove_unrecorded().await.expect("sweep"), 0);
         for id in &ids {
             assert!(root.join(id.as_str()).exists(), "{id} removed");
         }

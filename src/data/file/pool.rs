@@ -211,12 +211,7 @@ impl Pool {
         if dead.manifests.is_empty() {
             return Ok(removed);
         }
-        // The removals are durable before the manifests that list them go.
-        sync_dir(&self.root)?;
-        for (path, _held) in &dead.manifests {
-            remove_if_present(path)?;
-        }
-        sync_dir(&self.root.join(DIR))?;
+        drop_manifests(&self.root, &self.root.join(DIR), &dead.manifests)?;
         *dead = Dead::default();
         Ok(removed)
     }
@@ -397,18 +392,24 @@ fn clean(root: &Path, dir: &Path) -> std::io::Result<Dead> {
     if done.is_empty() && removed == 0 {
         return Ok(dead);
     }
-    // The removals are durable before the manifests that list them go.
-    sync_dir(root)?;
-    for (path, _held) in &done {
-        remove_if_present(path)?;
-    }
-    sync_dir(dir)?;
+    drop_manifests(root, dir, &done)?;
     tracing::info!(
         files = removed,
         manifests = done.len(),
         "removed upload files made ahead of use by an earlier run"
     );
     Ok(dead)
+}
+
+/// Removes `manifests` (held, so no other store reads them meanwhile)
+/// after syncing `root`, so the removals of the files they list are
+/// durable before the lists go; then syncs `dir`, where they were.
+fn drop_manifests(root: &Path, dir: &Path, manifests: &[(PathBuf, File)]) -> std::io::Result<()> {
+    sync_dir(root)?;
+    for (path, _held) in manifests {
+        remove_if_present(path)?;
+    }
+    sync_dir(dir)
 }
 
 /// Removes the file at `path`; false if there was none.
