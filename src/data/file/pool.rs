@@ -203,7 +203,8 @@ impl Pool {
     pub(super) fn remove_unchecked(&self, orphans: &[UploadId]) -> std::io::Result<usize> {
         let mut dead = lock(&self.dead);
         let mut removed = 0;
-        for id in orphans.iter().filter(|i| dead.unchecked.contains(i)) {
+        let listed: HashSet<&UploadId> = dead.unchecked.iter().collect();
+        for id in orphans.iter().filter(|i| listed.contains(i)) {
             if remove_if_present(&self.root.join(id.as_str()))? {
                 removed += 1;
             }
