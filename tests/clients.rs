@@ -4,9 +4,10 @@
 //! processes; they need Node, npm packages, Chromium and a Python venv,
 //! which `.ci/clients-setup` installs.
 //!
-//! Runs only with `TUSKER_TEST_CLIENTS=1`; otherwise each test prints
-//! "skipped". The S3 variants also run when `TUSKER_TEST_S3_ENDPOINT` is
-//! set (the suites skip them otherwise).
+//! Needs `TUSKER_TEST_CLIENTS=1`; without it every test is ignored (CI
+//! runs them with `--include-ignored`). The S3 variants also run when
+//! `TUSKER_TEST_S3_ENDPOINT` is set (the suites report them skipped
+//! otherwise).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,12 +16,14 @@ use std::sync::Mutex;
 /// One suite at a time: they start servers and browsers of their own.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn enabled(name: &str) -> bool {
-    if std::env::var("TUSKER_TEST_CLIENTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: {name} (set TUSKER_TEST_CLIENTS=1 after .ci/clients-setup)");
-    false
+/// Panics unless the client suites were set up: the tests calling it are
+/// ignored unless `TUSKER_TEST_CLIENTS` is set.
+fn require_clients(name: &str) {
+    assert_eq!(
+        std::env::var("TUSKER_TEST_CLIENTS").as_deref(),
+        Ok("1"),
+        "{name}: set TUSKER_TEST_CLIENTS=1 after .ci/clients-setup"
+    );
 }
 
 fn repo() -> PathBuf {
@@ -82,35 +85,34 @@ fn node_suite(name: &str, file: &str) {
 }
 
 #[test]
+#[ignore = "needs TUSKER_TEST_CLIENTS"]
 fn tus_js_client_in_node() {
-    if enabled("tus-js-client in Node") {
-        node_suite("tus-js-client in Node", "node.test.mjs");
-    }
+    require_clients("tus-js-client in Node");
+    node_suite("tus-js-client in Node", "node.test.mjs");
 }
 
 #[test]
+#[ignore = "needs TUSKER_TEST_CLIENTS"]
 fn tus_js_client_in_chromium() {
-    if enabled("tus-js-client in Chromium") {
-        node_suite("tus-js-client in Chromium", "browser.test.mjs");
-    }
+    require_clients("tus-js-client in Chromium");
+    node_suite("tus-js-client in Chromium", "browser.test.mjs");
 }
 
 #[test]
+#[ignore = "needs TUSKER_TEST_CLIENTS"]
 fn demo_page_in_chromium() {
-    if enabled("demo page in Chromium") {
-        require(
-            &repo().join("demo/node_modules/tus-js-client/dist/tus.min.js"),
-            "the demo's npm packages",
-        );
-        node_suite("demo page in Chromium", "demo.test.mjs");
-    }
+    require_clients("demo page in Chromium");
+    require(
+        &repo().join("demo/node_modules/tus-js-client/dist/tus.min.js"),
+        "the demo's npm packages",
+    );
+    node_suite("demo page in Chromium", "demo.test.mjs");
 }
 
 #[test]
+#[ignore = "needs TUSKER_TEST_CLIENTS"]
 fn tuspy() {
-    if !enabled("tuspy") {
-        return;
-    }
+    require_clients("tuspy");
     let dir = repo().join("tests/interop/python");
     let python = std::env::var_os("TUSKER_TEST_PYTHON")
         .map(PathBuf::from)

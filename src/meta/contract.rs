@@ -190,16 +190,14 @@ where
     f(store).await;
 }
 
-/// Runs `f` on a fresh PostgreSQL database, or skips.
+/// Runs `f` on a fresh PostgreSQL database (the tests calling it are
+/// ignored unless `TUSKER_TEST_POSTGRES_URL` is set).
 async fn on_postgres<F, Fut>(f: F)
 where
     F: FnOnce(PgMetaStore, String) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Some(db) = pg_testing::TestDb::create().await else {
-        eprintln!("skipped: set TUSKER_TEST_POSTGRES_URL to run the PostgreSQL tests");
-        return;
-    };
+    let db = pg_testing::TestDb::create().await;
     let store = PgMetaStore::connect(&db.url).await.unwrap();
     store.migrate().await.unwrap();
     // Applying again is a no-op.
@@ -221,6 +219,7 @@ macro_rules! contract {
         mod postgres {
             $(
                 #[tokio::test]
+                #[ignore = "needs TUSKER_TEST_POSTGRES_URL"]
                 async fn $name() {
                     super::on_postgres(|s, _| async move { super::$name(&s).await }).await;
                 }
@@ -245,6 +244,7 @@ mod shared {
     use crate::meta::lease::Attempt;
 
     #[tokio::test]
+    #[ignore = "needs TUSKER_TEST_POSTGRES_URL"]
     async fn owed_hooks_are_claimed_by_one_instance() {
         on_postgres(|a, url| async move {
             let b = PgMetaStore::connect(&url).await.unwrap();
@@ -263,6 +263,7 @@ mod shared {
     }
 
     #[tokio::test]
+    #[ignore = "needs TUSKER_TEST_POSTGRES_URL"]
     async fn job_lock_is_exclusive_across_instances() {
         on_postgres(|a, url| async move {
             let b = PgMetaStore::connect(&url).await.unwrap();
@@ -285,6 +286,7 @@ mod shared {
     }
 
     #[tokio::test]
+    #[ignore = "needs TUSKER_TEST_POSTGRES_URL"]
     async fn leases_exclude_other_instances_and_carry_stop_requests() {
         on_postgres(|a, url| async move {
             let b = PgMetaStore::connect(&url).await.unwrap();
@@ -314,6 +316,7 @@ mod shared {
     }
 
     #[tokio::test]
+    #[ignore = "needs TUSKER_TEST_POSTGRES_URL"]
     async fn expired_lease_is_taken_over() {
         on_postgres(|_, url| async move {
             let a = PgMetaStore::connect(&url).await.unwrap().with_timings(
@@ -369,8 +372,11 @@ pub(crate) mod pg_testing {
     }
 
     impl TestDb {
-        pub(crate) async fn create() -> Option<TestDb> {
-            let admin = std::env::var("TUSKER_TEST_POSTGRES_URL").ok()?;
+        /// Panics when `TUSKER_TEST_POSTGRES_URL` is not set: a test that
+        /// needs it is marked `#[ignore = "needs TUSKER_TEST_POSTGRES_URL"]`.
+        pub(crate) async fn create() -> TestDb {
+            let admin = std::env::var("TUSKER_TEST_POSTGRES_URL")
+                .expect("TUSKER_TEST_POSTGRES_URL must name a PostgreSQL server for this test");
             let name = format!("t_{}", uuid::Uuid::new_v4().simple());
             let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
             sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -379,7 +385,7 @@ pub(crate) mod pg_testing {
                 .unwrap();
             conn.close().await.unwrap();
             let url = with_database(&admin, &name);
-            Some(TestDb { admin, name, url })
+            TestDb { admin, name, url }
         }
 
         pub(crate) async fn drop(self) {
@@ -411,6 +417,7 @@ pub(crate) mod pg_testing {
 
 /// `migrate-meta`: everything a sled store holds arrives in PostgreSQL.
 #[tokio::test]
+#[ignore = "needs TUSKER_TEST_POSTGRES_URL"]
 async fn migrate_meta_copies_sled_into_postgres() {
     on_postgres(|pg, url| async move {
         let dir = tempfile::tempdir().unwrap();
