@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Meta-store benchmark: sled vs PostgreSQL (creations/s, PATCH latency).
 # Usage: bench/meta.sh [postgres://postgres@127.0.0.1:5432/postgres]
-# Figures go to stdout as a Markdown table; see bench/META.md.
+# Figures go to stdout as a Markdown table; see bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PROFILE="${PROFILE:-release}"
-if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo run -q $flag --example meta_bench -- "${1:-postgres://postgres@127.0.0.1:5432/postgres}"
+cargo bench -q --bench meta -- "${1:-postgres://postgres@127.0.0.1:5432/postgres}"

@@ -22,7 +22,8 @@
 # and 4, with the same bytes, so every figure is a fraction of it.
 #
 # Writes bench/results/<stamp>.jsonl (raw, one JSON object per measurement)
-# and bench/RESULTS.md's measured section (bench/results/<stamp>.md).
+# and its tables (bench/results/<stamp>.md); bench/results/ is not tracked.
+# bench/README.md keeps the method and the latest figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -164,7 +165,7 @@ run_scenario() { # key loadgen-args...
       # A throwaway run of the same scenario on the same server first: the
       # measured run then follows its own kind, not the previous server.
       # Without it, in (4) the first server after @tus/server (which never
-      # fsyncs) paid 1.7x the CPU of a second run (bench/RESULTS.md).
+      # fsyncs) paid 1.7x the CPU of a second run.
       say "$key on $name (warm-up, not recorded)"
       if start "$name" "$WORK/$name"; then
         load "$name" "$key" /dev/null "$@" >/dev/null || true

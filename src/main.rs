@@ -121,7 +121,7 @@ async fn migrate_meta(from: String, to: String) -> Result<(), Box<dyn std::error
 /// read buffers of up to 128 KiB, so the same memory went back and forth:
 /// some 50,000 page faults per GiB received. Keeping up to 8 MiB free per
 /// heap and mapping only blocks of 4 MiB and more removes nearly all of them
-/// (a fifth less CPU per GiB; bench/RESULTS.md, round 4).
+/// (a fifth less CPU per GiB in the single-stream benchmark).
 ///
 /// Skipped when the operator sets either threshold through the environment
 /// (`GLIBC_TUNABLES`, `MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`).

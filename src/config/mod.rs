@@ -18,7 +18,8 @@ use std::time::Duration;
 mod load;
 pub use load::{load, redact, Action, ConfigError, Loaded};
 
-/// tusker: a resumable upload server (tus 1.0) storing on local disk.
+/// tusker: a resumable upload server (tus 1.0 and the IETF draft) storing on
+/// local disk or in object storage.
 #[derive(Debug, Parser)]
 #[command(
     name = "tusker",

@@ -221,7 +221,8 @@ impl MetaStore for SledMetaStore {
     async fn create(&self, info: &UploadInfo) -> Result<(), MetaError> {
         // On the calling thread: without a transaction this only appends
         // to sled's log buffer and cached pages, microseconds; a trip to
-        // the blocking pool cost more (5-7 % of uploads/s in scenario 3).
+        // the blocking pool cost more (5-7 % of uploads/s with many small
+        // uploads).
         // The flush, which waits for the disk, goes to the pool.
         self.insert_new(info)?;
         self.flush().await

@@ -34,7 +34,7 @@ fn usage() -> ! {
          download --url URL --size N [--reps N]      one upload, then N GETs of it (measured)\n\
          sink   --listen ADDR --dir DIR [--uncached-after N]   limit receiver (read, write, fsync)\n\
          limit  --addr ADDR --size N [--streams N]     send to a sink\n\
-         report --in FILE.jsonl --out RESULTS.md [--machine TEXT]\n\
+         report --in FILE.jsonl --out TABLES.md [--machine TEXT]\n\
          common: --pid PID (server to watch) --server NAME --scenario NAME --out FILE.jsonl\n\
          sizes accept KiB/MiB/GiB suffixes"
     );

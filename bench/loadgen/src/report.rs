@@ -1,4 +1,5 @@
-//! Turns the JSON lines of one run into bench/RESULTS.md tables.
+//! Turns the JSON lines of one run into Markdown tables (bench/README.md
+//! keeps the latest of them).
 
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -269,7 +269,7 @@ fn write_all_at(
 /// `RWF_DONTCACHE` (Linux 6.14+): the kernel starts writeback at once and
 /// drops the pages when it ends. Measured on the benchmark machine: about a
 /// third less CPU per GiB and a fifth more throughput for one long PATCH,
-/// and the slow phases of page allocation (bench/RESULTS.md, round 5) stop
+/// and the slow phases of page allocation under memory pressure stop
 /// mattering.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn pwritev_uncached(file: &File, slices: &[IoSlice<'_>], at: u64) -> std::io::Result<usize> {

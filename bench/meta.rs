@@ -2,8 +2,8 @@
 //! sled against PostgreSQL, on one in-process server with local-file
 //! storage (so the meta store is what differs).
 //!
-//! `cargo run --release --example meta_bench -- [postgres://…/postgres]`
-//! (bench/meta.sh wraps it). The PostgreSQL run uses a throw-away database
+//! `cargo bench --bench meta -- [postgres://…/postgres]` (bench/meta.sh
+//! wraps it). The PostgreSQL run uses a throw-away database
 //! created on that server and dropped afterwards.
 
 use sqlx::Connection;
@@ -136,7 +136,8 @@ fn print(name: &str, f: &Figures) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let pg = std::env::args().nth(1);
+    // `cargo bench` passes `--bench` before the arguments given after `--`.
+    let pg = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     println!(
         "{CREATES} creations ({CONCURRENCY} concurrent); {PATCHES} sequential PATCHes of {} KiB\n",
         CHUNK / 1024
