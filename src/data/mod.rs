@@ -1,6 +1,8 @@
 //! Upload bytes. Local files are the embedded default; object storage
 //! implements the same traits.
 
+#[cfg(test)]
+mod contract;
 pub mod file;
 pub mod gate;
 pub mod object;
