@@ -156,6 +156,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         data,
         EngineConfig {
             max_size: config.max_size,
+            min_free_space: config.min_free_space,
             expire_after: config.expire_after,
             lock_timeout: config.lock_timeout,
             body_idle_timeout: config.body_idle_timeout,

@@ -41,6 +41,12 @@ pub const HOOK_CALL_SECONDS: &str = "tusker_hook_call_seconds";
 pub const LOCK_WAIT_SECONDS: &str = "tusker_lock_wait_seconds";
 /// Requests that gave up waiting for a busy upload (counter).
 pub const LOCK_TIMEOUTS: &str = "tusker_lock_timeouts_total";
+/// Gauge: free bytes on the disk of file storage.
+pub const STORAGE_FREE_BYTES: &str = "tusker_storage_free_bytes";
+/// Gauge: bytes kept free there (`--min-free-space`).
+pub const STORAGE_RESERVE_BYTES: &str = "tusker_storage_reserve_bytes";
+/// Counter: requests refused because descriptors ran out (EMFILE, ENFILE).
+pub const DESCRIPTORS_EXHAUSTED: &str = "tusker_descriptors_exhausted_total";
 
 /// Histogram buckets in seconds: from a fast local fsync to a slow part
 /// upload of a large object.
@@ -182,6 +188,20 @@ fn describe_all() {
         LOCK_TIMEOUTS,
         "Requests answered 423 because the upload stayed busy"
     );
+    describe_gauge!(
+        STORAGE_FREE_BYTES,
+        Unit::Bytes,
+        "Free bytes on the disk of file storage (updated by /readyz and creations)"
+    );
+    describe_gauge!(
+        STORAGE_RESERVE_BYTES,
+        Unit::Bytes,
+        "Bytes kept free on that disk (--min-free-space)"
+    );
+    describe_counter!(
+        DESCRIPTORS_EXHAUSTED,
+        "Requests answered 503 because file descriptors ran out"
+    );
     for name in [
         BYTES_RECEIVED,
         UPLOADS_CREATED,
@@ -189,6 +209,7 @@ fn describe_all() {
         UPLOADS_TERMINATED,
         UPLOADS_EXPIRED,
         LOCK_TIMEOUTS,
+        DESCRIPTORS_EXHAUSTED,
     ] {
         metrics::counter!(name).absolute(0);
     }

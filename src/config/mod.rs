@@ -155,6 +155,12 @@ pub struct ServeArgs {
     /// it (Linux 6.14+) and dropped once on disk.
     #[arg(long, env = "TUSKER_FILE_KEEP_CACHE", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub file_keep_cache: bool,
+    /// With file storage: space kept free on the upload disk, in bytes
+    /// (suffixes as for --max-size). A creation whose Upload-Length does
+    /// not fit above it is refused with 507, and /readyz fails below it.
+    /// Default: 1 GiB or 5 % of the disk, whichever is smaller.
+    #[arg(long, env = "TUSKER_MIN_FREE_SPACE", value_parser = parse_size)]
+    pub min_free_space: Option<u64>,
     /// S3 endpoint for MinIO, Cloudflare R2 or another S3-compatible server
     /// (otherwise AWS_ENDPOINT; plain http:// is allowed for it).
     #[arg(long, env = "TUSKER_S3_ENDPOINT")]
@@ -294,6 +300,8 @@ pub struct Config {
     pub base_path: String,
     pub data_dir: PathBuf,
     pub max_size: Option<u64>,
+    /// See [`Args::min_free_space`]; `None` for the default.
+    pub min_free_space: Option<u64>,
     pub expire_after: Option<Duration>,
     pub cors_allow_origin: Vec<String>,
     pub behind_proxy: bool,
@@ -380,6 +388,7 @@ impl From<ServeArgs> for Config {
             base_path: normalize_base_path(&a.base_path),
             data_dir: a.data_dir,
             max_size: a.max_size,
+            min_free_space: a.min_free_space,
             expire_after: a.expire_after.0,
             cors_allow_origin: a.cors_allow_origin,
             behind_proxy: a.behind_proxy,

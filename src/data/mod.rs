@@ -24,7 +24,14 @@ pub type ByteStream = BoxStream<'static, Result<Bytes, DataError>>;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("storage I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Io(#[source] std::io::Error),
+    /// The disk (or the quota) is full: ENOSPC, EDQUOT.
+    #[error("storage is full: {0}")]
+    NoSpace(#[source] std::io::Error),
+    /// The process or the system ran out of file descriptors: EMFILE,
+    /// ENFILE. Transient: descriptors come back as requests end.
+    #[error("out of file descriptors: {0}")]
+    NoDescriptors(#[source] std::io::Error),
     #[error("stored data for upload {0} is missing")]
     Missing(String),
     /// A transient backend failure; the client should retry later.
@@ -38,6 +45,27 @@ pub enum DataError {
     /// The destination chosen for an upload is already occupied.
     #[error("{0} already exists in storage")]
     AlreadyExists(String),
+}
+
+impl From<std::io::Error> for DataError {
+    /// Sorts out the I/O errors that call for an answer of their own.
+    fn from(e: std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => DataError::NoSpace(e),
+            Some(libc::EMFILE | libc::ENFILE) => DataError::NoDescriptors(e),
+            _ if e.kind() == std::io::ErrorKind::StorageFull => DataError::NoSpace(e),
+            _ => DataError::Io(e),
+        }
+    }
+}
+
+/// Space on the file system that holds a store's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes an unprivileged writer can still use.
+    pub free: u64,
+    /// Size of the file system.
+    pub total: u64,
 }
 
 /// What a writer has made durable: the upload's offset and the store state
@@ -106,6 +134,11 @@ pub trait DataStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), DataError>;
     /// Where the upload is stored, for hook payloads (`Event.Upload.Storage`).
     fn describe(&self, info: &UploadInfo) -> std::collections::BTreeMap<String, String>;
+    /// Free and total space where the bytes go; `None` for stores without
+    /// a disk of their own (object storage).
+    async fn space(&self) -> Result<Option<Space>, DataError> {
+        Ok(None)
+    }
 }
 
 /// Appends one request's bytes to an upload.
@@ -117,6 +150,14 @@ pub trait UploadWriter: Send {
     async fn sync(&mut self) -> Result<Durable, DataError>;
     /// Forgets bytes written since the last `sync` (e.g. checksum mismatch).
     async fn discard(&mut self) -> Result<Durable, DataError>;
+    /// After a failed `write` or `sync` (the disk filled up): makes durable
+    /// every byte that reached storage whole before the failure, cuts off
+    /// the rest, and reports the durable state, so the client keeps what
+    /// arrived. Stores that cannot tell what landed forget it, as
+    /// `discard` does.
+    async fn salvage(&mut self) -> Result<Durable, DataError> {
+        self.discard().await
+    }
     /// Called after the state returned by `sync` has been persisted: the
     /// writer may now drop what that state no longer refers to.
     async fn committed(&mut self) {}

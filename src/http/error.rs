@@ -198,6 +198,17 @@ impl From<ProtocolError> for ApiError {
     }
 }
 
+/// Logs running out of descriptors at most once a second: the condition
+/// comes in bursts, one per request.
+fn warn_rate_limited(e: &UploadError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = crate::model::now_secs();
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!(error = %e, "out of file descriptors; answering 503");
+    }
+}
+
 impl From<UploadError> for ApiError {
     fn from(e: UploadError) -> Self {
         use UploadError as E;
@@ -261,6 +272,28 @@ impl From<UploadError> for ApiError {
                     "storage temporarily unavailable; retry later",
                 )
                 .with_header(RETRY_AFTER.as_str(), 5);
+            }
+            E::Data(DataError::NoSpace(_))
+            | E::InsufficientStorage { .. }
+            | E::BelowReserve { .. } => {
+                tracing::warn!(error = %e, "storage full");
+                // tus clients retry 5xx: they resume once space is back.
+                return ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "ERR_INSUFFICIENT_STORAGE",
+                    e.to_string(),
+                )
+                .with_header(RETRY_AFTER.as_str(), 60);
+            }
+            E::Data(DataError::NoDescriptors(_)) => {
+                metrics::counter!(crate::telemetry::DESCRIPTORS_EXHAUSTED).increment(1);
+                warn_rate_limited(&e);
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ERR_OUT_OF_DESCRIPTORS",
+                    "the server is out of file descriptors; retry later",
+                )
+                .with_header(RETRY_AFTER.as_str(), 1);
             }
             E::Data(DataError::LimitExceeded(_)) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "ERR_STORAGE_LIMIT_EXCEEDED")

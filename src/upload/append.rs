@@ -334,8 +334,10 @@ impl Engine {
                     checkpointed(&mut info, task.await)?;
                     w.committed().await;
                 }
-                let _ = w.discard().await;
-                return Err(e.into());
+                let checksummed = hasher.is_some();
+                return Err(self
+                    .keep_what_landed(&mut info, w.as_mut(), permit, e.into(), checksummed)
+                    .await);
             }
             position += len;
             since_checkpoint += len;
@@ -348,9 +350,14 @@ impl Engine {
                 && body_end != Some(position)
             {
                 since_checkpoint = 0;
-                match w.checkpoint().await? {
-                    Some(sync) => behind = Some(self.save_behind(&info, sync, permit)),
-                    None => self.persist(&mut info, w.as_mut(), permit).await?,
+                match w.checkpoint().await {
+                    Ok(Some(sync)) => behind = Some(self.save_behind(&info, sync, permit)),
+                    Ok(None) => self.persist(&mut info, w.as_mut(), permit).await?,
+                    Err(e) => {
+                        return Err(self
+                            .keep_what_landed(&mut info, w.as_mut(), permit, e.into(), false)
+                            .await)
+                    }
                 }
             }
             // Idle time counts from here: a slow disk is not an idle client.
@@ -397,7 +404,11 @@ impl Engine {
 
         match writer.as_mut() {
             Some(w) if matches!(end, End::Complete) && !req.complete => {
-                self.make_durable(&mut info, w.as_mut()).await?;
+                if let Err(e) = self.make_durable(&mut info, w.as_mut()).await {
+                    return Err(self
+                        .keep_what_landed(&mut info, w.as_mut(), permit, e, false)
+                        .await);
+                }
                 if info.is_complete() && !info.finished && self.seals_in_meta_only(&info) {
                     // The last bytes, and sealing touches nothing but the
                     // meta store: one save records the offset and the seal.
@@ -407,7 +418,15 @@ impl Engine {
                 }
                 w.committed().await;
             }
-            Some(w) => self.persist(&mut info, w.as_mut(), permit).await?,
+            Some(w) => {
+                if let Err(e) = self.make_durable(&mut info, w.as_mut()).await {
+                    return Err(self
+                        .keep_what_landed(&mut info, w.as_mut(), permit, e, false)
+                        .await);
+                }
+                self.save_progress(&mut info, permit).await?;
+                w.committed().await;
+            }
             None => self.save_progress(&mut info, permit).await?,
         }
         if matches!(end, End::Stopped) && self.take_stop_request(&info.id) {

@@ -26,6 +26,10 @@ pub use hooks::{validate_destination, ThreadInit};
 pub struct EngineConfig {
     /// Largest upload accepted; `None` for no limit.
     pub max_size: Option<u64>,
+    /// Space kept free where a data store's bytes go (see
+    /// [`Engine::reserve`]); `None` for 1 GiB or 5 % of the disk,
+    /// whichever is smaller.
+    pub min_free_space: Option<u64>,
     /// Unfinished uploads are removed this long after their last write.
     pub expire_after: Option<Duration>,
     /// How long a request waits for a busy upload before `Locked`.
@@ -45,6 +49,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_size: None,
+            min_free_space: None,
             expire_after: Some(Duration::from_secs(24 * 3600)),
             lock_timeout: Duration::from_secs(3),
             body_idle_timeout: Duration::from_secs(60),
@@ -67,6 +72,12 @@ pub enum UploadError {
     Locked,
     #[error("upload size exceeds the maximum of {max} bytes")]
     TooLarge { max: u64 },
+    /// The upload cannot fit in what is free above the reserve.
+    #[error("not enough free storage: {length} bytes asked, {available} available")]
+    InsufficientStorage { length: u64, available: u64 },
+    /// Free storage fell to the reserve (readiness).
+    #[error("free storage ({free} bytes) is at or below the reserve")]
+    BelowReserve { free: u64 },
     #[error("request body runs past the upload length {length}")]
     ExceedsLength { length: u64 },
     #[error("upload length is already set to {0} and cannot change")]
@@ -191,6 +202,40 @@ impl Engine {
         }
     }
 
+    /// Bytes to keep free on a disk of `total` bytes.
+    pub fn reserve(&self, total: u64) -> u64 {
+        self.config
+            .min_free_space
+            .unwrap_or_else(|| (total / 20).min(1 << 30))
+    }
+
+    /// Free space of the data store above the reserve, with the free
+    /// space itself (also recorded as gauges); `None` when the store has
+    /// no disk of its own.
+    pub async fn space_above_reserve(&self) -> Result<Option<(u64, u64)>, UploadError> {
+        let Some(space) = self.data.space().await? else {
+            return Ok(None);
+        };
+        let reserve = self.reserve(space.total);
+        // metrics
+        metrics::gauge!(crate::telemetry::STORAGE_FREE_BYTES).set(space.free as f64);
+        metrics::gauge!(crate::telemetry::STORAGE_RESERVE_BYTES).set(reserve as f64);
+        Ok(Some((space.free.saturating_sub(reserve), space.free)))
+    }
+
+    /// Refuses a declared length that cannot fit on the data store's disk.
+    async fn check_space(&self, length: u64) -> Result<(), UploadError> {
+        if length == 0 {
+            return Ok(());
+        }
+        match self.space_above_reserve().await? {
+            Some((available, _)) if length > available => {
+                Err(UploadError::InsufficientStorage { length, available })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Loads a live, unexpired upload.
     pub(crate) async fn load(&self, id: &UploadId) -> Result<UploadInfo, UploadError> {
         match self.meta.get(id).await? {
@@ -226,6 +271,7 @@ impl Engine {
     ) -> Result<(UploadInfo, Option<Held<'_>>), UploadError> {
         if let Some(length) = new.length {
             self.check_size(length)?;
+            self.check_space(length).await?;
         }
         // An id whose storage the data store prepared ahead of time goes
         // back to it if creation stops before the record is written.
@@ -501,10 +547,13 @@ impl Engine {
         self.locks.is_stopping()
     }
 
-    /// Readiness of both stores.
+    /// Readiness of both stores, and free space above the reserve.
     pub async fn ready(&self) -> Result<(), UploadError> {
         self.meta.ping().await?;
         self.data.ping().await?;
+        if let Some((0, free)) = self.space_above_reserve().await? {
+            return Err(UploadError::BelowReserve { free });
+        }
         Ok(())
     }
 }

@@ -63,6 +63,49 @@ impl Engine {
         })
     }
 
+    /// Ends an append whose `write` or `sync` failed with `error`. When the
+    /// disk filled up, the bytes that reached it whole before the failure
+    /// are made durable and recorded (unless a checksum must cover the
+    /// whole body), so the client resumes after them; otherwise what
+    /// followed the last durable point is forgotten. Returns the error
+    /// to answer.
+    pub(super) async fn keep_what_landed(
+        &self,
+        info: &mut UploadInfo,
+        writer: &mut dyn UploadWriter,
+        permit: &IoPermit,
+        error: UploadError,
+        checksummed: bool,
+    ) -> UploadError {
+        if !matches!(error, UploadError::Data(DataError::NoSpace(_))) || checksummed {
+            let _ = writer.discard().await;
+            return error;
+        }
+        match writer.salvage().await {
+            Ok(durable) if durable.offset > info.offset => {
+                let before = info.offset;
+                info.offset = durable.offset;
+                info.storage = durable.storage;
+                match self.save_progress(info, permit).await {
+                    Ok(()) => {
+                        writer.committed().await;
+                        tracing::warn!(upload = %info.id, from = before, offset = info.offset, "storage full; the bytes that landed are kept");
+                    }
+                    // Not recorded: the next writer cuts the file back to
+                    // the recorded offset.
+                    Err(e) => {
+                        tracing::warn!(upload = %info.id, error = %e, "storage full, and recording the bytes that landed failed")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(upload = %info.id, error = %e, "storage full; salvaging failed")
+            }
+        }
+        error
+    }
+
     /// Makes the writer's bytes durable; the caller records the offset.
     pub(super) async fn make_durable(
         &self,

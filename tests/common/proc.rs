@@ -23,6 +23,7 @@ pub struct Tusker {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     log: PathBuf,
+    wrapper: Vec<OsString>,
     /// Times this process was started.
     pub starts: usize,
 }
@@ -34,6 +35,9 @@ pub struct Spawn {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     log: PathBuf,
+    /// A program (and its arguments) the binary runs under; it must exec
+    /// the binary with the arguments that follow, keeping its pid.
+    wrapper: Vec<OsString>,
 }
 
 /// Memory of a process in bytes: resident now, and the peak so far.
@@ -68,7 +72,21 @@ impl Spawn {
             ],
             envs: vec![("RUST_LOG".into(), "warn,tusker=info".into())],
             log: log.to_owned(),
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Runs the binary under `program args…`, which must end by exec'ing
+    /// it (`unshare … sh -c '…; exec "$@"'`, a shell that sets `ulimit`).
+    pub fn wrapped<I, S>(mut self, program: &str, args: I) -> Spawn
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper = std::iter::once(program.into())
+            .chain(args.into_iter().map(Into::into))
+            .collect();
+        self
     }
 
     /// Adds flags.
@@ -113,6 +131,7 @@ impl Spawn {
             args: self.args,
             envs: self.envs,
             log: self.log,
+            wrapper: self.wrapper,
             starts: 0,
         };
         t.launch().await;
@@ -209,7 +228,15 @@ impl Tusker {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tusker"));
+        let bin = env!("CARGO_BIN_EXE_tusker");
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
             .stdin(Stdio::null())

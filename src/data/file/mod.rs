@@ -188,7 +188,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))?
-        .map_err(DataError::Io)
+        .map_err(DataError::from)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -224,7 +224,7 @@ fn missing(info: &UploadInfo) -> impl Fn(std::io::Error) -> DataError + '_ {
         if e.kind() == std::io::ErrorKind::NotFound {
             DataError::Missing(info.id.to_string())
         } else {
-            DataError::Io(e)
+            DataError::from(e)
         }
     }
 }
@@ -295,7 +295,7 @@ impl DataStore for FileStore {
             // handle is opened by path there; this one is reused.)
             Some(Ahead::Open(file)) if !direct => {
                 let target = writer::open_target(file, &self.path(info), 0, &self.modes.direct)
-                    .map_err(DataError::Io)?;
+                    .map_err(DataError::from)?;
                 let storage = info.storage.clone();
                 Ok(Box::new(FileWriter::new(
                     target, None, 0, &shared, permit, storage,
@@ -425,6 +425,34 @@ impl DataStore for FileStore {
             ("Path".to_owned(), self.path(info).display().to_string()),
         ])
     }
+
+    async fn space(&self) -> Result<Option<super::Space>, DataError> {
+        let root = self.root.clone();
+        blocking(move || statvfs(&root)).await.map(Some)
+    }
+}
+
+/// Free (for unprivileged writers) and total bytes of the file system
+/// holding `path`.
+#[allow(clippy::unnecessary_cast)]
+fn statvfs(path: &Path) -> std::io::Result<super::Space> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to
+    // writable memory of the right size; statvfs fills it or fails.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // The fields are u64 on 64-bit Linux, narrower on other targets.
+    let block = st.f_frsize as u64;
+    Ok(super::Space {
+        free: (st.f_bavail as u64).saturating_mul(block),
+        total: (st.f_blocks as u64).saturating_mul(block),
+    })
 }
 
 #[cfg(test)]

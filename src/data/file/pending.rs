@@ -108,6 +108,16 @@ impl Pending {
         }
     }
 
+    /// File position of the first byte no write has put in the file yet:
+    /// every byte before it is there once the writes split off so far
+    /// have ended.
+    pub(super) fn start(&self) -> u64 {
+        match self {
+            Pending::Chunks { pos, .. } => *pos,
+            Pending::Run(run) => run.pos(),
+        }
+    }
+
     /// File position after every byte taken.
     pub(super) fn end(&self) -> u64 {
         match self {

@@ -75,7 +75,7 @@ pub(super) fn stream(file: File, start: u64, end: u64) -> ByteStream {
     futures_util::stream::unfold((cursor, first), |(mut cursor, current)| async move {
         let chunk = match current?.await {
             Ok(Ok(chunk)) => chunk,
-            Ok(Err(e)) => return Some((Err(DataError::Io(e)), (cursor.stop(), None))),
+            Ok(Err(e)) => return Some((Err(DataError::from(e)), (cursor.stop(), None))),
             Err(e) => {
                 let e = DataError::Backend(format!("blocking task failed: {e}"));
                 return Some((Err(e), (cursor.stop(), None)));

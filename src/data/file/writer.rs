@@ -103,8 +103,13 @@ pub(super) struct FileWriter {
     pending: Pending,
     /// Memory back from a write, for reuse.
     spare: Option<Pending>,
-    /// The previous write, going on while the next bytes are taken.
-    in_flight: Option<tokio::task::JoinHandle<std::io::Result<Pending>>>,
+    /// The previous write, going on while the next bytes are taken, and
+    /// the file position every byte before which is in the file once it
+    /// ends.
+    in_flight: Option<(tokio::task::JoinHandle<std::io::Result<Pending>>, u64)>,
+    /// Every byte before this position is in the file (not necessarily
+    /// durable): the writes that put them there ended without error.
+    landed: u64,
     /// Counts this writer among those sharing the budget.
     writers: Active,
     /// File position when this writer was opened (its request's first byte).
@@ -162,6 +167,7 @@ impl FileWriter {
             before_checkpoint: shared.before_checkpoint.clone(),
             spare: None,
             in_flight: None,
+            landed: offset,
             writers,
             start: offset,
             kicked: offset,
@@ -178,11 +184,12 @@ impl FileWriter {
 
     /// Waits for the write in flight, if any.
     async fn settle(&mut self) -> Result<(), DataError> {
-        if let Some(task) = self.in_flight.take() {
+        if let Some((task, upto)) = self.in_flight.take() {
             let done = task
                 .await
                 .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))??;
             self.spare = Some(done);
+            self.landed = self.landed.max(upto);
         }
         Ok(())
     }
@@ -199,6 +206,7 @@ impl FileWriter {
         let budget = self.pending.budget();
         let room = budget.target(end - self.start, self.writers.count()) + ALIGN;
         let mut job = self.pending.split(room, self.spare.take());
+        let upto = self.pending.start();
         let kick = (end - self.kicked >= writeback_step(self.kicks)).then(|| {
             let range = (self.kicked, end - self.kicked);
             self.kicked = end;
@@ -217,7 +225,7 @@ impl FileWriter {
         };
         #[cfg(test)]
         let hook = self.before_write.clone();
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             if writes {
                 #[cfg(test)]
@@ -241,7 +249,8 @@ impl FileWriter {
                 }
             }
             Ok(job)
-        }));
+        });
+        self.in_flight = Some((task, upto));
         Ok(())
     }
 }
@@ -300,6 +309,49 @@ impl UploadWriter for FileWriter {
             offset: durable,
             storage: self.storage.clone(),
         })
+    }
+
+    async fn salvage(&mut self) -> Result<Durable, DataError> {
+        // A write that failed put an unknown part of its bytes in the file:
+        // keep what the writes before it put there, whole.
+        let _ = self.settle().await;
+        let durable = self.durable.load(Ordering::Acquire);
+        let keep = self.landed.max(durable);
+        if keep == durable {
+            return self.discard().await;
+        }
+        let (target, permit, dir) = (self.target.clone(), self.permit.clone(), self.dir.clone());
+        let run = self.pending.is_run();
+        let cut = super::blocking(move || {
+            let _permit = permit;
+            // Shortening frees blocks, so this works on a full disk.
+            target.file.set_len(keep)?;
+            target.file.sync_data()?;
+            if let Some(dir) = dir {
+                sync_dir(&dir)?;
+            }
+            match run {
+                true => read_head(&target.file, keep),
+                false => Ok(Vec::new()),
+            }
+        })
+        .await;
+        match cut {
+            Ok(head) => {
+                self.pending.restart(keep, &head);
+                self.kicked = self.kicked.min(keep);
+                self.dir = None;
+                self.durable.store(keep, Ordering::Release);
+                Ok(Durable {
+                    offset: keep,
+                    storage: self.storage.clone(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "keeping the bytes written before a storage failure failed; back to the last durable point");
+                self.discard().await
+            }
+        }
     }
 
     async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, DataError> {
