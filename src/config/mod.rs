@@ -155,6 +155,10 @@ pub struct ServeArgs {
     /// it (Linux 6.14+) and dropped once on disk.
     #[arg(long, env = "TUSKER_FILE_KEEP_CACHE", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub file_keep_cache: bool,
+    /// With the sled meta store: bound of its page cache, in bytes
+    /// (suffixes as for --max-size). Default 16MiB.
+    #[arg(long, env = "TUSKER_META_CACHE_SIZE", value_parser = parse_size)]
+    pub meta_cache_size: Option<u64>,
     /// With file storage: space kept free on the upload disk, in bytes
     /// (suffixes as for --max-size). A creation whose Upload-Length does
     /// not fit above it is refused with 507, and /readyz fails below it.
@@ -302,6 +306,8 @@ pub struct Config {
     pub max_size: Option<u64>,
     /// See [`Args::min_free_space`]; `None` for the default.
     pub min_free_space: Option<u64>,
+    /// See [`Args::meta_cache_size`]; `None` for the default.
+    pub meta_cache_size: Option<u64>,
     pub expire_after: Option<Duration>,
     pub cors_allow_origin: Vec<String>,
     pub behind_proxy: bool,
@@ -389,6 +395,7 @@ impl From<ServeArgs> for Config {
             data_dir: a.data_dir,
             max_size: a.max_size,
             min_free_space: a.min_free_space,
+            meta_cache_size: a.meta_cache_size,
             expire_after: a.expire_after.0,
             cors_allow_origin: a.cors_allow_origin,
             behind_proxy: a.behind_proxy,

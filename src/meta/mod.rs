@@ -171,12 +171,18 @@ pub enum OpenedMeta {
 }
 
 impl OpenedMeta {
+    /// Opens the store; `sled_cache` bounds sled's page cache (`None`:
+    /// [`sled_store::DEFAULT_CACHE_BYTES`]).
     pub async fn open(
         url: &MetaUrl,
         lease_ttl: std::time::Duration,
+        sled_cache: Option<u64>,
     ) -> Result<OpenedMeta, MetaError> {
         Ok(match url {
-            MetaUrl::Sled(path) => OpenedMeta::Sled(SledMetaStore::open(path)?),
+            MetaUrl::Sled(path) => OpenedMeta::Sled(SledMetaStore::open_with_cache(
+                path,
+                sled_cache.unwrap_or(sled_store::DEFAULT_CACHE_BYTES),
+            )?),
             MetaUrl::Postgres(url) => {
                 let store = PgMetaStore::connect(url)
                     .await?

@@ -40,10 +40,24 @@ pub struct SledMetaStore {
     outbox: sled::Tree,
 }
 
+/// Default of sled's page cache: room for the records of the uploads a
+/// busy server is working on. sled's own default (1 GiB) let resident
+/// memory grow with every upload created; sled's accounting runs well
+/// below resident memory (64 MiB of it was still growing past 260 MiB
+/// after 120,000 creations, 16 MiB levelled off near 120 MiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl SledMetaStore {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir` with the default cache.
     pub fn open(dir: &Path) -> Result<Self, MetaError> {
-        let db = open_waiting_for_lock(dir)?;
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the database in `dir`, its page cache bounded
+    /// by `cache_bytes` (sled's own accounting; resident memory runs
+    /// somewhat above it).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, MetaError> {
+        let db = open_waiting_for_lock(dir, cache_bytes)?;
         match db.get(SCHEMA_KEY).map_err(backend)? {
             None => {
                 db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
@@ -158,11 +172,12 @@ impl SledMetaStore {
 /// shutting down) to release the database's file lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn open_waiting_for_lock(dir: &Path) -> Result<sled::Db, MetaError> {
+fn open_waiting_for_lock(dir: &Path, cache_bytes: u64) -> Result<sled::Db, MetaError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match sled::Config::new()
             .path(dir)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()
         {
