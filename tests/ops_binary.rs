@@ -4,11 +4,10 @@
 mod common;
 
 use bytes::Bytes;
+use common::proc::Spawn;
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tusker");
@@ -149,86 +148,6 @@ fn bad_config_files_are_refused() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// A server process with its log lines forwarded to a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    addr: String,
-}
-
-impl Proc {
-    fn start(data_dir: &Path, extra: &[&str]) -> Proc {
-        let mut child = tusker()
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tusker");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut proc = Proc {
-            child,
-            lines,
-            addr: String::new(),
-        };
-        let line = proc.wait_for_line("tusker listening");
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr="))
-            .expect("addr in the listening line");
-        proc.addr = addr.to_owned();
-        proc
-    }
-
-    fn wait_for_line(&self, needle: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no log line with {needle:?}: {e}"),
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{sig}"), self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits (bounded) for the process to exit.
-    fn exit_status(&mut self) -> std::process::ExitStatus {
-        for _ in 0..600 {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("tusker did not exit");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 async fn bytes_received(c: &reqwest::Client, addr: &str) -> u64 {
     let Ok(res) = c.get(format!("http://{addr}/metrics")).send().await else {
         return 0;
@@ -243,9 +162,13 @@ async fn bytes_received(c: &reqwest::Client, addr: &str) -> u64 {
 #[tokio::test]
 async fn sigterm_during_a_streaming_patch_keeps_the_received_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Proc::start(dir.path(), &["--shutdown-timeout", "20s"]);
+    let mut server = Spawn::in_dir(dir.path())
+        .args(["--shutdown-timeout", "20s"])
+        .start()
+        .await;
+    let addr = server.addr.to_string();
     let c = client();
-    let endpoint = format!("http://{}/files/", server.addr);
+    let endpoint = server.endpoint();
     let url = create(&c, &endpoint, 1 << 20).await;
 
     // A PATCH whose body arrives slowly and is still open at the signal.
@@ -270,7 +193,7 @@ async fn sigterm_during_a_streaming_patch_keeps_the_received_bytes() {
         tx.send(Ok(Bytes::from(bytes(65536, i)))).await.unwrap();
     }
     let arrived = eventually(Duration::from_secs(20), || async {
-        bytes_received(&c, &server.addr).await >= sent
+        bytes_received(&c, &addr).await >= sent
     })
     .await;
     assert!(arrived, "the server never received the first chunks");
@@ -292,8 +215,8 @@ async fn sigterm_during_a_streaming_patch_keeps_the_received_bytes() {
     drop(server);
 
     // After a restart the bytes received before the signal are there.
-    let mut again = Proc::start(dir.path(), &[]);
-    let url = url.replace(&endpoint, &format!("http://{}/files/", again.addr));
+    let mut again = Spawn::in_dir(dir.path()).start().await;
+    let url = url.replace(&endpoint, &again.endpoint());
     assert_eq!(offset(&c, &url).await, sent);
     again.signal("INT");
     let status = tokio::task::spawn_blocking(move || again.exit_status())
@@ -305,11 +228,14 @@ async fn sigterm_during_a_streaming_patch_keeps_the_received_bytes() {
 #[tokio::test]
 async fn a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Proc::start(dir.path(), &["--shutdown-timeout", "120s"]);
+    let mut server = Spawn::in_dir(dir.path())
+        .args(["--shutdown-timeout", "120s"])
+        .start()
+        .await;
     // A download that the client stops reading keeps a request running, so
     // the graceful shutdown would wait for it.
     let c = client();
-    let endpoint = format!("http://{}/files/", server.addr);
+    let endpoint = server.endpoint();
     let size = 64u64 << 20;
     let url = create(&c, &endpoint, size).await;
     let res = patch(&c, &url, 0, vec![7u8; size as usize]).await;
@@ -326,7 +252,7 @@ async fn a_second_signal_exits_at_once() {
 
     tokio::task::spawn_blocking(move || {
         server.signal("TERM");
-        server.wait_for_line("shutting down");
+        server.wait_for_log("shutting down");
         server.signal("TERM");
         let status = server.exit_status();
         assert_eq!(status.code(), Some(128 + 15), "{status:?}");

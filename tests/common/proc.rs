@@ -205,6 +205,41 @@ impl Tusker {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Sends signal `sig` (`TERM`, `INT`, `STOP`…) to the process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} {pid} failed");
+    }
+
+    /// Waits up to 30 s for the process to exit by itself and reaps it.
+    pub fn exit_status(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("started");
+        for _ in 0..600 {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tusker did not exit; log:\n{}", self.log_tail(40));
+    }
+
+    /// Waits up to 30 s for a log line containing `needle`, written since
+    /// the last start; returns it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        for _ in 0..600 {
+            if let Some(line) = self.log_text().lines().rev().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no log line with {needle:?}; log:\n{}", self.log_tail(40));
+    }
+
     /// SIGKILL, then reap. Does nothing when not running.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
