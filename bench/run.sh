@@ -6,7 +6,8 @@
 #
 # Flags: --size N --chunk N --small-count N --small-size N --concurrency N
 #        --many N --many-size N --servers tusker,tus-node,rustus
-#        --scenarios 1,2,3,4,6,7 --no-peers-install
+#        --slow N --slow-size N --slow-rate N
+#        --scenarios 1,2,3,4,6,7,8 --no-peers-install
 # Env:   TUSKER_BASELINE_BIN=path  also measures that tusker binary as
 #        "tusker-baseline" (before/after comparisons in the same run).
 #        TUSKER_VARIANT_BIN=path  one more, as "tusker-variant" (e.g. a
@@ -30,10 +31,14 @@ ROOT=$PWD
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
 SIZE=1GiB CHUNK=5MiB SMALL_COUNT=2000 SMALL_SIZE=64KiB CONC=32 MANY=100 MANY_SIZE=64MiB
-SERVERS=tusker,tus-node,rustus SCENARIOS=1,2,3,4,6,7 INSTALL_PEERS=1
+SLOW=8000 SLOW_SIZE=16KiB SLOW_RATE=1KiB
+SERVERS=tusker,tus-node,rustus SCENARIOS=1,2,3,4,6,7,8 INSTALL_PEERS=1
 while [ $# -gt 0 ]; do
   case $1 in
-    --quick) SIZE=256MiB SMALL_COUNT=400 MANY=20 MANY_SIZE=16MiB; shift ;;
+    --quick) SIZE=256MiB SMALL_COUNT=400 MANY=20 MANY_SIZE=16MiB SLOW=1000; shift ;;
+    --slow) SLOW=$2; shift 2 ;;
+    --slow-size) SLOW_SIZE=$2; shift 2 ;;
+    --slow-rate) SLOW_RATE=$2; shift 2 ;;
     --size) SIZE=$2; shift 2 ;;
     --chunk) CHUNK=$2; shift 2 ;;
     --small-count) SMALL_COUNT=$2; shift 2 ;;
@@ -191,6 +196,12 @@ has 4 && run_scenario 4-many many --uploads "$MANY" --size "$MANY_SIZE"
 # (7) is not one of the scenarios: GET of a finished upload, one
 # stream, the same file four times (from the page cache after the first).
 has 7 && run_scenario 7-download download --size "$SIZE" --reps 4
+# (8): many phones on bad links; each connection and upload holds
+# descriptors on both sides, so raise the limit to the hard one.
+if has 8; then
+  ulimit -n "$(ulimit -Hn)"
+  run_scenario 8-slow slow --uploads "$SLOW" --size "$SLOW_SIZE" --rate "$SLOW_RATE"
+fi
 
 trash_notice
 

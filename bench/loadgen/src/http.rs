@@ -99,6 +99,38 @@ impl Conn {
         self.read_response().await
     }
 
+    /// A request whose `len`-byte body goes out `per_second` bytes at a
+    /// time, one write a second (a phone on a bad link), starting after
+    /// `delay`.
+    pub async fn request_trickle(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        len: u64,
+        per_second: u64,
+        data: &Arc<Vec<u8>>,
+    ) -> io::Result<Response> {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\n",
+            self.host
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {len}\r\n\r\n"));
+        self.stream.write_all(head.as_bytes()).await?;
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        while sent < len {
+            tick.tick().await;
+            let n = per_second.min(len - sent).min(data.len() as u64) as usize;
+            self.stream.write_all(&data[..n]).await?;
+            sent += n as u64;
+        }
+        self.read_response().await
+    }
+
     async fn fill(&mut self) -> io::Result<()> {
         let mut tmp = [0u8; 8192];
         let n = self.stream.read(&mut tmp).await?;

@@ -32,6 +32,7 @@ fn usage() -> ! {
          small  --url URL --count N --size N --concurrency C   creation-with-upload\n\
          many   --url URL --uploads N --size N         N concurrent uploads, one PATCH each\n\
          download --url URL --size N [--reps N]      one upload, then N GETs of it (measured)\n\
+         slow   --url URL --uploads N --size N --rate N   N uploads trickling N bytes/s each, HEAD probes of idle uploads\n\
          sink   --listen ADDR --dir DIR [--uncached-after N]   limit receiver (read, write, fsync)\n\
          limit  --addr ADDR --size N [--streams N]     send to a sink\n\
          report --in FILE.jsonl --out TABLES.md [--machine TEXT]\n\
@@ -166,6 +167,7 @@ async fn main() {
         "small" => small(&args).await,
         "many" => many(&args).await,
         "download" => download(&args).await,
+        "slow" => slow(&args).await,
         "limit" => limit(&args).await,
         "sink" => tokio::task::spawn_blocking(move || sink(&args))
             .await
@@ -513,4 +515,109 @@ async fn limit(args: &Args) {
     );
     // Lets the sink's threads remove their files.
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// N concurrent uploads, each one PATCH whose body trickles in at `--rate`
+/// bytes a second on a connection of its own (phones on bad links), while
+/// a prober HEADs idle uploads on one keep-alive connection. Reports how
+/// many completed byte-exact, the HEAD latencies and the server's memory
+/// per slow upload.
+async fn slow(args: &Args) {
+    let url = Arc::new(http::Url::parse(args.req("url")));
+    let uploads = args.size("uploads", 1000);
+    let size = args.size("size", 16 * 1024);
+    let rate = args.size("rate", 1024);
+    let data = payload();
+    // Idle uploads for the prober, made before the load.
+    let mut probe = Conn::connect(&url.addr).await.expect("connect");
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(create(&mut probe, &url.path, 1 << 20).await);
+    }
+    let w = watch(args);
+    let rss_before = args
+        .str("pid")
+        .and_then(|p| proc_stats::rss_kib(p.parse().ok()?))
+        .unwrap_or(0);
+    let t0 = Instant::now();
+    let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..uploads {
+        let (url, data, started) = (url.clone(), data.clone(), started.clone());
+        tasks.push(tokio::spawn(async move {
+            // Spread the starts over a second, as real clients arrive.
+            tokio::time::sleep(Duration::from_micros((i * 997) % 1_000_000)).await;
+            let mut conn = Conn::connect(&url.addr).await.ok()?;
+            let path = create(&mut conn, &url.path, size).await;
+            if conn.closed {
+                conn = Conn::connect(&url.addr).await.ok()?;
+            }
+            started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let res = conn
+                .request_trickle(
+                    "PATCH",
+                    &path,
+                    &[
+                        ("Upload-Offset", "0".into()),
+                        ("Content-Type", "application/offset+octet-stream".into()),
+                    ],
+                    size,
+                    rate,
+                    &data,
+                )
+                .await
+                .ok()?;
+            let offset: u64 = res.header("upload-offset")?.parse().ok()?;
+            (res.status == 204 && offset == size).then_some(())
+        }));
+    }
+    // HEADs while the uploads trickle: from the moment all have started
+    // until the first would finish.
+    let mut lat = Vec::new();
+    let mut rss_all_started = 0;
+    let trickle = Duration::from_secs(size.div_ceil(rate.max(1)));
+    let deadline = Instant::now() + trickle + Duration::from_secs(60);
+    while started.load(std::sync::atomic::Ordering::Relaxed) < uploads && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(pid) = args.str("pid").and_then(|p| p.parse().ok()) {
+        rss_all_started = proc_stats::rss_kib(pid).unwrap_or(0);
+    }
+    let probe_until = Instant::now() + trickle.saturating_sub(Duration::from_secs(2)).max(Duration::from_secs(1));
+    let mut k = 0;
+    while Instant::now() < probe_until {
+        let path = &idle[k % idle.len()];
+        k += 1;
+        if probe.closed {
+            probe = Conn::connect(&url.addr).await.expect("connect");
+        }
+        let t = Instant::now();
+        let res = probe.request("HEAD", path, &[], None).await;
+        if matches!(res, Ok(r) if r.status == 200) {
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut completed = 0u64;
+    for t in tasks {
+        if let Ok(Some(())) = t.await {
+            completed += 1;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let per_upload_kib = rss_all_started.saturating_sub(rss_before) as f64 / uploads.max(1) as f64;
+    finish(
+        args,
+        w,
+        completed * size,
+        secs,
+        json!({
+            "kind": "slow", "uploads": uploads, "upload_size": size, "rate": rate,
+            "completed": completed, "head_probes": lat.len(),
+            "head_p50_ms": percentile(&lat, 50.0), "head_p99_ms": percentile(&lat, 99.0),
+            "rss_all_started_mib": rss_all_started as f64 / 1024.0,
+            "rss_per_upload_kib": per_upload_kib,
+        }),
+    );
 }

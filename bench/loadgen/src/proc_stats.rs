@@ -21,6 +21,11 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (utime + stime) / TICKS
 }
 
+/// Resident memory of process `pid` now, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
 fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()

@@ -145,5 +145,31 @@ pub fn run(input: &str, output: &str, machine: &str) {
             ),
         );
     }
+    let slow: Vec<_> = SERVERS
+        .iter()
+        .filter_map(|srv| rows.get(&("8-slow".to_owned(), srv.to_string())).map(|v| (srv, v)))
+        .collect();
+    if !slow.is_empty() {
+        let _ = writeln!(md, "\n### (8) slow uploads\n");
+        let _ = writeln!(
+            md,
+            "| server | uploads | completed | HEAD p50 ms | HEAD p99 ms | RSS with all started MiB | KiB per upload | peak RSS MiB |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (srv, v) in slow {
+            let n = |k: &str| v[k].as_f64();
+            let _ = writeln!(
+                md,
+                "| {srv} | {} | {} | {} | {} | {} | {} | {} |",
+                f(n("uploads"), 0),
+                f(n("completed"), 0),
+                f(n("head_p50_ms"), 1),
+                f(n("head_p99_ms"), 1),
+                f(n("rss_all_started_mib"), 0),
+                f(n("rss_per_upload_kib"), 1),
+                f(n("peak_rss_mib"), 0),
+            );
+        }
+    }
     std::fs::write(output, md).expect("write --out");
 }
