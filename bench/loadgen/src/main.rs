@@ -548,7 +548,15 @@ async fn slow(args: &Args) {
             // Spread the starts over a second, as real clients arrive.
             tokio::time::sleep(Duration::from_micros((i * 997) % 1_000_000)).await;
             let mut conn = Conn::connect(&url.addr).await.ok()?;
-            let path = create(&mut conn, &url.path, size).await;
+            // A refused or reset creation counts as not completed.
+            let res = conn
+                .request("POST", &url.path, &[("Upload-Length", size.to_string())], None)
+                .await
+                .ok()?;
+            if res.status != 201 {
+                return None;
+            }
+            let path = http::path_of(res.header("location")?);
             if conn.closed {
                 conn = Conn::connect(&url.addr).await.ok()?;
             }
