@@ -12,22 +12,16 @@ const TOTAL: usize = 4 << 20;
 
 /// Opens a PATCH at `offset` declaring `TOTAL - offset` bytes and sends
 /// `sent` of them, then stalls.
-async fn stalled_patch(
-    server: &TestServer,
-    url: &str,
-    data: &[u8],
-    sent: usize,
-) -> tokio::net::TcpStream {
-    let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+async fn stalled_patch(server: &TestServer, url: &str, data: &[u8], sent: usize) -> raw::Conn {
+    let mut sock = raw::Conn::connect(server.addr).await;
     let head = format!(
         "PATCH {} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
         path_of(url),
         server.addr,
         data.len()
     );
-    sock.write_all(head.as_bytes()).await.unwrap();
-    sock.write_all(&data[..sent]).await.unwrap();
-    sock.flush().await.unwrap();
+    sock.send(head.as_bytes()).await;
+    sock.send(&data[..sent]).await;
     sock
 }
 
@@ -75,7 +69,7 @@ async fn a_second_patch_stops_a_stalled_one() {
     );
 
     // The stopped request is answered with what it kept.
-    let first_resp = read_head(&mut first).await;
+    let first_resp = first.read_response(false).await;
     assert_eq!(first_resp.status, 204, "{first_resp:?}");
     assert_eq!(
         first_resp.header("upload-offset"),
@@ -90,8 +84,11 @@ async fn a_second_patch_stops_a_stalled_one() {
     assert_eq!(download(&c, &url).await, want);
 
     // The stalled connection sending the rest of its body changes nothing.
-    let _ =
-        tokio::time::timeout(Duration::from_secs(5), first.write_all(&first_data[sent..])).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        first.sock.write_all(&first_data[sent..]),
+    )
+    .await;
     drop(first);
     assert_eq!(offset(&c, &url).await, TOTAL as u64);
     assert_eq!(download(&c, &url).await, want);
@@ -113,7 +110,7 @@ async fn head_during_a_stalled_patch_reports_what_it_kept() {
     check("HEAD", &h, &Want::status(200).has("upload-offset"));
     let reached = h.offset().unwrap() as usize;
     assert!((512 * 1024..=sent).contains(&reached), "reached {reached}");
-    let first_resp = read_head(&mut first).await;
+    let first_resp = first.read_response(false).await;
     assert_eq!(first_resp.status, 204);
     assert_eq!(
         first_resp.header("upload-offset"),

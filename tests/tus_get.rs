@@ -267,7 +267,6 @@ async fn content_type_and_disposition_are_safe() {
 /// response short (found by tests/torture_http_fuzz.rs).
 #[tokio::test]
 async fn get_with_a_request_body_is_refused() {
-    use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::on(dir.path());
     let c = client();
@@ -298,11 +297,11 @@ async fn get_with_a_request_body_is_refused() {
         ("no body", "", "", 200),
     ];
     for (name, framing, body, status) in rows {
-        let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let mut sock = raw::Conn::connect(server.addr).await;
         let req =
             format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n{framing}\r\n{body}");
-        sock.write_all(req.as_bytes()).await.unwrap();
-        let resp = read_response(&mut sock).await;
+        sock.send(req.as_bytes()).await;
+        let resp = sock.read_response(false).await;
         assert_eq!(resp.status, status, "[{name}] {:?}", resp.headers);
         if status == 200 {
             assert!(resp.body == data, "[{name}] body differs");

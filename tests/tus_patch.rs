@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use tokio::io::AsyncWriteExt;
 
 fn digest(alg: &str, data: &[u8]) -> String {
     use sha2::Digest;
@@ -420,23 +419,21 @@ async fn chunked_with_expect_100_continue() {
         ),
     ];
     for (start, end, method, extra) in halves {
-        let mut sock = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let mut sock = raw::Conn::connect(server.addr).await;
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\n{extra}Content-Type: application/offset+octet-stream\r\nUpload-Offset: {start}\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
             server.addr
         );
-        sock.write_all(head.as_bytes()).await.unwrap();
-        let interim = read_head(&mut sock).await;
+        sock.send(head.as_bytes()).await;
+        let interim = sock.read_response(false).await;
         assert_eq!(interim.status, 100, "{method}: {interim:?}");
         for piece in data[start..end].chunks(7_777) {
-            sock.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
-                .await
-                .unwrap();
-            sock.write_all(piece).await.unwrap();
-            sock.write_all(b"\r\n").await.unwrap();
+            sock.send(format!("{:x}\r\n", piece.len()).as_bytes()).await;
+            sock.send(piece).await;
+            sock.send(b"\r\n").await;
         }
-        sock.write_all(b"0\r\n\r\n").await.unwrap();
-        let resp = read_response(&mut sock).await;
+        sock.send(b"0\r\n\r\n").await;
+        let resp = sock.read_response(false).await;
         assert_eq!(resp.status, 204, "{method}: {resp:?}");
         assert_eq!(
             resp.header("upload-offset"),

@@ -527,98 +527,14 @@ pub fn is_number(v: &str) -> bool {
     !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
 }
 
-// ---------------------------------------------------------------------------
-// Raw HTTP/1.1 over a TcpStream, for what reqwest cannot send (unnormalised
-// paths, stalled bodies, Expect: 100-continue).
-// ---------------------------------------------------------------------------
-
-/// Status, lower-cased headers and body of a raw response.
-#[derive(Debug)]
-pub struct RawResp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl RawResp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads one response head (status line and headers), at most 10 s.
-pub async fn read_head(sock: &mut tokio::net::TcpStream) -> RawResp {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !buf.ends_with(b"\r\n\r\n") {
-        assert!(buf.len() < 64 * 1024, "response head too long");
-        let mut byte = [0u8; 1];
-        let n = tokio::time::timeout_at(deadline, sock.read(&mut byte))
-            .await
-            .expect("response head within 10 s")
-            .expect("read");
-        assert!(
-            n == 1,
-            "connection closed before a response head: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.push(byte[0]);
-    }
-    let text = String::from_utf8(buf).expect("ASCII head");
-    let mut lines = text.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers = lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.split_once(':').expect("header line");
-            (k.trim().to_ascii_lowercase(), v.trim().to_owned())
-        })
-        .collect();
-    RawResp {
-        status,
-        headers,
-        body: Vec::new(),
-    }
-}
-
-/// Reads a response (head, then a Content-Length body) after `read_head`.
-pub async fn read_response(sock: &mut tokio::net::TcpStream) -> RawResp {
-    use tokio::io::AsyncReadExt;
-    let mut resp = read_head(sock).await;
-    let len: usize = resp
-        .header("content-length")
-        .map(|v| v.parse().expect("Content-Length"))
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    tokio::time::timeout(Duration::from_secs(10), sock.read_exact(&mut body))
-        .await
-        .expect("response body within 10 s")
-        .expect("read body");
-    resp.body = body;
-    resp
-}
-
 /// Sends `head` (request line and headers, without the final CRLF CRLF,
-/// `Connection: close` added) and `body` on a new connection; returns the
-/// response.
-pub async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> RawResp {
-    use tokio::io::AsyncWriteExt;
-    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+/// `Connection: close` added) and `body` on a new connection, raw (for
+/// what reqwest cannot send: unnormalised paths, odd framing); returns the
+/// final response.
+pub async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> raw::Response {
+    let mut conn = raw::Conn::connect(addr).await;
     let head = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    sock.write_all(head.as_bytes()).await.expect("write head");
-    sock.write_all(body).await.expect("write body");
-    if head.starts_with("HEAD ") {
-        read_head(&mut sock).await
-    } else {
-        read_response(&mut sock).await
-    }
+    conn.send(head.as_bytes()).await;
+    conn.send(body).await;
+    conn.read_final(head.starts_with("HEAD ")).await.1
 }
