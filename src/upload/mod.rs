@@ -103,6 +103,21 @@ pub enum UploadError {
     Data(#[from] DataError),
 }
 
+impl From<lock::LockError> for UploadError {
+    fn from(e: lock::LockError) -> Self {
+        use crate::meta::LeaseError;
+        match e {
+            lock::LockError::Locked(_) => UploadError::Locked,
+            lock::LockError::Lease(LeaseError::Unavailable(cause)) => {
+                UploadError::Meta(MetaError::Unavailable(cause))
+            }
+            lock::LockError::Lease(e @ LeaseError::Backend(_)) => {
+                UploadError::Meta(MetaError::Backend(e.to_string()))
+            }
+        }
+    }
+}
+
 /// A creation request after header parsing.
 #[derive(Debug, Clone, Default)]
 pub struct NewUpload {
@@ -475,10 +490,10 @@ impl Engine {
         id: &UploadId,
         contend: Contend,
     ) -> Result<lock::UploadLock<'_>, UploadError> {
-        self.locker
+        Ok(self
+            .locker
             .acquire(id, self.config.lock_timeout, contend)
-            .await
-            .map_err(|_| UploadError::Locked)
+            .await?)
     }
 
     /// Called once an upload is finished: completes final uploads that
