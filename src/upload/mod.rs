@@ -367,9 +367,24 @@ impl Engine {
             info.expires_at = None;
             info.finish_hook_pending = self.owes_finish_hook();
         }
-        match deferred {
-            true => self.meta.create_deferred(&info).await?,
-            false => self.meta.create(&info).await?,
+        let recorded = match deferred {
+            true => self.meta.create_deferred(&info).await,
+            false => self.meta.create(&info).await,
+        };
+        match recorded {
+            Ok(()) => {}
+            // The id belongs to another upload: its storage is not ours.
+            Err(e @ MetaError::AlreadyExists(_)) => return Err(e.into()),
+            Err(e) => {
+                // No record (meta store unreachable): nothing would ever
+                // abort the multipart upload just begun, so abort it now.
+                // Were the record written after all, its upload fails later
+                // and expires; the client was answered 5xx and knows no URL.
+                if let Err(undo) = self.data.delete(&info).await {
+                    tracing::warn!(upload = %info.id, error = %undo, "removing the storage of an unrecorded upload failed");
+                }
+                return Err(e.into());
+            }
         }
         tracing::info!(upload = %info.id, length = ?info.length, "upload created");
         if info.finished {

@@ -186,6 +186,11 @@ impl Tusker {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// The process id while running (to SIGSTOP and SIGCONT it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILL, then reap. Does nothing when not running.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
