@@ -264,14 +264,16 @@ fn signal(t: &Tusker, sig: i32) {
 
 /// Injects faults for `length`, one at a time: SIGKILL and restart,
 /// SIGSTOP and SIGCONT, and once, half way, a PostgreSQL restart.
+/// Returns the number of SIGKILLs.
 async fn inject_faults(
     procs: &mut [Tusker],
     sh: &Shared,
     pg: &mut PrivatePg,
     rng: &mut Rng,
     length: Duration,
-) {
+) -> usize {
     let start = Instant::now();
+    let mut kills = 0;
     let mut pg_restarted = false;
     while start.elapsed() < length {
         tokio::time::sleep(Duration::from_millis(rng.range(300, 2500))).await;
@@ -291,6 +293,7 @@ async fn inject_faults(
             );
             sh.addrs.lock().unwrap()[i] = None;
             procs[i].kill();
+            kills += 1;
             tokio::time::sleep(down).await;
             procs[i].restart().await;
             sh.addrs.lock().unwrap()[i] = Some(procs[i].addr);
@@ -307,6 +310,7 @@ async fn inject_faults(
             signal(&procs[i], libc::SIGCONT);
         }
     }
+    kills
 }
 
 async fn instance(dir: &Path, n: usize, s3: &str, bucket: &str, meta: &str) -> Tusker {
@@ -350,7 +354,7 @@ async fn uploads_survive_killed_frozen_instances_and_a_database_restart() {
     };
     let stop = Instant::now() + length;
     let driver = tokio::spawn(clients(sh.clone(), rng.fork(), stop, stop + SETTLE));
-    inject_faults(&mut procs, &sh, &mut pg, &mut rng, length).await;
+    let kills = inject_faults(&mut procs, &sh, &mut pg, &mut rng, length).await;
     let started = driver.await.expect("clients");
     for p in &mut procs {
         p.assert_running();
@@ -405,7 +409,10 @@ async fn uploads_survive_killed_frozen_instances_and_a_database_restart() {
     }
 
     // Once unfinished leftovers expired and were swept: every key is a
-    // finished upload's object, and no multipart upload is open.
+    // finished upload's object and no multipart upload is open — except at
+    // most one per SIGKILL that cut a creation short between
+    // CreateMultipartUpload and the record (nothing can list those but the
+    // bucket; the lifecycle rule of docs/deployment.md removes them).
     let owned: Vec<String> = completed.keys().map(|id| format!("x/{id}")).collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     let (clean, stray, open) = loop {
@@ -415,14 +422,18 @@ async fn uploads_survive_killed_frozen_instances_and_a_database_restart() {
             .filter(|k| !owned.contains(k))
             .collect();
         let open = common::s3::open_multipart_keys(&s3, &bucket).await;
-        if (stray.is_empty() && open.is_empty()) || Instant::now() > deadline {
-            break (stray.is_empty() && open.is_empty(), stray, open);
+        let (known, unknown) = open
+            .iter()
+            .partition::<Vec<&String>, _>(|k| owned.contains(k));
+        let clean = stray.is_empty() && known.is_empty() && unknown.len() <= kills;
+        if clean || Instant::now() > deadline {
+            break (clean, stray, open);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     if !clean {
         problems.push(format!(
-            "after the sweep: keys no upload owns {stray:?}, open multipart uploads {open:?}"
+            "after the sweep ({kills} kills): keys no upload owns {stray:?}, open multipart uploads {open:?}"
         ));
     }
 
