@@ -452,8 +452,8 @@ async fn uploads_survive_killed_frozen_instances_and_a_database_restart() {
 fn logged_about(procs: &[Tusker], problems: &[String]) -> String {
     let ids: std::collections::BTreeSet<&str> = problems
         .iter()
-        .filter_map(|p| p.split(':').next())
-        .filter(|id| id.len() == 32)
+        .flat_map(|p| p.split(|c: char| !c.is_ascii_alphanumeric()))
+        .filter(|w| w.len() == 32 && w.bytes().all(|b| b.is_ascii_hexdigit()))
         .collect();
     let mut out = Vec::new();
     for (n, p) in procs.iter().enumerate() {
