@@ -5,8 +5,11 @@
 //! serve again by themselves: uploads continue byte-exact, and stop
 //! requests between instances (LISTEN/NOTIFY) flow again.
 //!
+//! A creation refused that way leaves no multipart upload behind.
+//!
 //! Runs a private PostgreSQL cluster (`common::pg_private`) it can stop;
-//! data on local files, so no other service is needed.
+//! data on local files, so no other service is needed, except by the
+//! multipart check (`TUSKER_TEST_S3_ENDPOINT`).
 
 mod common;
 
@@ -196,5 +199,42 @@ async fn stop_requests_reach_other_instances_again_after_a_restart() {
         (200, 204),
         "stop requests do not reach instance a after the restart; log:\n{}",
         a.log_tail(30)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs TUSKER_TEST_S3_ENDPOINT"]
+async fn a_creation_refused_for_want_of_postgres_leaves_no_multipart_upload() {
+    let s3 = common::s3::endpoint();
+    let bucket = common::s3::bucket(&s3).await;
+    let mut pg = PrivatePg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let t = Spawn::in_dir(dir.path())
+        .s3(&s3, &bucket, "x")
+        .args([
+            "--meta",
+            &pg.url(),
+            "--lease-ttl",
+            "2s",
+            "--lock-timeout",
+            "3s",
+        ])
+        .start()
+        .await;
+    let c = bounded_client();
+    pg.stop();
+    for round in 0..3 {
+        let post = c
+            .post(t.endpoint())
+            .header(TUS.0, TUS.1)
+            .header("Upload-Length", (6 * 1024 * KIB).to_string())
+            .send()
+            .await;
+        assert_unavailable(&format!("POST, round {round}"), post).await;
+    }
+    let open = common::s3::open_multipart_keys(&s3, &bucket).await;
+    assert!(
+        open.is_empty(),
+        "multipart uploads of refused creations: {open:?}"
     );
 }
