@@ -38,7 +38,7 @@ const RETRY_DELAYS_MS: [u64; 4] = [0, 1000, 3000, 5000];
 /// request and resumes elsewhere (shorter than most freezes).
 const CLIENT_PATIENCE: Duration = Duration::from_secs(4);
 /// How long the clients may take to finish once the faults stop.
-const SETTLE: Duration = Duration::from_secs(240);
+const SETTLE: Duration = Duration::from_secs(150);
 /// Unfinished uploads nobody continues (a creation whose answer was lost)
 /// expire this long after their last write, so the sweep removes them.
 const EXPIRE_AFTER: &str = "30s";
@@ -414,7 +414,7 @@ async fn uploads_survive_killed_frozen_instances_and_a_database_restart() {
     // CreateMultipartUpload and the record (nothing can list those but the
     // bucket; the lifecycle rule of docs/deployment.md removes them).
     let owned: Vec<String> = completed.keys().map(|id| format!("x/{id}")).collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let (clean, stray, open) = loop {
         let stray: Vec<String> = common::s3::keys(&s3, &bucket, "")
             .await
