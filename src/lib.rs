@@ -145,7 +145,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         http::demo::check(dir, &config.base_path)?;
     }
     let meta_url = meta::MetaUrl::parse(config.meta.as_deref(), &config.data_dir)?;
-    let meta = meta::OpenedMeta::open(&meta_url, config.lease_ttl, config.meta_cache_size).await?;
+    let meta = meta::OpenedMeta::open(
+        &meta_url,
+        config.lease_ttl,
+        config.meta_query_timeout(),
+        config.meta_cache_size,
+    )
+    .await?;
     let data = data::open::open(
         config.storage.as_deref(),
         &config.data_dir,

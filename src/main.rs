@@ -90,7 +90,13 @@ async fn migrate(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let url = tusker::meta::MetaUrl::parse(config.meta.as_deref(), &config.data_dir)?;
     match url {
         tusker::meta::MetaUrl::Postgres(_) => {
-            tusker::meta::OpenedMeta::open(&url, config.lease_ttl, config.meta_cache_size).await?;
+            tusker::meta::OpenedMeta::open(
+                &url,
+                config.lease_ttl,
+                config.meta_query_timeout(),
+                config.meta_cache_size,
+            )
+            .await?;
             tracing::info!("schema migrations applied");
         }
         tusker::meta::MetaUrl::Sled(_) => {

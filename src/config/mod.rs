@@ -356,6 +356,15 @@ impl Config {
         config.data_dir = data_dir.into();
         config
     }
+
+    /// Bound of each PostgreSQL call: within a request's lock wait, and
+    /// short enough that a lease heartbeat gives up before the lease
+    /// expires (half the lease lifetime); at least 500 ms.
+    pub fn meta_query_timeout(&self) -> Duration {
+        self.lock_timeout
+            .min(self.lease_ttl / 2)
+            .max(Duration::from_millis(500))
+    }
 }
 
 /// `ServeArgs` alone, for the second parse that includes the file's values.

@@ -14,6 +14,9 @@ use std::fmt;
 /// tus checksum extension: the body did not match `Upload-Checksum`.
 pub const CHECKSUM_MISMATCH: u16 = 460;
 
+/// The meta store cannot be reached (requests and `/readyz`).
+pub const META_UNAVAILABLE: &str = "ERR_META_STORE_UNAVAILABLE";
+
 /// A body replacing the plain-text one.
 #[derive(Debug)]
 pub enum ErrorBody {
@@ -263,6 +266,15 @@ impl From<UploadError> for ApiError {
                 (StatusCode::CONFLICT, "ERR_DESTINATION_TAKEN")
             }
             E::Meta(MetaError::AlreadyExists(_)) => (StatusCode::CONFLICT, "ERR_UPLOAD_ID_TAKEN"),
+            E::Meta(MetaError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "meta store unavailable");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    META_UNAVAILABLE,
+                    "upload state temporarily unavailable; retry later",
+                )
+                .with_header(RETRY_AFTER.as_str(), 5);
+            }
             E::Meta(err) => return ApiError::internal("ERR_META_STORE", err),
             E::Data(DataError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "storage unavailable");

@@ -159,7 +159,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         Ok(Ok(())) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body("ready\n")),
-        Ok(Err(UploadError::Meta(e))) => Err(unready("ERR_META_STORE_UNAVAILABLE", e.to_string())),
+        Ok(Err(UploadError::Meta(e))) => {
+            Err(unready(super::error::META_UNAVAILABLE, e.to_string()))
+        }
         Ok(Err(e @ UploadError::BelowReserve { .. })) => {
             Err(unready("ERR_INSUFFICIENT_STORAGE", e.to_string()))
         }

@@ -12,6 +12,9 @@ use std::time::Duration;
 pub enum LeaseError {
     #[error("lease backend: {0}")]
     Backend(String),
+    /// The backend could not be reached or did not answer in time.
+    #[error("lease store unavailable: {0}")]
+    Unavailable(#[source] super::BoxError),
 }
 
 /// A lease this instance holds.

@@ -27,9 +27,17 @@ pub enum MetaError {
     Corrupt { key: String, reason: String },
     #[error("meta store backend: {0}")]
     Backend(String),
+    /// The backend could not be reached or did not answer in time; the
+    /// same request may succeed later.
+    #[error("meta store unavailable: {0}")]
+    Unavailable(#[source] BoxError),
     #[error("meta store setting: {0}")]
     Config(String),
 }
+
+/// The cause of an [`MetaError::Unavailable`] or
+/// [`LeaseError::Unavailable`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,11 +179,13 @@ pub enum OpenedMeta {
 }
 
 impl OpenedMeta {
-    /// Opens the store; `sled_cache` bounds sled's page cache (`None`:
-    /// [`sled_store::DEFAULT_CACHE_BYTES`]).
+    /// Opens the store. `query_timeout` bounds every PostgreSQL call of a
+    /// request (see [`PgMetaStore::with_query_timeout`]); `sled_cache`
+    /// bounds sled's page cache (`None`: [`sled_store::DEFAULT_CACHE_BYTES`]).
     pub async fn open(
         url: &MetaUrl,
         lease_ttl: std::time::Duration,
+        query_timeout: std::time::Duration,
         sled_cache: Option<u64>,
     ) -> Result<OpenedMeta, MetaError> {
         Ok(match url {
@@ -186,7 +196,8 @@ impl OpenedMeta {
             MetaUrl::Postgres(url) => {
                 let store = PgMetaStore::connect(url)
                     .await?
-                    .with_timings(lease_ttl, postgres::DEFAULT_HOOK_CLAIM);
+                    .with_timings(lease_ttl, postgres::DEFAULT_HOOK_CLAIM)
+                    .with_query_timeout(query_timeout);
                 store.migrate().await?;
                 OpenedMeta::Postgres(store)
             }

@@ -452,10 +452,7 @@ async fn clear_finish_debt(
     id: &UploadId,
     wait: std::time::Duration,
 ) -> Result<(), UploadError> {
-    let _lock = locker
-        .acquire(id, wait, Contend::Wait)
-        .await
-        .map_err(|_| UploadError::Locked)?;
+    let _lock = locker.acquire(id, wait, Contend::Wait).await?;
     if let Some(Lookup::Live(mut info)) = meta.get(id).await? {
         if info.finish_hook_pending {
             info.finish_hook_pending = false;

@@ -5,7 +5,7 @@
 //! holder is unique across instances too; a holder on another instance is
 //! asked to stop through the lease store.
 
-use crate::meta::lease::{Attempt, Lease, LeaseStore};
+use crate::meta::lease::{Attempt, Lease, LeaseError, LeaseStore};
 use crate::protocol::UploadId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,17 @@ use tokio::sync::{watch, Notify, OwnedMutexGuard};
 #[derive(Debug, thiserror::Error)]
 #[error("upload is locked by another request")]
 pub struct Locked;
+
+/// Why [`Locker::acquire`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(transparent)]
+    Locked(#[from] Locked),
+    /// The lease store failed (e.g. the database is unreachable): the
+    /// request cannot know whether another instance writes the upload.
+    #[error("taking the upload's lease failed: {0}")]
+    Lease(#[source] LeaseError),
+}
 
 /// Whether to ask the current holder to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +287,7 @@ impl Locker {
         id: &UploadId,
         wait: Duration,
         contend: Contend,
-    ) -> Result<UploadLock<'_>, Locked> {
+    ) -> Result<UploadLock<'_>, LockError> {
         let deadline = Instant::now() + wait;
         let local = self.local.acquire(id, wait, contend).await?;
         let Some(leases) = &self.leases else {
@@ -300,13 +311,17 @@ impl Locker {
                         }
                     }
                 }
+                // Each attempt is bounded by the store's query timeout; a
+                // failure ends the request at once (503, the client retries)
+                // rather than after the whole wait.
                 Err(e) => {
                     tracing::warn!(upload = %id, error = %e, "taking the upload's lease failed");
+                    return Err(LockError::Lease(e));
                 }
             }
             if Instant::now() + pause > deadline {
                 metrics::counter!(crate::telemetry::LOCK_TIMEOUTS).increment(1);
-                return Err(Locked);
+                return Err(Locked.into());
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(LEASE_RETRY_MAX);
@@ -420,10 +435,12 @@ mod lease_tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     /// Leases in memory: `foreign` makes every lease look held by
-    /// instance "other"; `lose` makes renewals find the lease gone.
+    /// instance "other"; `lose` makes renewals find the lease gone; `down`
+    /// makes acquisitions fail as an unreachable database does.
     #[derive(Default)]
     struct FakeLeases {
         foreign: AtomicBool,
+        down: AtomicBool,
         lose: AtomicBool,
         stops: AtomicUsize,
         released: AtomicUsize,
@@ -438,6 +455,9 @@ mod lease_tests {
             Duration::from_millis(300)
         }
         async fn try_acquire(&self, upload: &UploadId) -> Result<Attempt, LeaseError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(LeaseError::Unavailable("connection refused".into()));
+            }
             if self.foreign.load(Ordering::SeqCst) {
                 return Ok(Attempt::HeldBy("other".into()));
             }
@@ -486,6 +506,27 @@ mod lease_tests {
         assert_eq!(fake.stops.load(Ordering::SeqCst), 1);
         // The in-process lock was let go.
         assert!(locker.local.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unreachable_lease_store_fails_at_once_not_as_locked() {
+        let fake = Arc::new(FakeLeases::default());
+        fake.down.store(true, Ordering::SeqCst);
+        let locker = locker(&fake);
+        let id = UploadId::generate();
+        let got = locker
+            .acquire(&id, Duration::from_secs(3600), Contend::StopHolder)
+            .await;
+        assert!(
+            matches!(got, Err(LockError::Lease(LeaseError::Unavailable(_)))),
+            "expected the lease store's failure"
+        );
+        assert!(locker.local.is_empty());
+        fake.down.store(false, Ordering::SeqCst);
+        assert!(locker
+            .acquire(&id, Duration::from_secs(1), Contend::StopHolder)
+            .await
+            .is_ok());
     }
 
     #[tokio::test]

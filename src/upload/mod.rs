@@ -114,6 +114,21 @@ pub enum UploadError {
     Data(#[from] DataError),
 }
 
+impl From<lock::LockError> for UploadError {
+    fn from(e: lock::LockError) -> Self {
+        use crate::meta::LeaseError;
+        match e {
+            lock::LockError::Locked(_) => UploadError::Locked,
+            lock::LockError::Lease(LeaseError::Unavailable(cause)) => {
+                UploadError::Meta(MetaError::Unavailable(cause))
+            }
+            lock::LockError::Lease(e @ LeaseError::Backend(_)) => {
+                UploadError::Meta(MetaError::Backend(e.to_string()))
+            }
+        }
+    }
+}
+
 /// A creation request after header parsing.
 #[derive(Debug, Clone, Default)]
 pub struct NewUpload {
@@ -398,9 +413,24 @@ impl Engine {
             info.expires_at = None;
             info.finish_hook_pending = self.owes_finish_hook();
         }
-        match deferred {
-            true => self.meta.create_deferred(&info).await?,
-            false => self.meta.create(&info).await?,
+        let recorded = match deferred {
+            true => self.meta.create_deferred(&info).await,
+            false => self.meta.create(&info).await,
+        };
+        match recorded {
+            Ok(()) => {}
+            // The id belongs to another upload: its storage is not ours.
+            Err(e @ MetaError::AlreadyExists(_)) => return Err(e.into()),
+            Err(e) => {
+                // No record (meta store unreachable): nothing would ever
+                // abort the multipart upload just begun, so abort it now.
+                // Were the record written after all, its upload fails later
+                // and expires; the client was answered 5xx and knows no URL.
+                if let Err(undo) = self.data.delete(&info).await {
+                    tracing::warn!(upload = %info.id, error = %undo, "removing the storage of an unrecorded upload failed");
+                }
+                return Err(e.into());
+            }
         }
         tracing::info!(upload = %info.id, length = ?info.length, "upload created");
         if info.finished {
@@ -521,10 +551,10 @@ impl Engine {
         id: &UploadId,
         contend: Contend,
     ) -> Result<lock::UploadLock<'_>, UploadError> {
-        self.locker
+        Ok(self
+            .locker
             .acquire(id, self.config.lock_timeout, contend)
-            .await
-            .map_err(|_| UploadError::Locked)
+            .await?)
     }
 
     /// Called once an upload is finished: completes final uploads that

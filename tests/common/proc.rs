@@ -205,6 +205,11 @@ impl Tusker {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// The process id while running (to SIGSTOP and SIGCONT it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Sends signal `sig` (`TERM`, `INT`, `STOP`…) to the process.
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id();

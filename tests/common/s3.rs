@@ -67,8 +67,13 @@ pub async fn open_multipart_uploads(endpoint: &str, bucket: &str) -> usize {
     body.matches("<Upload>").count()
 }
 
-/// Keys under `prefix` (ListObjectsV2, first page).
+/// How many keys are under `prefix` (ListObjectsV2, first page).
 pub async fn keys_under(endpoint: &str, bucket: &str, prefix: &str) -> usize {
+    keys(endpoint, bucket, prefix).await.len()
+}
+
+/// The keys under `prefix` (ListObjectsV2, first page).
+pub async fn keys(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
     let body = client()
         .get(format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}"))
         .send()
@@ -77,7 +82,16 @@ pub async fn keys_under(endpoint: &str, bucket: &str, prefix: &str) -> usize {
         .text()
         .await
         .expect("body");
-    body.matches("<Key>").count()
+    tag_values(&body, "Key")
+}
+
+/// The text of every `<tag>` element in an XML listing.
+fn tag_values(body: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    body.split(open.as_str())
+        .skip(1)
+        .filter_map(|rest| rest.find(close.as_str()).map(|end| rest[..end].to_owned()))
+        .collect()
 }
 
 /// PATCHes `data` in pieces of `chunk` bytes, starting at `start`; every
@@ -113,12 +127,5 @@ pub async fn open_multipart_keys(endpoint: &str, bucket: &str) -> Vec<String> {
         .expect("list uploads");
     assert_eq!(res.status(), 200, "list multipart uploads");
     let body = res.text().await.expect("body");
-    body.split("<Upload>")
-        .skip(1)
-        .filter_map(|u| {
-            let start = u.find("<Key>")? + "<Key>".len();
-            let end = u[start..].find("</Key>")? + start;
-            Some(u[start..end].to_owned())
-        })
-        .collect()
+    tag_values(&body, "Key")
 }

@@ -2,9 +2,25 @@
 //! with expiry, heartbeats and stop requests over LISTEN/NOTIFY.
 
 use super::*;
+use sqlx::postgres::PgListener;
 
 fn lease_err(e: MetaError) -> LeaseError {
-    LeaseError::Backend(e.to_string())
+    match e {
+        MetaError::Unavailable(cause) => LeaseError::Unavailable(cause),
+        e => LeaseError::Backend(e.to_string()),
+    }
+}
+
+/// Pauses between attempts to listen again after the listener lost its
+/// connection: the first, and the longest.
+const RELISTEN_MIN: Duration = Duration::from_millis(200);
+const RELISTEN_MAX: Duration = Duration::from_secs(5);
+
+/// A listener on the stop channel; call on the store's runtime.
+async fn listen(pool: PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut l = PgListener::connect_with(&pool).await?;
+    l.listen(STOP_CHANNEL).await?;
+    Ok(l)
 }
 
 #[async_trait]
@@ -126,26 +142,39 @@ impl LeaseStore for PgMetaStore {
     async fn stop_requests(&self) -> Result<tokio::sync::mpsc::Receiver<UploadId>, LeaseError> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let me = self.inner.instance.clone();
-        let mut listener = self
-            .run(|pool| async move {
-                let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
-                l.listen(STOP_CHANNEL).await?;
-                Ok(l)
-            })
-            .await
-            .map_err(lease_err)?;
-        let handle = self
-            .inner
-            .rt
-            .0
-            .as_ref()
-            .map(|rt| rt.handle().clone())
-            .ok_or_else(|| LeaseError::Backend("PostgreSQL runtime is gone".into()))?;
-        handle.spawn(async move {
+        let mut listener = Some(self.run(listen).await.map_err(lease_err)?);
+        let (pool, limit) = (self.inner.pool.clone(), self.inner.query_timeout);
+        self.handle().map_err(lease_err)?.spawn(async move {
+            let mut pause = RELISTEN_MIN;
             loop {
+                let Some(l) = listener.as_mut() else {
+                    // Lost: listen again on a fresh connection, with backoff
+                    // while the database is away. Requests sent meanwhile
+                    // are lost; their senders wait for the lease to expire.
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    match tokio::time::timeout(limit, listen(pool.clone())).await {
+                        Ok(Ok(l)) => {
+                            tracing::info!("stop-request listener connected again");
+                            listener = Some(l);
+                            pause = RELISTEN_MIN;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "stop-request listener cannot connect yet");
+                            pause = (pause * 2).min(RELISTEN_MAX);
+                        }
+                        Err(_) => {
+                            tracing::debug!("stop-request listener: no answer from PostgreSQL yet");
+                            pause = (pause * 2).min(RELISTEN_MAX);
+                        }
+                    }
+                    continue;
+                };
                 let next = tokio::select! {
                     _ = tx.closed() => return,
-                    n = listener.recv() => n,
+                    n = l.recv() => n,
                 };
                 match next {
                     Ok(n) => {
@@ -162,9 +191,8 @@ impl LeaseStore for PgMetaStore {
                         }
                     }
                     Err(e) => {
-                        // `recv` reconnects on its next call.
                         tracing::warn!(error = %e, "stop-request listener lost its connection");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        listener = None;
                     }
                 }
             }

@@ -3,7 +3,10 @@
 //! applied at start, or by `tusker migrate`).
 //!
 //! Every query runs on a small runtime of its own, so the pool's
-//! connections never depend on which actix worker happened to open them.
+//! connections never depend on which actix worker happened to open them,
+//! and is bounded by the store's query timeout: an unreachable or stalled
+//! database answers [`MetaError::Unavailable`] in time for the request to
+//! say so (503), and the pool reconnects by itself once it is back.
 
 use super::lease::{Attempt, Lease, LeaseError, LeaseStore};
 use super::{JobGuard, Lookup, MetaError, MetaStore};
@@ -29,6 +32,10 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// How long an instance keeps the claim on an owed post-finish hook
 /// before another one may deliver it.
 pub const DEFAULT_HOOK_CLAIM: Duration = Duration::from_secs(120);
+/// Default bound of one call (query, transaction or lease operation).
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound of the schema migrations at start.
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 
 struct Runtime(Option<tokio::runtime::Runtime>);
 
@@ -45,6 +52,7 @@ struct Inner {
     instance: String,
     lease_ttl: Duration,
     hook_claim: Duration,
+    query_timeout: Duration,
     // Last field: dropped after the pool.
     rt: Runtime,
 }
@@ -57,6 +65,35 @@ pub struct PgMetaStore {
 
 fn backend(e: impl std::fmt::Display) -> MetaError {
     MetaError::Backend(e.to_string())
+}
+
+/// A call that did not finish within the store's query timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("PostgreSQL did not answer within {0:?}")]
+pub struct TimedOut(pub Duration);
+
+/// Sorts a driver error: lost or refused connections, an exhausted pool and
+/// a server shutting down or starting up are [`MetaError::Unavailable`]
+/// (worth retrying); everything else is a backend error.
+fn classify(e: sqlx::Error) -> MetaError {
+    let unavailable = match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            // 08: connection exception; 57P01-03: admin or crash shutdown,
+            // cannot connect now; 53300: too many connections.
+            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    };
+    if unavailable {
+        MetaError::Unavailable(Box::new(e))
+    } else {
+        backend(e)
+    }
 }
 
 fn secs(v: u64) -> i64 {
@@ -110,6 +147,7 @@ impl PgMetaStore {
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 lease_ttl: DEFAULT_LEASE_TTL,
                 hook_claim: DEFAULT_HOOK_CLAIM,
+                query_timeout: DEFAULT_QUERY_TIMEOUT,
                 rt: Runtime(Some(rt)),
             }),
         })
@@ -130,32 +168,67 @@ impl PgMetaStore {
         }
     }
 
-    /// Applies the embedded migrations not yet applied.
-    pub async fn migrate(&self) -> Result<(), MetaError> {
-        self.run(|pool| async move { MIGRATOR.run(&pool).await.map_err(sqlx::Error::from) })
-            .await
-            .map_err(|e| MetaError::Backend(format!("migrating the schema: {e}")))
+    /// Bounds every call (a request's queries, lease operations, the
+    /// readiness ping) by `timeout`; call before sharing the store.
+    pub fn with_query_timeout(self, timeout: Duration) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.query_timeout = timeout.max(Duration::from_millis(100));
+                PgMetaStore {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => PgMetaStore { inner },
+        }
     }
 
-    /// Runs a query future on the store's runtime.
+    /// Applies the embedded migrations not yet applied.
+    pub async fn migrate(&self) -> Result<(), MetaError> {
+        self.run_within(MIGRATE_TIMEOUT, |pool| async move {
+            MIGRATOR.run(&pool).await.map_err(sqlx::Error::from)
+        })
+        .await
+        .map_err(|e| match e {
+            MetaError::Unavailable(_) => e,
+            e => MetaError::Backend(format!("migrating the schema: {e}")),
+        })
+    }
+
+    /// Runs a query future on the store's runtime, within the query timeout.
     async fn run<T, F, Fut>(&self, f: F) -> Result<T, MetaError>
     where
         F: FnOnce(PgPool) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>> + Send + 'static,
         T: Send + 'static,
     {
-        let handle = self
-            .inner
+        self.run_within(self.inner.query_timeout, f).await
+    }
+
+    /// The store's runtime, where queries and the listener run.
+    fn handle(&self) -> Result<tokio::runtime::Handle, MetaError> {
+        self.inner
             .rt
             .0
             .as_ref()
             .map(|rt| rt.handle().clone())
-            .ok_or_else(|| MetaError::Backend("PostgreSQL runtime is gone".into()))?;
-        handle
-            .spawn(f(self.inner.pool.clone()))
+            .ok_or_else(|| MetaError::Backend("PostgreSQL runtime is gone".into()))
+    }
+
+    /// [`PgMetaStore::run`] with its own bound. On timeout the query is
+    /// dropped on the store's runtime (its connection is not reused).
+    async fn run_within<T, F, Fut>(&self, limit: Duration, f: F) -> Result<T, MetaError>
+    where
+        F: FnOnce(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let query = f(self.inner.pool.clone());
+        self.handle()?
+            .spawn(async move { tokio::time::timeout(limit, query).await })
             .await
             .map_err(|e| MetaError::Backend(format!("query task failed: {e}")))?
-            .map_err(backend)
+            .map_err(|_| MetaError::Unavailable(Box::new(TimedOut(limit))))?
+            .map_err(classify)
     }
 
     /// Runs `sql` with a record's columns bound as `$1` id, `$2` the record
