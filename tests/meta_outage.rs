@@ -9,7 +9,8 @@
 //!
 //! Runs a private PostgreSQL cluster (`common::pg_private`) it can stop;
 //! data on local files, so no other service is needed, except by the
-//! multipart check (`TUSKER_TEST_S3_ENDPOINT`).
+//! multipart check (`TUSKER_TEST_S3_ENDPOINT`). Ignored by a plain `cargo
+//! test`, which needs nothing but Rust; CI includes them.
 
 mod common;
 
@@ -70,6 +71,7 @@ async fn readyz(c: &reqwest::Client, t: &Tusker) -> (u16, String) {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL's initdb and pg_ctl (TUSKER_TEST_PG_BIN or /usr/lib/postgresql)"]
 async fn requests_answer_503_while_postgres_is_down_and_serve_again_after() {
     let mut pg = PrivatePg::start();
     let dir = tempfile::tempdir().unwrap();
@@ -164,6 +166,7 @@ async fn stop_across(
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL's initdb and pg_ctl (TUSKER_TEST_PG_BIN or /usr/lib/postgresql)"]
 async fn stop_requests_reach_other_instances_again_after_a_restart() {
     let mut pg = PrivatePg::start();
     let dir = tempfile::tempdir().unwrap();
