@@ -432,6 +432,11 @@ impl Engine {
 
     /// Deletes bytes then state of an upload whose lock the caller holds.
     ///
+    /// A fenced save of the record as read comes first: a remover whose
+    /// view is stale (it stalled while another instance took the upload
+    /// over and wrote) is refused there, before it touches a byte, and any
+    /// other writer still holding the version read is refused from then on.
+    ///
     /// The steps run in a task of their own, holding `permit`, so they all
     /// happen even if the request is dropped halfway (a client hanging up
     /// on its DELETE): cut between the bytes and the record, the record
@@ -442,12 +447,13 @@ impl Engine {
         permit: &IoPermit,
     ) -> Result<(), UploadError> {
         let (data, meta) = (self.data.clone(), self.meta.clone());
-        let info = info.clone();
+        let mut info = info.clone();
         let id = info.id.clone();
         permit
             .run_detached(async move {
+                meta.save(&mut info).await?;
                 data.delete(&info).await?;
-                meta.remove(&info.id).await?;
+                meta.remove(&info).await?;
                 if let Concat::Final { parts } = &info.concat {
                     meta.remove_concat_waiters(&info.id, parts).await?;
                 }
