@@ -338,6 +338,39 @@ async fn a_checkpoint_names_uploaded_parts_only_and_resumes() {
     assert!(got == bytes, "the object differs from the bytes sent");
 }
 
+/// Two writers continuing one record (a holder that stalled, and the
+/// instance that took the upload over) stage their tails under keys of
+/// their own: the late one's segment never replaces the one the current
+/// record names.
+#[tokio::test]
+async fn writers_continuing_one_record_never_share_a_segment_key() {
+    let backend = Arc::new(InMemory::new());
+    let data = store(&backend);
+    let mut info = UploadInfo::new(UploadId::generate(), Some(10_000), 0);
+    info.storage = data.create(&info).await.unwrap();
+    let mut stalled = data.writer(&info, IoPermit::unshared()).await.unwrap();
+    let mut current = data.writer(&info, IoPermit::unshared()).await.unwrap();
+    current.write(Bytes::from(vec![b'c'; 700])).await.unwrap();
+    let recorded = current.sync().await.unwrap();
+    current.committed().await;
+    // The stalled writer wakes up and stages its own bytes.
+    stalled.write(Bytes::from(vec![b's'; 700])).await.unwrap();
+    let late = stalled.sync().await.unwrap();
+    assert_ne!(recorded.storage["segments"], late.storage["segments"]);
+
+    let mut newest = info.clone();
+    newest.offset = recorded.offset;
+    newest.storage = recorded.storage;
+    let state = State::load(&newest).unwrap();
+    let fresh = store(&backend);
+    let tail = fresh
+        .read_segments(&fresh.staging_prefix(&newest), &state.segments)
+        .await
+        .unwrap()
+        .concat();
+    assert!(tail == vec![b'c'; 700], "the recorded segment was replaced");
+}
+
 /// Minimum-size parts, one attempt per request.
 fn store_tuning() -> ObjectTuning {
     ObjectTuning {

@@ -19,6 +19,11 @@ type PartResult = (usize, Result<PartId, object_store::Error>);
 pub(super) struct ObjectWriter {
     data: ObjectData,
     staging: String,
+    /// Unique per writer, part of every segment key it stages: two
+    /// writers continuing one record (a stalled holder and the instance
+    /// that took the upload over) never write the same key, so neither
+    /// overwrites a segment the other's record names.
+    nonce: String,
     /// Bytes of `current.segments`, when known in memory.
     tail: Option<Vec<Bytes>>,
     /// Bytes of `durable.segments`, when known in memory.
@@ -57,6 +62,7 @@ impl ObjectWriter {
         ObjectWriter {
             data,
             staging,
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
             tail: tail.clone(),
             durable_tail: tail,
             completed: Vec::new(),
@@ -225,7 +231,10 @@ impl UploadWriter for ObjectWriter {
         }
         self.order_parts();
         if self.pending_len > 0 {
-            let key = format!("{}{:08}", self.staging, self.current.next_segment);
+            let key = format!(
+                "{}{:08}-{}",
+                self.staging, self.current.next_segment, self.nonce
+            );
             let chunks = std::mem::take(&mut self.pending);
             let payload = PutPayload::from_iter(chunks.iter().cloned());
             let len = self.pending_len;
