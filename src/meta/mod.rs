@@ -2,7 +2,7 @@
 //! implement the same trait and pass the same contract tests.
 
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
 mod group_commit;
 pub mod lease;
 pub mod postgres;

@@ -552,6 +552,9 @@ impl Drop for Lent<'_> {
 }
 
 #[cfg(test)]
+mod fencing_tests;
+
+#[cfg(test)]
 mod removal_tests {
     use super::*;
     use crate::data::{ByteStream, FileStore, UploadWriter};
