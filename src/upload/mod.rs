@@ -615,6 +615,45 @@ mod removal_tests {
         }
     }
 
+    /// A remover whose view is stale (an expiry sweep or DELETE that
+    /// stalled while another request took the upload over and wrote) is
+    /// refused before it touches the bytes: the upload stays whole.
+    #[tokio::test]
+    async fn a_stale_removal_leaves_the_upload_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = Arc::new(SledMetaStore::open(&dir.path().join("meta")).expect("meta"));
+        let data = Arc::new(FileStore::open(dir.path().join("data")).expect("data"));
+        let engine = Engine::new(meta.clone(), data.clone(), EngineConfig::default());
+        let ctx = RequestInfo::default();
+        let new = NewUpload {
+            length: Some(10),
+            ..NewUpload::default()
+        };
+        let created = engine.create(new, &ctx).await.expect("create");
+        let stale = engine.load(&created.id).await.expect("load");
+
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
+            bytes::Bytes::from_static(b"hello"),
+        )]);
+        let req = AppendRequest::default();
+        let current = engine
+            .append(&created.id, req, body, &ctx)
+            .await
+            .expect("append");
+        assert_eq!(current.offset, 5);
+
+        let permit = engine.io_gate(&created.id).await.expect("gate");
+        let removed = engine.remove(&stale, &permit).await;
+        drop(permit);
+        assert!(
+            matches!(removed, Err(UploadError::Meta(MetaError::Stale(_)))),
+            "{removed:?}"
+        );
+        let info = engine.head(&created.id, &ctx).await.expect("head");
+        assert_eq!(info.offset, 5);
+        assert_eq!(std::fs::read(data.path(&info)).expect("read"), b"hello");
+    }
+
     /// A client hanging up on its DELETE while the bytes are being deleted
     /// must not leave the record behind (it would name bytes that are gone).
     #[tokio::test]
