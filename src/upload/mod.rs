@@ -377,7 +377,14 @@ impl Engine {
             if unsealed {
                 // Every byte arrived but sealing did not happen (a crash, or
                 // the backend failed): finish it now.
-                self.seal(&mut info, ctx, &permit).await?;
+                match self.seal(&mut info, ctx, &permit).await {
+                    // Another instance wrote first (this one's lease lapsed
+                    // meanwhile): what it recorded is the answer.
+                    Err(UploadError::Meta(MetaError::Stale(_))) => {
+                        return self.load(id).await;
+                    }
+                    sealed => sealed?,
+                }
             }
             (info, unsealed)
         };

@@ -179,6 +179,12 @@ impl Tusker {
         })
     }
 
+    /// The process id while running.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child
