@@ -360,15 +360,7 @@ async fn an_instance_killed_mid_patch_leaves_the_upload_to_the_others() {
     assert_eq!(acked, 3 * MIB);
 
     // A streaming PATCH for the rest into instance 1, killed half way.
-    let victim = cluster.procs[1].as_ref().unwrap().addr;
-    let mut sock = tokio::net::TcpStream::connect(victim).await.unwrap();
-    let head = format!(
-        "PATCH /files/{id} HTTP/1.1\r\nHost: {victim}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: {acked}\r\nContent-Length: {}\r\n\r\n",
-        total - acked
-    );
-    sock.write_all(head.as_bytes()).await.unwrap();
-    sock.write_all(&data[acked..acked + 7 * MIB]).await.unwrap();
-    sock.flush().await.unwrap();
+    let sock = patch_in_part(&cluster, 1, &id, &data, acked, 7 * MIB).await;
     if let Some(mut p) = cluster.procs[1].take() {
         p.kill();
     }
@@ -427,6 +419,28 @@ async fn racing_patches_on_two_instances_keep_one_writer() {
     cluster.stop().await;
 }
 
+/// Opens a PATCH on instance `n` for all of `data` after `offset` and
+/// sends its first `sent` bytes, leaving the body unfinished.
+async fn patch_in_part(
+    cluster: &Cluster,
+    n: usize,
+    id: &str,
+    data: &[u8],
+    offset: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    let addr = cluster.procs[n].as_ref().unwrap().addr;
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PATCH /files/{id} HTTP/1.1\r\nHost: {addr}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\nContent-Length: {}\r\n\r\n",
+        data.len() - offset
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&data[offset..offset + sent]).await.unwrap();
+    sock.flush().await.unwrap();
+    sock
+}
+
 /// Sends `signal` to instance `n` of the cluster.
 fn signal(cluster: &Cluster, n: usize, signal: libc::c_int) {
     let pid = cluster.procs[n]
@@ -472,15 +486,7 @@ async fn a_frozen_instance_cannot_undo_a_finished_upload() {
     let acked = cluster_offset(&c, &mut cluster, &id).await as usize;
 
     // A streaming PATCH into instance 1, which is frozen half way.
-    let victim = cluster.procs[1].as_ref().unwrap().addr;
-    let mut sock = tokio::net::TcpStream::connect(victim).await.unwrap();
-    let head = format!(
-        "PATCH /files/{id} HTTP/1.1\r\nHost: {victim}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: {acked}\r\nContent-Length: {}\r\n\r\n",
-        total - acked
-    );
-    sock.write_all(head.as_bytes()).await.unwrap();
-    sock.write_all(&data[acked..acked + 7 * MIB]).await.unwrap();
-    sock.flush().await.unwrap();
+    let mut sock = patch_in_part(&cluster, 1, &id, &data, acked, 7 * MIB).await;
     // Let it take the bytes in (a part goes out) before it freezes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     signal(&cluster, 1, libc::SIGSTOP);

@@ -10,6 +10,7 @@
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_REGION` for it).
 
 use super::*;
+use crate::data::object::tests::Flaky;
 use crate::data::object::{ObjectData, ObjectTuning, MIN_PART_SIZE};
 use crate::data::open::{open, StorageOptions};
 use crate::meta::contract::pg_testing::TestDb;
@@ -164,123 +165,6 @@ impl LeaseStore for FrozenLeases {
     }
 }
 
-/// Instance A's bucket: with `hold_parts`, its part uploads are held at
-/// the freeze (sent before it, they land after the thaw).
-struct HeldParts {
-    inner: Arc<dyn crate::data::object::Backend>,
-    freezer: Arc<Freezer>,
-    hold_parts: std::sync::atomic::AtomicBool,
-}
-
-impl std::fmt::Display for HeldParts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HeldParts({})", self.inner)
-    }
-}
-
-impl std::fmt::Debug for HeldParts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HeldParts")
-    }
-}
-
-mod held_parts {
-    use super::HeldParts;
-    use async_trait::async_trait;
-    use futures_util::stream::BoxStream;
-    use object_store::multipart::{MultipartStore, PartId};
-    use object_store::path::Path;
-    use object_store::{
-        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-        PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    };
-    use std::sync::atomic::Ordering;
-
-    #[async_trait]
-    impl ObjectStore for HeldParts {
-        async fn put_opts(
-            &self,
-            location: &Path,
-            payload: PutPayload,
-            opts: PutOptions,
-        ) -> object_store::Result<PutResult> {
-            self.inner.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(
-            &self,
-            location: &Path,
-            opts: PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-        async fn get_opts(
-            &self,
-            location: &Path,
-            options: GetOptions,
-        ) -> object_store::Result<GetResult> {
-            self.inner.get_opts(location, options).await
-        }
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<Path>>,
-        ) -> BoxStream<'static, object_store::Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-        fn list(
-            &self,
-            prefix: Option<&Path>,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&Path>,
-        ) -> object_store::Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(
-            &self,
-            from: &Path,
-            to: &Path,
-            options: CopyOptions,
-        ) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
-    }
-
-    #[async_trait]
-    impl MultipartStore for HeldParts {
-        async fn create_multipart(&self, path: &Path) -> object_store::Result<String> {
-            self.inner.create_multipart(path).await
-        }
-        async fn put_part(
-            &self,
-            path: &Path,
-            id: &String,
-            part_idx: usize,
-            data: PutPayload,
-        ) -> object_store::Result<PartId> {
-            if self.hold_parts.swap(false, Ordering::SeqCst) {
-                self.freezer.freeze();
-                self.freezer.stalled.notify_one();
-                self.freezer.thawed().await;
-            }
-            self.inner.put_part(path, id, part_idx, data).await
-        }
-        async fn complete_multipart(
-            &self,
-            path: &Path,
-            id: &String,
-            parts: Vec<PartId>,
-        ) -> object_store::Result<PutResult> {
-            self.inner.complete_multipart(path, id, parts).await
-        }
-        async fn abort_multipart(&self, path: &Path, id: &String) -> object_store::Result<()> {
-            self.inner.abort_multipart(path, id).await
-        }
-    }
-}
-
 const PART: usize = MIN_PART_SIZE as usize;
 /// Two parts and a staged tail.
 const LEN: usize = 2 * PART + 1000;
@@ -296,7 +180,7 @@ struct Pair {
     a: Engine,
     b: Engine,
     freezer: Arc<Freezer>,
-    bucket_a: Arc<HeldParts>,
+    bucket_a: Arc<Flaky<object_store::aws::AmazonS3>>,
     db: TestDb,
     _dir: tempfile::TempDir,
 }
@@ -339,11 +223,9 @@ impl Pair {
             .build()
             .expect("s3 client");
         let freezer = Freezer::new();
-        let bucket_a = Arc::new(HeldParts {
-            inner: Arc::new(s3),
-            freezer: freezer.clone(),
-            hold_parts: false.into(),
-        });
+        // Instance A's bucket: its part uploads can be held (sent before
+        // it froze, they land after the thaw).
+        let bucket_a = Arc::new(Flaky::over(s3));
         let config = EngineConfig {
             // Longer than the lease: B waits out a frozen A's lease.
             lock_timeout: Duration::from_secs(8),
@@ -465,9 +347,9 @@ impl Pair {
 }
 
 /// A future that must stay pending until `stalled` fires.
-async fn until_stalled<F: std::future::Future>(freezer: &Freezer, running: F) -> F
+async fn until_stalled<F>(freezer: &Freezer, running: F) -> F
 where
-    F: Unpin,
+    F: std::future::Future + Unpin,
     F::Output: std::fmt::Debug,
 {
     let mut running = running;
@@ -524,23 +406,30 @@ async fn a_holder_frozen_mid_patch_cannot_undo_the_finished_upload() {
     pair.end().await;
 }
 
-/// A frozen during the save of its progress: the save is sent only after
-/// B finished the upload.
-#[tokio::test]
-#[ignore = "needs TUSKER_TEST_POSTGRES_URL and TUSKER_TEST_S3_ENDPOINT"]
-async fn a_save_sent_by_a_thawed_holder_changes_nothing() {
-    let pair = Pair::start().await;
-    let id = pair.create().await;
-    let bytes = content();
-    pair.freezer.freeze_at(|_| true);
-    let ctx = RequestInfo::default();
+/// A request for the first `n` bytes, from offset 0, in one chunk.
+fn first_bytes(
+    n: usize,
+) -> (
+    AppendRequest,
+    impl futures_util::Stream<Item = std::io::Result<Bytes>> + Unpin,
+) {
     let req = AppendRequest {
-        content_length: Some(FIRST as u64),
+        content_length: Some(n as u64),
         ..AppendRequest::default()
     };
-    let body = stream::iter([Ok::<_, std::io::Error>(Bytes::copy_from_slice(
-        &bytes[..FIRST],
-    ))]);
+    let chunk = Bytes::copy_from_slice(&content()[..n]);
+    (req, stream::iter([Ok(chunk)]))
+}
+
+/// A sends the first `n` bytes and freezes at the first save `at`
+/// matches; B finishes the upload; A is thawed. A's save is refused and
+/// the upload stays as B left it.
+async fn frozen_at_a_save(n: usize, at: impl Fn(&UploadInfo) -> bool + Send + 'static) {
+    let pair = Pair::start().await;
+    let id = pair.create().await;
+    pair.freezer.freeze_at(at);
+    let ctx = RequestInfo::default();
+    let (req, body) = first_bytes(n);
     let a = pair.a.append(&id, req, body, &ctx);
     let a = until_stalled(&pair.freezer, Box::pin(a)).await;
     pair.finish_through_b(&id).await;
@@ -554,32 +443,21 @@ async fn a_save_sent_by_a_thawed_holder_changes_nothing() {
     pair.end().await;
 }
 
+/// A frozen during the save of its progress: the save is sent only after
+/// B finished the upload.
+#[tokio::test]
+#[ignore = "needs TUSKER_TEST_POSTGRES_URL and TUSKER_TEST_S3_ENDPOINT"]
+async fn a_save_sent_by_a_thawed_holder_changes_nothing() {
+    frozen_at_a_save(FIRST, |_| true).await;
+}
+
 /// A frozen between `complete_multipart` and the record saying finished:
 /// B finds the object assembled and records the finish; A's late record
 /// changes nothing.
 #[tokio::test]
 #[ignore = "needs TUSKER_TEST_POSTGRES_URL and TUSKER_TEST_S3_ENDPOINT"]
 async fn a_holder_frozen_after_completing_the_multipart_upload() {
-    let pair = Pair::start().await;
-    let id = pair.create().await;
-    pair.freezer.freeze_at(|info| info.finished);
-    let ctx = RequestInfo::default();
-    let req = AppendRequest {
-        content_length: Some(LEN as u64),
-        ..AppendRequest::default()
-    };
-    let body = stream::iter([Ok::<_, std::io::Error>(Bytes::from(content()))]);
-    let a = pair.a.append(&id, req, body, &ctx);
-    let a = until_stalled(&pair.freezer, Box::pin(a)).await;
-    pair.finish_through_b(&id).await;
-    pair.freezer.thaw();
-    let late = a.await;
-    assert!(
-        matches!(late, Err(UploadError::Meta(MetaError::Stale(_)))),
-        "{late:?}"
-    );
-    pair.assert_intact(&id).await;
-    pair.end().await;
+    frozen_at_a_save(LEN, |info| info.finished).await;
 }
 
 /// A's upload of part 0, sent before it froze, lands after B uploaded the
@@ -591,36 +469,27 @@ async fn a_holder_frozen_after_completing_the_multipart_upload() {
 async fn a_part_upload_landing_after_the_takeover_changes_nothing() {
     let pair = Pair::start().await;
     let id = pair.create().await;
-    let bytes = content();
-    pair.bucket_a
-        .hold_parts
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // A freezes with its part 0 on the way.
+    pair.freezer.freeze();
+    let held = pair.bucket_a.parts.lock().await;
     let ctx = RequestInfo::default();
-    let req = AppendRequest {
-        content_length: Some(FIRST as u64),
-        ..AppendRequest::default()
-    };
-    let body = stream::iter([Ok::<_, std::io::Error>(Bytes::copy_from_slice(
-        &bytes[..FIRST],
-    ))]);
-    let a = pair.a.append(&id, req, body, &ctx);
-    let a = until_stalled(&pair.freezer, Box::pin(a)).await;
+    let (req, body) = first_bytes(FIRST);
+    let mut a = Box::pin(pair.a.append(&id, req, body, &ctx));
+    tokio::select! {
+        r = &mut a => panic!("A's request ended before it froze: {r:?}"),
+        _ = pair.bucket_a.part_called.notified() => {}
+    }
 
     // B takes over and records part 0 and a staged tail of its own.
     let head = pair.b.head(&id, &ctx).await.expect("head on b");
     assert_eq!(head.offset, 0);
     let upto = PART + 1000;
-    let req = AppendRequest {
-        content_length: Some(upto as u64),
-        ..AppendRequest::default()
-    };
-    let body = stream::iter([Ok::<_, std::io::Error>(Bytes::copy_from_slice(
-        &bytes[..upto],
-    ))]);
+    let (req, body) = first_bytes(upto);
     let recorded = pair.b.append(&id, req, body, &ctx).await.expect("b");
     assert_eq!(recorded.offset, upto as u64);
 
     // A's part 0 lands now, then its save is refused.
+    drop(held);
     pair.freezer.thaw();
     let late = a.await;
     assert!(

@@ -550,4 +550,4 @@ impl DataStore for ObjectData {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

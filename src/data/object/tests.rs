@@ -71,24 +71,35 @@ async fn finish_again_after_a_crash_before_the_record_was_saved() {
     }
 }
 
-/// An in-memory store whose next `failures` listings and deletions
-/// fail as a busy S3 server's do (a 500).
+/// A store (in memory unless told otherwise) whose next `failures`
+/// listings and deletions fail as a busy S3 server's do (a 500), and
+/// whose part uploads can be held.
 #[derive(Debug)]
-struct Flaky {
-    inner: InMemory,
+pub(crate) struct Flaky<B = InMemory> {
+    pub(crate) inner: B,
     failures: AtomicUsize,
     /// Every part upload waits for this lock: a test holds it to keep
-    /// parts in flight.
-    parts: tokio::sync::Mutex<()>,
+    /// parts in flight (or to make them land late).
+    pub(crate) parts: tokio::sync::Mutex<()>,
+    /// A part upload was called (and may be waiting for `parts`).
+    pub(crate) part_called: tokio::sync::Notify,
 }
 
 impl Flaky {
     /// Fails nothing and holds no part until told to.
     fn new() -> Self {
+        Flaky::over(InMemory::new())
+    }
+}
+
+impl<B: Backend> Flaky<B> {
+    /// `inner` behind the failures and the part hold.
+    pub(crate) fn over(inner: B) -> Self {
         Flaky {
-            inner: InMemory::new(),
+            inner,
             failures: AtomicUsize::new(0),
             parts: tokio::sync::Mutex::new(()),
+            part_called: tokio::sync::Notify::new(),
         }
     }
 
@@ -109,14 +120,14 @@ impl Flaky {
     }
 }
 
-impl std::fmt::Display for Flaky {
+impl<B> std::fmt::Display for Flaky<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Flaky")
     }
 }
 
 #[async_trait]
-impl ObjectStore for Flaky {
+impl<B: Backend + std::fmt::Debug> ObjectStore for Flaky<B> {
     async fn put_opts(
         &self,
         location: &Path,
@@ -174,7 +185,7 @@ impl ObjectStore for Flaky {
 }
 
 #[async_trait]
-impl MultipartStore for Flaky {
+impl<B: Backend + std::fmt::Debug> MultipartStore for Flaky<B> {
     async fn create_multipart(&self, path: &Path) -> object_store::Result<String> {
         self.inner.create_multipart(path).await
     }
@@ -186,6 +197,7 @@ impl MultipartStore for Flaky {
         part_idx: usize,
         data: PutPayload,
     ) -> object_store::Result<PartId> {
+        self.part_called.notify_one();
         let _held = self.parts.lock().await;
         self.inner.put_part(path, id, part_idx, data).await
     }
