@@ -5,6 +5,7 @@ use super::persist::{checkpointed, Behind};
 use super::{Engine, Held, Hold, NewUpload, UploadError};
 use crate::data::{IoPermit, UploadWriter};
 use crate::hooks::{HookType, RequestInfo};
+use crate::meta::MetaError;
 use crate::model::UploadInfo;
 use crate::protocol::{Checksum, UploadId};
 use bytes::Bytes;
@@ -395,20 +396,33 @@ impl Engine {
             End::Stopped | End::Broken(_) => {}
         }
 
-        match writer.as_mut() {
+        let closing = match writer.as_mut() {
             Some(w) if matches!(end, End::Complete) && !req.complete => {
-                self.make_durable(&mut info, w.as_mut()).await?;
-                if info.is_complete() && !info.finished && self.seals_in_meta_only(&info) {
-                    // The last bytes, and sealing touches nothing but the
-                    // meta store: one save records the offset and the seal.
-                    self.seal(&mut info, ctx, permit).await?;
-                } else {
-                    self.save_progress(&mut info, permit).await?;
+                async {
+                    self.make_durable(&mut info, w.as_mut()).await?;
+                    if info.is_complete() && !info.finished && self.seals_in_meta_only(&info) {
+                        // The last bytes, and sealing touches nothing but
+                        // the meta store: one save records the offset and
+                        // the seal.
+                        self.seal(&mut info, ctx, permit).await?;
+                    } else {
+                        self.save_progress(&mut info, permit).await?;
+                    }
+                    w.committed().await;
+                    Ok(())
                 }
-                w.committed().await;
+                .await
             }
-            Some(w) => self.persist(&mut info, w.as_mut(), permit).await?,
-            None => self.save_progress(&mut info, permit).await?,
+            Some(w) => self.persist(&mut info, w.as_mut(), permit).await,
+            None => self.save_progress(&mut info, permit).await,
+        };
+        if let Err(e) = closing {
+            if let (UploadError::Meta(MetaError::Stale(_)), Some(w)) = (&e, writer.as_mut()) {
+                // Another writer recorded first: what this one staged for
+                // its refused state is nobody's.
+                w.abandon().await;
+            }
+            return Err(e);
         }
         if matches!(end, End::Stopped) && self.take_stop_request(&info.id) {
             return self.stop_by_hook(&info, ctx, permit).await;

@@ -337,6 +337,14 @@ impl Pair {
                 "the object differs from the bytes sent"
             );
         }
+        // Nothing A staged outlives its refused request.
+        let staging = object_store::path::Path::from(format!("x/.tusker-staging/{id}"));
+        let left: Vec<object_store::ObjectMeta> =
+            object_store::ObjectStore::list(&self.bucket_a.inner, Some(&staging))
+                .try_collect()
+                .await
+                .expect("list staging");
+        assert!(left.is_empty(), "segments left in the bucket: {left:?}");
     }
 
     async fn end(self) {

@@ -41,6 +41,9 @@ pub(super) struct ObjectWriter {
     inflight: JoinSet<PartResult>,
     /// Segments consumed by parts: deleted once the new state is persisted.
     garbage: Vec<String>,
+    /// Segments this writer staged that no persisted state named yet:
+    /// deleted if the meta store refuses the state (`abandon`).
+    unrecorded: Vec<String>,
     /// The part that consumed `garbage` (the first part a request cuts).
     garbage_part: usize,
     /// Buffer memory for the part being assembled (its staged tail and
@@ -72,6 +75,7 @@ impl ObjectWriter {
             pending_len: 0,
             inflight: JoinSet::new(),
             garbage: Vec::new(),
+            unrecorded: Vec::new(),
             garbage_part: 0,
             reserved: None,
         }
@@ -247,6 +251,7 @@ impl UploadWriter for ObjectWriter {
             .map_err(convert)?;
             self.pending_len = 0;
             self.current.next_segment += 1;
+            self.unrecorded.push(key.clone());
             self.current.segments.push(Segment { key, len });
             if let Some(tail) = self.tail.as_mut() {
                 tail.extend(chunks);
@@ -307,6 +312,7 @@ impl UploadWriter for ObjectWriter {
             .iter()
             .map(|s| s.key.as_str())
             .collect();
+        self.unrecorded.retain(|key| !named.contains(&key.as_str()));
         let (keep, free): (Vec<String>, Vec<String>) = std::mem::take(&mut self.garbage)
             .into_iter()
             .partition(|key| named.contains(&key.as_str()));
@@ -314,6 +320,16 @@ impl UploadWriter for ObjectWriter {
         for key in free {
             if let Err(e) = self.data.store.delete(&Path::from(key.as_str())).await {
                 tracing::warn!(%key, error = %e, "deleting consumed segment failed");
+            }
+        }
+    }
+
+    async fn abandon(&mut self) {
+        // Their keys carry this writer's nonce: no other writer's state
+        // can name them.
+        for key in std::mem::take(&mut self.unrecorded) {
+            if let Err(e) = self.data.delete_segment(&Path::from(key.as_str())).await {
+                tracing::warn!(%key, error = %e, "deleting an unrecorded segment failed");
             }
         }
     }
