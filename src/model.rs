@@ -49,6 +49,13 @@ pub struct UploadInfo {
     /// The post-finish hook is owed and not yet delivered.
     #[serde(default)]
     pub finish_hook_pending: bool,
+    /// How many times the record was saved: the fencing token of its
+    /// writes. A save or removal applies only to the version it was read
+    /// at (compare-and-set, see `MetaStore::save`), so a writer whose view
+    /// is stale (an instance frozen while another took the upload over)
+    /// changes nothing.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl UploadInfo {
@@ -68,6 +75,7 @@ impl UploadInfo {
             storage: serde_json::Value::Null,
             destination: None,
             finish_hook_pending: false,
+            version: 0,
         }
     }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: usize = 1024 * 1024;
 
@@ -352,15 +352,7 @@ async fn an_instance_killed_mid_patch_leaves_the_upload_to_the_others() {
     assert_eq!(acked, 3 * MIB);
 
     // A streaming PATCH for the rest into instance 1, killed half way.
-    let victim = cluster.procs[1].as_ref().unwrap().addr;
-    let mut sock = tokio::net::TcpStream::connect(victim).await.unwrap();
-    let head = format!(
-        "PATCH /files/{id} HTTP/1.1\r\nHost: {victim}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: {acked}\r\nContent-Length: {}\r\n\r\n",
-        total - acked
-    );
-    sock.write_all(head.as_bytes()).await.unwrap();
-    sock.write_all(&data[acked..acked + 7 * MIB]).await.unwrap();
-    sock.flush().await.unwrap();
+    let sock = patch_in_part(&cluster, 1, &id, &data, acked, 7 * MIB).await;
     if let Some(mut p) = cluster.procs[1].take() {
         p.kill();
     }
@@ -417,5 +409,114 @@ async fn racing_patches_on_two_instances_keep_one_writer() {
         ids.push(id);
     }
     assert_one_post_finish(&cluster, &ids).await;
+    cluster.stop().await;
+}
+
+/// Opens a PATCH on instance `n` for all of `data` after `offset` and
+/// sends its first `sent` bytes, leaving the body unfinished.
+async fn patch_in_part(
+    cluster: &Cluster,
+    n: usize,
+    id: &str,
+    data: &[u8],
+    offset: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    let addr = cluster.procs[n].as_ref().unwrap().addr;
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PATCH /files/{id} HTTP/1.1\r\nHost: {addr}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\nContent-Length: {}\r\n\r\n",
+        data.len() - offset
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&data[offset..offset + sent]).await.unwrap();
+    sock.flush().await.unwrap();
+    sock
+}
+
+/// Sends `signal` to instance `n` of the cluster.
+fn signal(cluster: &Cluster, n: usize, signal: libc::c_int) {
+    let pid = cluster.procs[n]
+        .as_ref()
+        .and_then(|p| p.pid())
+        .expect("pid");
+    // SAFETY: kill(2) with a pid this test started.
+    let r = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(r, 0, "kill({pid}, {signal})");
+}
+
+/// The status line of the answer on `sock`, or `None` if it closed first.
+async fn status_of(sock: &mut tokio::net::TcpStream) -> Option<u16> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        match sock.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&got).into_owned();
+    line.split(' ').nth(1).and_then(|s| s.parse().ok())
+}
+
+/// The finding: an instance frozen (SIGSTOP) in the middle of a
+/// PATCH, the client finishing the upload through the others, then the
+/// frozen one thawed (SIGCONT). Its late save must change nothing: the
+/// upload stays finished and byte-exact on every instance, and the frozen
+/// request does not succeed.
+#[tokio::test]
+#[ignore = "needs TUSKER_TEST_POSTGRES_URL and TUSKER_TEST_S3_ENDPOINT"]
+async fn a_frozen_instance_cannot_undo_a_finished_upload() {
+    let env = env();
+    let mut cluster = Cluster::start(&env).await;
+    let c = client();
+    let total = 16 * MIB + 3;
+    let data = bytes(total, 11);
+    let id = cluster_create(&c, &mut cluster, total).await;
+    upload_rest(&c, &mut cluster, &id, &data[..MIB], MIB).await;
+    let acked = cluster_offset(&c, &mut cluster, &id).await as usize;
+
+    // A streaming PATCH into instance 1, which is frozen half way.
+    let mut sock = patch_in_part(&cluster, 1, &id, &data, acked, 7 * MIB).await;
+    // Let it take the bytes in (a part goes out) before it freezes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&cluster, 1, libc::SIGSTOP);
+    let frozen = cluster.procs[1].take();
+
+    // The client finishes through the others once the lease lapsed.
+    upload_rest(&c, &mut cluster, &id, &data, 4 * MIB).await;
+    assert_complete(&c, &mut cluster, &id, &data).await;
+
+    // Thawed, the frozen instance finds its lease gone and ends its PATCH.
+    cluster.procs[1] = frozen;
+    signal(&cluster, 1, libc::SIGCONT);
+    let late = tokio::time::timeout(Duration::from_secs(30), status_of(&mut sock))
+        .await
+        .expect("the thawed instance never answered its PATCH");
+    eprintln!("the thawed instance answered its PATCH with {late:?}");
+    assert!(
+        !matches!(late, Some(200..=299)),
+        "the thawed instance acknowledged its PATCH: {late:?}"
+    );
+    drop(sock);
+
+    for n in 0..cluster.procs.len() {
+        let url = cluster.procs[n].as_ref().unwrap().url(&id);
+        let res = c
+            .head(&url)
+            .header(TUS.0, TUS.1)
+            .send()
+            .await
+            .expect("HEAD");
+        assert_eq!(res.status(), 200, "HEAD {url}");
+        assert_eq!(
+            header(&res, "upload-offset").as_deref(),
+            Some(total.to_string().as_str()),
+            "instance {n} reports a lower offset: {}",
+            cluster.logs()
+        );
+    }
+    assert_complete(&c, &mut cluster, &id, &data).await;
+    assert_one_post_finish(&cluster, std::slice::from_ref(&id)).await;
     cluster.stop().await;
 }

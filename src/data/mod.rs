@@ -161,6 +161,10 @@ pub trait UploadWriter: Send {
     /// Called after the state returned by `sync` has been persisted: the
     /// writer may now drop what that state no longer refers to.
     async fn committed(&mut self) {}
+    /// Called when the meta store refused to record the state `sync`
+    /// returned (another writer recorded first): what this writer staged
+    /// for it and no record names may go.
+    async fn abandon(&mut self) {}
     /// A checkpoint that does not stall the body: the returned future
     /// (borrowing nothing of the writer) ends with a durable state no older
     /// than the last one, while writing goes on. Local files sync every

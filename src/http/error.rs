@@ -275,6 +275,10 @@ impl From<UploadError> for ApiError {
                 )
                 .with_header(RETRY_AFTER.as_str(), 5);
             }
+            // Another request (here or on another instance) took the upload
+            // over and wrote first: nothing of this one was recorded; the
+            // client resumes from HEAD.
+            E::Meta(MetaError::Stale(_)) => (StatusCode::CONFLICT, "ERR_UPLOAD_TAKEN_OVER"),
             E::Meta(err) => return ApiError::internal("ERR_META_STORE", err),
             E::Data(DataError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "storage unavailable");

@@ -29,7 +29,7 @@ pub(crate) async fn expiry_and_tombstones(store: &dyn MetaStore) {
     let mut moved = info(&a, Some(500));
     moved.offset = 5;
     moved.storage = serde_json::json!({"parts": ["etag-1", "etag-2"], "tail": 7});
-    store.save(&moved).await.unwrap();
+    store.save(&mut moved).await.unwrap();
     assert_eq!(
         store.expired(200, 10).await.unwrap(),
         Vec::<UploadId>::new()
@@ -41,13 +41,13 @@ pub(crate) async fn expiry_and_tombstones(store: &dyn MetaStore) {
 
     // Finished uploads leave the index.
     moved.finished = true;
-    store.save(&moved).await.unwrap();
+    store.save(&mut moved).await.unwrap();
     assert_eq!(store.expired(1000, 10).await.unwrap(), vec![b.clone()]);
 
-    store.remove(&b).await.unwrap();
+    store.remove(&info(&b, Some(300))).await.unwrap();
     assert_eq!(store.get(&b).await.unwrap(), Some(Lookup::Gone));
     assert!(matches!(
-        store.save(&info(&b, None)).await,
+        store.save(&mut info(&b, None)).await,
         Err(MetaError::NotFound(_))
     ));
     // A tombstone blocks reuse of the id.
@@ -89,19 +89,127 @@ pub(crate) async fn deferred_creation(store: &dyn MetaStore) {
     let mut done = rec.clone();
     done.offset = 10;
     done.finished = true;
-    store.save(&done).await.unwrap();
+    store.save(&mut done).await.unwrap();
     assert_eq!(
         store.get(&a).await.unwrap(),
-        Some(Lookup::Live(Box::new(done)))
+        Some(Lookup::Live(Box::new(done.clone())))
     );
     assert!(store.expired(200, 10).await.unwrap().is_empty());
 
     // A removed id stays taken.
-    store.remove(&a).await.unwrap();
+    store.remove(&done).await.unwrap();
     assert!(matches!(
         store.create_deferred(&info(&a, None)).await,
         Err(MetaError::AlreadyExists(_))
     ));
+}
+
+/// Saves and removals are fenced by the record's version: a writer whose
+/// view is stale (it read the record, stalled, and another writer saved
+/// meanwhile: an instance frozen while another took the upload over)
+/// changes nothing, whatever it writes, and learns it from `Stale`.
+pub(crate) async fn stale_writers_change_nothing(store: &dyn MetaStore) {
+    let id = UploadId::generate();
+    let mut current = info(&id, Some(100));
+    store.create(&current).await.unwrap();
+    let mut stale = current.clone();
+
+    current.offset = 6;
+    current.storage = serde_json::json!({"parts": ["e1"], "segments": ["s-new"]});
+    store.save(&mut current).await.unwrap();
+    assert_eq!(current.version, 1);
+    let newest = Some(Lookup::Live(Box::new(current.clone())));
+
+    // Its progress, its finish (with an owed hook), its removal: refused.
+    stale.offset = 3;
+    stale.storage = serde_json::json!({"parts": [], "segments": ["s-old"]});
+    assert!(matches!(
+        store.save(&mut stale).await,
+        Err(MetaError::Stale(_))
+    ));
+    assert_eq!(stale.version, 0, "a refused save left the version as read");
+    let mut finish = stale.clone();
+    finish.offset = 10;
+    finish.finished = true;
+    finish.finish_hook_pending = true;
+    assert!(matches!(
+        store.save(&mut finish).await,
+        Err(MetaError::Stale(_))
+    ));
+    assert!(matches!(
+        store.remove(&stale).await,
+        Err(MetaError::Stale(_))
+    ));
+    assert_eq!(store.get(&id).await.unwrap(), newest);
+    assert!(store.pending_finish_hooks(10).await.unwrap().is_empty());
+    assert_eq!(store.expired(200, 10).await.unwrap(), vec![id.clone()]);
+
+    // The current writer goes on from the version it wrote.
+    current.offset = 10;
+    current.finished = true;
+    current.finish_hook_pending = true;
+    store.save(&mut current).await.unwrap();
+    assert_eq!(current.version, 2);
+    assert_eq!(
+        store.pending_finish_hooks(10).await.unwrap(),
+        vec![id.clone()]
+    );
+
+    // Even at the current version, no save lowers the offset or
+    // unfinishes the upload.
+    let mut lower = current.clone();
+    lower.offset = 4;
+    assert!(matches!(
+        store.save(&mut lower).await,
+        Err(MetaError::Stale(_))
+    ));
+    let mut unfinish = current.clone();
+    unfinish.finished = false;
+    assert!(matches!(
+        store.save(&mut unfinish).await,
+        Err(MetaError::Stale(_))
+    ));
+    assert_eq!(
+        store.get(&id).await.unwrap(),
+        Some(Lookup::Live(Box::new(current.clone())))
+    );
+
+    // The current writer's removal goes through.
+    store.remove(&current).await.unwrap();
+    assert_eq!(store.get(&id).await.unwrap(), Some(Lookup::Gone));
+    assert!(matches!(
+        store.save(&mut current).await,
+        Err(MetaError::NotFound(_))
+    ));
+}
+
+/// Writers racing from one version: exactly one save lands.
+pub(crate) async fn racing_writers_have_one_winner(store: &dyn MetaStore) {
+    let id = UploadId::generate();
+    let rec = info(&id, Some(100));
+    store.create(&rec).await.unwrap();
+    let mut views: Vec<UploadInfo> = (1..=8u64)
+        .map(|n| UploadInfo {
+            offset: n,
+            ..rec.clone()
+        })
+        .collect();
+    let saves = views.iter_mut().map(|v| store.save(v));
+    let results = futures_util::future::join_all(saves).await;
+    let won: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Ok(()) => Some(i),
+            Err(MetaError::Stale(_)) => None,
+            Err(e) => panic!("unexpected error: {e}"),
+        })
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert_eq!(
+        store.get(&id).await.unwrap(),
+        Some(Lookup::Live(Box::new(views[won[0]].clone())))
+    );
 }
 
 pub(crate) async fn expiry_order_and_limit(store: &dyn MetaStore) {
@@ -162,13 +270,13 @@ pub(crate) async fn outbox(store: &dyn MetaStore) {
     assert!(store.pending_finish_hooks(10).await.unwrap().is_empty());
     rec.finished = true;
     rec.finish_hook_pending = true;
-    store.save(&rec).await.unwrap();
+    store.save(&mut rec).await.unwrap();
     assert_eq!(
         store.pending_finish_hooks(10).await.unwrap(),
         vec![a.clone()]
     );
     rec.finish_hook_pending = false;
-    store.save(&rec).await.unwrap();
+    store.save(&mut rec).await.unwrap();
     assert!(store.pending_finish_hooks(10).await.unwrap().is_empty());
 }
 
@@ -231,6 +339,8 @@ macro_rules! contract {
 contract!(
     expiry_and_tombstones,
     deferred_creation,
+    stale_writers_change_nothing,
+    racing_writers_have_one_winner,
     expiry_order_and_limit,
     concat_waiters,
     destinations,
@@ -253,7 +363,7 @@ mod shared {
             a.create(&rec).await.unwrap();
             rec.finished = true;
             rec.finish_hook_pending = true;
-            a.save(&rec).await.unwrap();
+            a.save(&mut rec).await.unwrap();
             // The saver claims it; a sweep elsewhere then sees nothing.
             assert!(a.claim_finish_hook(&id).await.unwrap());
             assert!(!b.claim_finish_hook(&id).await.unwrap());
@@ -439,9 +549,9 @@ async fn migrate_meta_copies_sled_into_postgres() {
             sled.create(&done).await.unwrap();
             done.finished = true;
             done.finish_hook_pending = true;
-            sled.save(&done).await.unwrap();
+            sled.save(&mut done).await.unwrap();
             sled.create(&info(&gone, None)).await.unwrap();
-            sled.remove(&gone).await.unwrap();
+            sled.remove(&info(&gone, None)).await.unwrap();
             sled.add_concat_waiters(&fin, std::slice::from_ref(&part))
                 .await
                 .unwrap();

@@ -2,7 +2,7 @@
 //! implement the same trait and pass the same contract tests.
 
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
 mod group_commit;
 pub mod lease;
 pub mod postgres;
@@ -23,6 +23,11 @@ pub enum MetaError {
     AlreadyExists(UploadId),
     #[error("upload {0} not found")]
     NotFound(UploadId),
+    /// The record changed since the writer read it (another instance took
+    /// the upload over, or a write of this one landed first): the write
+    /// was refused and changed nothing.
+    #[error("upload {0} was changed by another writer; this write was refused")]
+    Stale(UploadId),
     #[error("corrupt record for {key}: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("meta store backend: {0}")]
@@ -64,10 +69,16 @@ pub trait MetaStore: Send + Sync + 'static {
         Ok(())
     }
     async fn get(&self, id: &UploadId) -> Result<Option<Lookup>, MetaError>;
-    /// Replaces an existing record; `NotFound` if it was removed.
-    async fn save(&self, info: &UploadInfo) -> Result<(), MetaError>;
-    /// Removes a record and leaves a tombstone.
-    async fn remove(&self, id: &UploadId) -> Result<(), MetaError>;
+    /// Replaces an existing record if it is still at `info.version` (a
+    /// compare-and-set in one step) and advances `info.version` by one, to
+    /// the version stored. `Stale`, changing nothing, if another write
+    /// came first, or if the save would lower the offset or unfinish a
+    /// finished upload; `NotFound` if it was removed.
+    async fn save(&self, info: &mut UploadInfo) -> Result<(), MetaError>;
+    /// Removes a record still at `info.version` and leaves a tombstone;
+    /// `Stale`, changing nothing, if it moved on. Removing a record that
+    /// is gone already only leaves the tombstone.
+    async fn remove(&self, info: &UploadInfo) -> Result<(), MetaError>;
     /// Ids of unfinished uploads whose expiry is at or before `now`.
     async fn expired(&self, now: u64, limit: usize) -> Result<Vec<UploadId>, MetaError>;
     /// Drops tombstones written before `before` (unix seconds).

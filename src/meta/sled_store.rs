@@ -268,15 +268,20 @@ impl MetaStore for SledMetaStore {
         .await
     }
 
-    async fn save(&self, info: &UploadInfo) -> Result<(), MetaError> {
+    async fn save(&self, info: &mut UploadInfo) -> Result<(), MetaError> {
         // On the calling thread, as `create`: the record was just loaded,
         // so its page is cached.
-        self.replace(info)?;
+        let expected = info.version;
+        info.version = expected.saturating_add(1);
+        if let Err(e) = self.replace(info, expected) {
+            info.version = expected;
+            return Err(e);
+        }
         self.flush().await
     }
 
-    async fn remove(&self, id: &UploadId) -> Result<(), MetaError> {
-        let id = id.clone();
+    async fn remove(&self, info: &UploadInfo) -> Result<(), MetaError> {
+        let (id, expected) = (info.id.clone(), info.version);
         self.blocking(move |s| {
             let key = id.as_str().as_bytes().to_vec();
             let now = now_secs().to_be_bytes();
@@ -285,6 +290,11 @@ impl MetaStore for SledMetaStore {
                     if let Some(old) = uploads.remove(key.as_slice())? {
                         let old =
                             decode(&key, &old).map_err(ConflictableTransactionError::Abort)?;
+                        if old.version != expected {
+                            return Err(ConflictableTransactionError::Abort(MetaError::Stale(
+                                id.clone(),
+                            )));
+                        }
                         if let Some(at) = old.expires_at {
                             expiry.remove(expiry_key(at, &id))?;
                         }
@@ -484,7 +494,7 @@ mod tests {
         store.create(&info(&due, Some(20))).await.unwrap();
         let moved = UploadId::generate();
         store.create(&info(&moved, Some(10))).await.unwrap();
-        store.save(&info(&moved, Some(5000))).await.unwrap();
+        store.save(&mut info(&moved, Some(5000))).await.unwrap();
         store.expiry.insert(expiry_key(10, &moved), &[]).unwrap();
         for _ in 0..300 {
             let gone = UploadId::generate();
@@ -531,7 +541,7 @@ mod tests {
         let (_dir, store) = fresh();
         let id = UploadId::generate();
         store.create(&info(&id, Some(100))).await.unwrap();
-        store.remove(&id).await.unwrap();
+        store.remove(&info(&id, Some(100))).await.unwrap();
         assert!(matches!(
             store.create(&info(&id, Some(100))).await,
             Err(MetaError::AlreadyExists(_))

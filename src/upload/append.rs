@@ -5,6 +5,7 @@ use super::persist::{checkpointed, Behind};
 use super::{Engine, Held, Hold, NewUpload, UploadError};
 use crate::data::{IoPermit, UploadWriter};
 use crate::hooks::{HookType, RequestInfo};
+use crate::meta::MetaError;
 use crate::model::UploadInfo;
 use crate::protocol::{Checksum, UploadId};
 use bytes::Bytes;
@@ -402,32 +403,47 @@ impl Engine {
             End::Stopped | End::Broken(_) => {}
         }
 
-        match writer.as_mut() {
+        // A sync that fails because the disk filled up keeps what landed.
+        if let Some(w) = writer.as_mut() {
+            if let Err(e) = self.make_durable(&mut info, w.as_mut()).await {
+                return Err(self
+                    .keep_what_landed(&mut info, w.as_mut(), permit, e, false)
+                    .await);
+            }
+        }
+        let closing = match writer.as_mut() {
             Some(w) if matches!(end, End::Complete) && !req.complete => {
-                if let Err(e) = self.make_durable(&mut info, w.as_mut()).await {
-                    return Err(self
-                        .keep_what_landed(&mut info, w.as_mut(), permit, e, false)
-                        .await);
+                async {
+                    if info.is_complete() && !info.finished && self.seals_in_meta_only(&info) {
+                        // The last bytes, and sealing touches nothing but
+                        // the meta store: one save records the offset and
+                        // the seal.
+                        self.seal(&mut info, ctx, permit).await?;
+                    } else {
+                        self.save_progress(&mut info, permit).await?;
+                    }
+                    w.committed().await;
+                    Ok(())
                 }
-                if info.is_complete() && !info.finished && self.seals_in_meta_only(&info) {
-                    // The last bytes, and sealing touches nothing but the
-                    // meta store: one save records the offset and the seal.
-                    self.seal(&mut info, ctx, permit).await?;
-                } else {
-                    self.save_progress(&mut info, permit).await?;
-                }
-                w.committed().await;
+                .await
             }
             Some(w) => {
-                if let Err(e) = self.make_durable(&mut info, w.as_mut()).await {
-                    return Err(self
-                        .keep_what_landed(&mut info, w.as_mut(), permit, e, false)
-                        .await);
+                async {
+                    self.save_progress(&mut info, permit).await?;
+                    w.committed().await;
+                    Ok(())
                 }
-                self.save_progress(&mut info, permit).await?;
-                w.committed().await;
+                .await
             }
-            None => self.save_progress(&mut info, permit).await?,
+            None => self.save_progress(&mut info, permit).await,
+        };
+        if let Err(e) = closing {
+            if let (UploadError::Meta(MetaError::Stale(_)), Some(w)) = (&e, writer.as_mut()) {
+                // Another writer recorded first: what this one staged for
+                // its refused state is nobody's.
+                w.abandon().await;
+            }
+            return Err(e);
         }
         if matches!(end, End::Stopped) && self.take_stop_request(&info.id) {
             return self.stop_by_hook(&info, ctx, permit).await;

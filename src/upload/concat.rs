@@ -92,7 +92,7 @@ impl Engine {
         info.storage = self.data.finish(&info).await?;
         info.finished = true;
         info.finish_hook_pending = self.owes_finish_hook();
-        self.meta.save(&info).await?;
+        self.meta.save(&mut info).await?;
         self.meta.remove_concat_waiters(&info.id, &parts).await?;
         tracing::info!(upload = %info.id, length = total, "final upload assembled");
         self.deliver_finish_hook(&info, &crate::hooks::RequestInfo::default(), false);

@@ -200,7 +200,11 @@ mod tests {
                 std::fs::write(root.join(id.as_str()), b"bytes").expect("write");
                 ids.push(id);
             }
-            meta.remove(&ids[2]).await.expect("remove");
+            let Some(crate::meta::Lookup::Live(record)) = meta.get(&ids[2]).await.expect("get")
+            else {
+                panic!("no record");
+            };
+            meta.remove(&record).await.expect("remove");
             (ids[0].clone(), ids[1].clone(), ids[2].clone())
         };
         let data = reopened(&root, 3).await;

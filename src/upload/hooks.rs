@@ -456,7 +456,7 @@ async fn clear_finish_debt(
     if let Some(Lookup::Live(mut info)) = meta.get(id).await? {
         if info.finish_hook_pending {
             info.finish_hook_pending = false;
-            meta.save(&info).await?;
+            meta.save(&mut info).await?;
         }
     }
     Ok(())

@@ -453,7 +453,14 @@ impl Engine {
             if unsealed {
                 // Every byte arrived but sealing did not happen (a crash, or
                 // the backend failed): finish it now.
-                self.seal(&mut info, ctx, &permit).await?;
+                match self.seal(&mut info, ctx, &permit).await {
+                    // Another instance wrote first (this one's lease lapsed
+                    // meanwhile): what it recorded is the answer.
+                    Err(UploadError::Meta(MetaError::Stale(_))) => {
+                        return self.load(id).await;
+                    }
+                    sealed => sealed?,
+                }
             }
             (info, unsealed)
         };
@@ -508,6 +515,11 @@ impl Engine {
 
     /// Deletes bytes then state of an upload whose lock the caller holds.
     ///
+    /// A fenced save of the record as read comes first: a remover whose
+    /// view is stale (it stalled while another instance took the upload
+    /// over and wrote) is refused there, before it touches a byte, and any
+    /// other writer still holding the version read is refused from then on.
+    ///
     /// The steps run in a task of their own, holding `permit`, so they all
     /// happen even if the request is dropped halfway (a client hanging up
     /// on its DELETE): cut between the bytes and the record, the record
@@ -518,12 +530,13 @@ impl Engine {
         permit: &IoPermit,
     ) -> Result<(), UploadError> {
         let (data, meta) = (self.data.clone(), self.meta.clone());
-        let info = info.clone();
+        let mut info = info.clone();
         let id = info.id.clone();
         permit
             .run_detached(async move {
+                meta.save(&mut info).await?;
                 data.delete(&info).await?;
-                meta.remove(&info.id).await?;
+                meta.remove(&info).await?;
                 if let Concat::Final { parts } = &info.concat {
                     meta.remove_concat_waiters(&info.id, parts).await?;
                 }
@@ -625,6 +638,9 @@ impl Drop for Lent<'_> {
 }
 
 #[cfg(test)]
+mod fencing_tests;
+
+#[cfg(test)]
 mod removal_tests {
     use super::*;
     use crate::data::{ByteStream, FileStore, UploadWriter};
@@ -683,6 +699,45 @@ mod removal_tests {
         fn describe(&self, info: &UploadInfo) -> BTreeMap<String, String> {
             self.inner.describe(info)
         }
+    }
+
+    /// A remover whose view is stale (an expiry sweep or DELETE that
+    /// stalled while another request took the upload over and wrote) is
+    /// refused before it touches the bytes: the upload stays whole.
+    #[tokio::test]
+    async fn a_stale_removal_leaves_the_upload_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = Arc::new(SledMetaStore::open(&dir.path().join("meta")).expect("meta"));
+        let data = Arc::new(FileStore::open(dir.path().join("data")).expect("data"));
+        let engine = Engine::new(meta.clone(), data.clone(), EngineConfig::default());
+        let ctx = RequestInfo::default();
+        let new = NewUpload {
+            length: Some(10),
+            ..NewUpload::default()
+        };
+        let created = engine.create(new, &ctx).await.expect("create");
+        let stale = engine.load(&created.id).await.expect("load");
+
+        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
+            bytes::Bytes::from_static(b"hello"),
+        )]);
+        let req = AppendRequest::default();
+        let current = engine
+            .append(&created.id, req, body, &ctx)
+            .await
+            .expect("append");
+        assert_eq!(current.offset, 5);
+
+        let permit = engine.io_gate(&created.id).await.expect("gate");
+        let removed = engine.remove(&stale, &permit).await;
+        drop(permit);
+        assert!(
+            matches!(removed, Err(UploadError::Meta(MetaError::Stale(_)))),
+            "{removed:?}"
+        );
+        let info = engine.head(&created.id, &ctx).await.expect("head");
+        assert_eq!(info.offset, 5);
+        assert_eq!(std::fs::read(data.path(&info)).expect("read"), b"hello");
     }
 
     /// A client hanging up on its DELETE while the bytes are being deleted

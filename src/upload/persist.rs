@@ -22,6 +22,7 @@ pub(super) fn checkpointed(
     info.offset = saved.offset;
     info.storage = saved.storage;
     info.expires_at = saved.expires_at;
+    info.version = saved.version;
     Ok(())
 }
 
@@ -58,7 +59,7 @@ impl Engine {
             }
             info.offset = durable.offset;
             info.storage = durable.storage;
-            meta.save(&info).await?;
+            meta.save(&mut info).await?;
             Ok(info)
         })
     }
@@ -159,16 +160,16 @@ impl Engine {
 
     /// Saves `info` in a task of its own holding `permit`: if this request
     /// is dropped mid-save, the save still ends before the next request on
-    /// the upload reads the record (a detached save landing later could
-    /// otherwise overwrite a newer offset).
+    /// the upload reads the record (and, being fenced by the record's
+    /// version, a save landing later than that could change nothing).
     pub(super) async fn save_gated(
         &self,
-        info: &UploadInfo,
+        info: &mut UploadInfo,
         permit: &IoPermit,
     ) -> Result<(), UploadError> {
-        let (meta, info) = (self.meta.clone(), info.clone());
-        permit
-            .run_detached(async move { meta.save(&info).await })
+        let (meta, mut saved) = (self.meta.clone(), info.clone());
+        info.version = permit
+            .run_detached(async move { meta.save(&mut saved).await.map(|()| saved.version) })
             .await
             .map_err(|e| MetaError::Backend(format!("meta save task failed: {e}")))??;
         Ok(())

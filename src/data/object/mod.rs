@@ -92,7 +92,8 @@ struct State {
     parts: Vec<String>,
     /// Staged bytes following the parts, in order.
     segments: Vec<Segment>,
-    /// Next segment sequence number (keys are never reused).
+    /// Next segment sequence number; with the writer's nonce in the key,
+    /// keys are never reused.
     next_segment: u64,
     /// The multipart upload is completed (or replaced by a single PUT).
     completed: bool,
@@ -554,4 +555,4 @@ impl DataStore for ObjectData {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -71,24 +71,35 @@ async fn finish_again_after_a_crash_before_the_record_was_saved() {
     }
 }
 
-/// An in-memory store whose next `failures` listings and deletions
-/// fail as a busy S3 server's do (a 500).
+/// A store (in memory unless told otherwise) whose next `failures`
+/// listings and deletions fail as a busy S3 server's do (a 500), and
+/// whose part uploads can be held.
 #[derive(Debug)]
-struct Flaky {
-    inner: InMemory,
+pub(crate) struct Flaky<B = InMemory> {
+    pub(crate) inner: B,
     failures: AtomicUsize,
     /// Every part upload waits for this lock: a test holds it to keep
-    /// parts in flight.
-    parts: tokio::sync::Mutex<()>,
+    /// parts in flight (or to make them land late).
+    pub(crate) parts: tokio::sync::Mutex<()>,
+    /// A part upload was called (and may be waiting for `parts`).
+    pub(crate) part_called: tokio::sync::Notify,
 }
 
 impl Flaky {
     /// Fails nothing and holds no part until told to.
     fn new() -> Self {
+        Flaky::over(InMemory::new())
+    }
+}
+
+impl<B: Backend> Flaky<B> {
+    /// `inner` behind the failures and the part hold.
+    pub(crate) fn over(inner: B) -> Self {
         Flaky {
-            inner: InMemory::new(),
+            inner,
             failures: AtomicUsize::new(0),
             parts: tokio::sync::Mutex::new(()),
+            part_called: tokio::sync::Notify::new(),
         }
     }
 
@@ -109,14 +120,14 @@ impl Flaky {
     }
 }
 
-impl std::fmt::Display for Flaky {
+impl<B> std::fmt::Display for Flaky<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Flaky")
     }
 }
 
 #[async_trait]
-impl ObjectStore for Flaky {
+impl<B: Backend + std::fmt::Debug> ObjectStore for Flaky<B> {
     async fn put_opts(
         &self,
         location: &Path,
@@ -174,7 +185,7 @@ impl ObjectStore for Flaky {
 }
 
 #[async_trait]
-impl MultipartStore for Flaky {
+impl<B: Backend + std::fmt::Debug> MultipartStore for Flaky<B> {
     async fn create_multipart(&self, path: &Path) -> object_store::Result<String> {
         self.inner.create_multipart(path).await
     }
@@ -186,6 +197,7 @@ impl MultipartStore for Flaky {
         part_idx: usize,
         data: PutPayload,
     ) -> object_store::Result<PartId> {
+        self.part_called.notify_one();
         let _held = self.parts.lock().await;
         self.inner.put_part(path, id, part_idx, data).await
     }
@@ -336,6 +348,39 @@ async fn a_checkpoint_names_uploaded_parts_only_and_resumes() {
         .await
         .unwrap();
     assert!(got == bytes, "the object differs from the bytes sent");
+}
+
+/// Two writers continuing one record (a holder that stalled, and the
+/// instance that took the upload over) stage their tails under keys of
+/// their own: the late one's segment never replaces the one the current
+/// record names.
+#[tokio::test]
+async fn writers_continuing_one_record_never_share_a_segment_key() {
+    let backend = Arc::new(InMemory::new());
+    let data = store(&backend);
+    let mut info = UploadInfo::new(UploadId::generate(), Some(10_000), 0);
+    info.storage = data.create(&info).await.unwrap();
+    let mut stalled = data.writer(&info, IoPermit::unshared()).await.unwrap();
+    let mut current = data.writer(&info, IoPermit::unshared()).await.unwrap();
+    current.write(Bytes::from(vec![b'c'; 700])).await.unwrap();
+    let recorded = current.sync().await.unwrap();
+    current.committed().await;
+    // The stalled writer wakes up and stages its own bytes.
+    stalled.write(Bytes::from(vec![b's'; 700])).await.unwrap();
+    let late = stalled.sync().await.unwrap();
+    assert_ne!(recorded.storage["segments"], late.storage["segments"]);
+
+    let mut newest = info.clone();
+    newest.offset = recorded.offset;
+    newest.storage = recorded.storage;
+    let state = State::load(&newest).unwrap();
+    let fresh = store(&backend);
+    let tail = fresh
+        .read_segments(&fresh.staging_prefix(&newest), &state.segments)
+        .await
+        .unwrap()
+        .concat();
+    assert!(tail == vec![b'c'; 700], "the recorded segment was replaced");
 }
 
 /// Minimum-size parts, one attempt per request.

@@ -19,6 +19,11 @@ type PartResult = (usize, Result<PartId, object_store::Error>);
 pub(super) struct ObjectWriter {
     data: ObjectData,
     staging: String,
+    /// Unique per writer, part of every segment key it stages: two
+    /// writers continuing one record (a stalled holder and the instance
+    /// that took the upload over) never write the same key, so neither
+    /// overwrites a segment the other's record names.
+    nonce: String,
     /// Bytes of `current.segments`, when known in memory.
     tail: Option<Vec<Bytes>>,
     /// Bytes of `durable.segments`, when known in memory.
@@ -36,6 +41,9 @@ pub(super) struct ObjectWriter {
     inflight: JoinSet<PartResult>,
     /// Segments consumed by parts: deleted once the new state is persisted.
     garbage: Vec<String>,
+    /// Segments this writer staged that no persisted state named yet:
+    /// deleted if the meta store refuses the state (`abandon`).
+    unrecorded: Vec<String>,
     /// The part that consumed `garbage` (the first part a request cuts).
     garbage_part: usize,
     /// Buffer memory for the part being assembled (its staged tail and
@@ -57,6 +65,7 @@ impl ObjectWriter {
         ObjectWriter {
             data,
             staging,
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
             tail: tail.clone(),
             durable_tail: tail,
             completed: Vec::new(),
@@ -66,6 +75,7 @@ impl ObjectWriter {
             pending_len: 0,
             inflight: JoinSet::new(),
             garbage: Vec::new(),
+            unrecorded: Vec::new(),
             garbage_part: 0,
             reserved: None,
         }
@@ -225,7 +235,10 @@ impl UploadWriter for ObjectWriter {
         }
         self.order_parts();
         if self.pending_len > 0 {
-            let key = format!("{}{:08}", self.staging, self.current.next_segment);
+            let key = format!(
+                "{}{:08}-{}",
+                self.staging, self.current.next_segment, self.nonce
+            );
             let chunks = std::mem::take(&mut self.pending);
             let payload = PutPayload::from_iter(chunks.iter().cloned());
             let len = self.pending_len;
@@ -238,6 +251,7 @@ impl UploadWriter for ObjectWriter {
             .map_err(convert)?;
             self.pending_len = 0;
             self.current.next_segment += 1;
+            self.unrecorded.push(key.clone());
             self.current.segments.push(Segment { key, len });
             if let Some(tail) = self.tail.as_mut() {
                 tail.extend(chunks);
@@ -298,6 +312,7 @@ impl UploadWriter for ObjectWriter {
             .iter()
             .map(|s| s.key.as_str())
             .collect();
+        self.unrecorded.retain(|key| !named.contains(&key.as_str()));
         let (keep, free): (Vec<String>, Vec<String>) = std::mem::take(&mut self.garbage)
             .into_iter()
             .partition(|key| named.contains(&key.as_str()));
@@ -305,6 +320,16 @@ impl UploadWriter for ObjectWriter {
         for key in free {
             if let Err(e) = self.data.store.delete(&Path::from(key.as_str())).await {
                 tracing::warn!(%key, error = %e, "deleting consumed segment failed");
+            }
+        }
+    }
+
+    async fn abandon(&mut self) {
+        // Their keys carry this writer's nonce: no other writer's state
+        // can name them.
+        for key in std::mem::take(&mut self.unrecorded) {
+            if let Err(e) = self.data.delete_segment(&Path::from(key.as_str())).await {
+                tracing::warn!(%key, error = %e, "deleting an unrecorded segment failed");
             }
         }
     }

@@ -232,14 +232,20 @@ impl PgMetaStore {
     }
 
     /// Runs `sql` with a record's columns bound as `$1` id, `$2` the record
-    /// (JSON), `$3` expiry and `$4` whether its post-finish hook is owed;
-    /// returns how many rows it touched.
-    async fn write_record(&self, sql: &'static str, info: &UploadInfo) -> Result<u64, MetaError> {
+    /// (JSON), `$3` expiry, `$4` whether its post-finish hook is owed and
+    /// `$5` `version`; returns the one row it yields.
+    async fn write_record(
+        &self,
+        sql: &'static str,
+        info: &UploadInfo,
+        version: u64,
+    ) -> Result<sqlx::postgres::PgRow, MetaError> {
         let json = serde_json::to_string(info).map_err(backend)?;
-        let (id, expires, pending) = (
+        let (id, expires, pending, version) = (
             info.id.as_str().to_owned(),
             expiry_of(info),
             info.finish_hook_pending,
+            secs(version),
         );
         self.run(move |pool| async move {
             sqlx::query(sql)
@@ -247,9 +253,9 @@ impl PgMetaStore {
                 .bind(json)
                 .bind(expires)
                 .bind(pending)
-                .execute(&pool)
+                .bind(version)
+                .fetch_one(&pool)
                 .await
-                .map(|r| r.rows_affected())
         })
         .await
     }
@@ -264,17 +270,19 @@ impl PgMetaStore {
                 let json = serde_json::to_string(info)
                     .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
                 sqlx::query(
-                    "INSERT INTO uploads (id, info, expires_at, finish_hook_pending)
-                     VALUES ($1, $2::jsonb, $3, $4)
+                    "INSERT INTO uploads (id, info, expires_at, finish_hook_pending, version)
+                     VALUES ($1, $2::jsonb, $3, $4, $5)
                      ON CONFLICT (id) DO UPDATE SET info = EXCLUDED.info,
                        expires_at = EXCLUDED.expires_at,
                        finish_hook_pending = EXCLUDED.finish_hook_pending,
+                       version = EXCLUDED.version,
                        hook_claimed_until = NULL, updated_at = now()",
                 )
                 .bind(info.id.as_str())
                 .bind(json)
                 .bind(expiry_of(info))
                 .bind(info.finish_hook_pending)
+                .bind(secs(info.version))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -346,15 +354,21 @@ fn job_key(job: &str) -> i64 {
 #[async_trait]
 impl MetaStore for PgMetaStore {
     async fn create(&self, info: &UploadInfo) -> Result<(), MetaError> {
-        let inserted = self
+        let inserted: i64 = self
             .write_record(
-                "INSERT INTO uploads (id, info, expires_at, finish_hook_pending)
-                 SELECT $1::text, $2::jsonb, $3::int8, $4::bool
-                 WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE id = $1::text)
-                 ON CONFLICT (id) DO NOTHING",
+                "WITH ins AS (
+                   INSERT INTO uploads (id, info, expires_at, finish_hook_pending, version)
+                   SELECT $1::text, $2::jsonb, $3::int8, $4::bool, $5::int8
+                   WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE id = $1::text)
+                   ON CONFLICT (id) DO NOTHING
+                   RETURNING 1)
+                 SELECT count(*) FROM ins",
                 info,
+                info.version,
             )
-            .await?;
+            .await?
+            .try_get(0)
+            .map_err(backend)?;
         if inserted == 0 {
             return Err(MetaError::AlreadyExists(info.id.clone()));
         }
@@ -367,7 +381,8 @@ impl MetaStore for PgMetaStore {
             .run(move |pool| async move {
                 sqlx::query(
                     "SELECT (SELECT info::text FROM uploads WHERE id = $1),
-                            EXISTS (SELECT 1 FROM tombstones WHERE id = $1)",
+                            EXISTS (SELECT 1 FROM tombstones WHERE id = $1),
+                            (SELECT version FROM uploads WHERE id = $1)",
                 )
                 .bind(key)
                 .fetch_one(&pool)
@@ -376,49 +391,102 @@ impl MetaStore for PgMetaStore {
             .await?;
         let info: Option<String> = row.try_get(0).map_err(backend)?;
         let gone: bool = row.try_get(1).map_err(backend)?;
+        let version: Option<i64> = row.try_get(2).map_err(backend)?;
         match info {
-            Some(v) => Ok(Some(Lookup::Live(Box::new(decode(id.as_str(), &v)?)))),
+            Some(v) => {
+                // The column is what writes compare against.
+                let mut info = decode(id.as_str(), &v)?;
+                info.version = version.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+                Ok(Some(Lookup::Live(Box::new(info))))
+            }
             None if gone => Ok(Some(Lookup::Gone)),
             None => Ok(None),
         }
     }
 
-    async fn save(&self, info: &UploadInfo) -> Result<(), MetaError> {
-        let updated = self
+    async fn save(&self, info: &mut UploadInfo) -> Result<(), MetaError> {
+        let expected = info.version;
+        info.version = expected.saturating_add(1);
+        // One statement: the compare-and-set on the version, and the
+        // guards that no write lowers the offset or unfinishes an upload.
+        // The second column sees the row as it was before the update.
+        let outcome = self
             .write_record(
-                "UPDATE uploads SET info = $2::jsonb, expires_at = $3,
-                   finish_hook_pending = $4,
-                   hook_claimed_until = CASE WHEN $4 THEN hook_claimed_until END,
-                   updated_at = now()
-                 WHERE id = $1",
+                "WITH upd AS (
+                   UPDATE uploads SET info = $2::jsonb, expires_at = $3,
+                     finish_hook_pending = $4,
+                     hook_claimed_until = CASE WHEN $4 THEN hook_claimed_until END,
+                     version = $5 + 1, updated_at = now()
+                   WHERE id = $1 AND version = $5
+                     AND (info->>'offset')::int8 <= ($2::jsonb->>'offset')::int8
+                     AND (NOT COALESCE((info->>'finished')::bool, false)
+                          OR COALESCE(($2::jsonb->>'finished')::bool, false))
+                   RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM upd),
+                        EXISTS (SELECT 1 FROM uploads WHERE id = $1)",
                 info,
+                expected,
             )
-            .await?;
-        if updated == 0 {
-            return Err(MetaError::NotFound(info.id.clone()));
+            .await
+            .and_then(|row| {
+                let saved: bool = row.try_get(0).map_err(backend)?;
+                let live: bool = row.try_get(1).map_err(backend)?;
+                Ok((saved, live))
+            });
+        match outcome {
+            Ok((true, _)) => Ok(()),
+            other => {
+                info.version = expected;
+                match other {
+                    Ok((false, true)) => Err(MetaError::Stale(info.id.clone())),
+                    Ok(_) => Err(MetaError::NotFound(info.id.clone())),
+                    Err(e) => Err(e),
+                }
+            }
         }
-        Ok(())
     }
 
-    async fn remove(&self, id: &UploadId) -> Result<(), MetaError> {
-        let (key, now) = (id.as_str().to_owned(), secs(now_secs()));
-        self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
-            sqlx::query("DELETE FROM uploads WHERE id = $1")
+    async fn remove(&self, info: &UploadInfo) -> Result<(), MetaError> {
+        let (key, now, version) = (
+            info.id.as_str().to_owned(),
+            secs(now_secs()),
+            secs(info.version),
+        );
+        let removed = self
+            .run(move |pool| async move {
+                let mut tx = pool.begin().await?;
+                let deleted = sqlx::query("DELETE FROM uploads WHERE id = $1 AND version = $2")
+                    .bind(&key)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    let live: bool =
+                        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM uploads WHERE id = $1)")
+                            .bind(&key)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    if live {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO tombstones (id, removed_at) VALUES ($1, $2)
+                     ON CONFLICT (id) DO UPDATE SET removed_at = EXCLUDED.removed_at",
+                )
                 .bind(&key)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO tombstones (id, removed_at) VALUES ($1, $2)
-                 ON CONFLICT (id) DO UPDATE SET removed_at = EXCLUDED.removed_at",
-            )
-            .bind(&key)
-            .bind(now)
-            .execute(&mut *tx)
+                tx.commit().await.map(|_| true)
+            })
             .await?;
-            tx.commit().await
-        })
-        .await
+        match removed {
+            true => Ok(()),
+            false => Err(MetaError::Stale(info.id.clone())),
+        }
     }
 
     async fn expired(&self, now: u64, limit: usize) -> Result<Vec<UploadId>, MetaError> {

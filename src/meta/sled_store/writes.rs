@@ -88,8 +88,9 @@ impl SledMetaStore {
         Ok(())
     }
 
-    /// `MetaStore::save`, before the flush.
-    pub(super) fn replace(&self, info: &UploadInfo) -> Result<(), MetaError> {
+    /// `MetaStore::save` of `info` (already at its new version) over the
+    /// record at version `expected`, before the flush.
+    pub(super) fn replace(&self, info: &UploadInfo, expected: u64) -> Result<(), MetaError> {
         let key = info.id.as_str().as_bytes();
         let value = encode(info)?;
         let entry = expiry_entry(info);
@@ -100,8 +101,9 @@ impl SledMetaStore {
                 .map_err(backend)?
                 .ok_or_else(|| MetaError::NotFound(info.id.clone()))?;
             let old = decode(key, &old_value)?;
+            fenced(&old, info, expected)?;
             if old.finish_hook_pending != info.finish_hook_pending {
-                return self.replace_with_outbox(info, &value);
+                return self.replace_with_outbox(info, &value, expected);
             }
             let old_entry = expiry_entry(&old);
             let moved = old_entry != entry;
@@ -118,15 +120,20 @@ impl SledMetaStore {
                 }
                 return Ok(());
             }
-            // Changed meanwhile (not by a request: those hold the upload's
-            // lock): again, against what is there now. An entry added
-            // above and not needed after all is stale.
+            // Changed meanwhile: again, against what is there now (whose
+            // version then refuses the write). An entry added above and
+            // not needed after all is stale.
         }
     }
 
     /// A save that changes the outbox: one transaction over the record and
     /// both indexes.
-    fn replace_with_outbox(&self, info: &UploadInfo, value: &[u8]) -> Result<(), MetaError> {
+    fn replace_with_outbox(
+        &self,
+        info: &UploadInfo,
+        value: &[u8],
+        expected: u64,
+    ) -> Result<(), MetaError> {
         let key = info.id.as_str().as_bytes();
         tx(
             (&self.uploads, &self.expiry, &self.outbox).transaction(|(uploads, expiry, outbox)| {
@@ -134,6 +141,7 @@ impl SledMetaStore {
                     ConflictableTransactionError::Abort(MetaError::NotFound(info.id.clone()))
                 })?;
                 let old = decode(key, &old).map_err(ConflictableTransactionError::Abort)?;
+                fenced(&old, info, expected).map_err(ConflictableTransactionError::Abort)?;
                 if let Some(k) = expiry_entry(&old) {
                     expiry.remove(k)?;
                 }
@@ -178,6 +186,15 @@ impl SledMetaStore {
         }
         Ok(out)
     }
+}
+
+/// Refuses a save of `new` over `old` unless `old` is still at version
+/// `expected`, and a save that would lower the offset or unfinish it.
+pub(super) fn fenced(old: &UploadInfo, new: &UploadInfo, expected: u64) -> Result<(), MetaError> {
+    if old.version != expected || old.offset > new.offset || (old.finished && !new.finished) {
+        return Err(MetaError::Stale(new.id.clone()));
+    }
+    Ok(())
 }
 
 /// The expiry time and the id of an expiry entry's key.
