@@ -95,12 +95,40 @@ pub trait MetaStore: Send + Sync + 'static {
         let _ = id;
         Ok(true)
     }
+    /// Owes event `debt` (a post-terminate, whose upload record is about to
+    /// go) until [`MetaStore::clear_event_debt`]. Adding it again replaces
+    /// it (and drops its claim).
+    async fn add_event_debt(&self, debt: &EventDebt) -> Result<(), MetaError>;
+    /// Claims delivery of owed event `id` right after adding it; false when
+    /// another instance has it (or nothing is owed).
+    async fn claim_event_debt(&self, id: &str) -> Result<bool, MetaError> {
+        let _ = id;
+        Ok(true)
+    }
+    /// Owed events this instance should deliver now (at most `limit`); a
+    /// shared store hands each to one instance at a time (the claim lapses
+    /// as for [`MetaStore::pending_finish_hooks`]).
+    async fn pending_event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError>;
+    /// Forgets an owed event (delivered, or its cause undone).
+    async fn clear_event_debt(&self, id: &str) -> Result<(), MetaError>;
     /// Takes the cluster-wide lock of background job `job` (expiry sweep,
     /// outbox pass) if free: `None` when another instance runs it now.
     /// Dropping the guard releases it.
     async fn job_lock(&self, job: &str) -> Result<Option<JobGuard>, MetaError>;
     /// Checks the backend is usable (readiness).
     async fn ping(&self) -> Result<(), MetaError>;
+}
+
+/// An event owed to the event sinks after its upload's record is gone:
+/// the message is kept whole, since nothing is left to rebuild it from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventDebt {
+    /// The event's `Id` (unique; the key of the debt).
+    pub id: String,
+    /// The event type, e.g. `post-terminate`.
+    pub kind: String,
+    /// The message body (JSON).
+    pub body: String,
 }
 
 /// Everything a meta store holds, for `tusker migrate-meta`.

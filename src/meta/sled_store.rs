@@ -5,7 +5,7 @@
 mod writes;
 
 use super::group_commit::GroupCommit;
-use super::{JobGuard, Lookup, MetaDump, MetaError, MetaStore};
+use super::{EventDebt, JobGuard, Lookup, MetaDump, MetaError, MetaStore};
 use crate::model::{now_secs, UploadInfo};
 use crate::protocol::UploadId;
 use async_trait::async_trait;
@@ -38,6 +38,8 @@ pub struct SledMetaStore {
     destinations: sled::Tree,
     /// id → () for finished uploads whose post-finish hook is owed
     outbox: sled::Tree,
+    /// event id → EventDebt (JSON): events owed after their record went
+    event_outbox: sled::Tree,
 }
 
 impl SledMetaStore {
@@ -73,6 +75,7 @@ impl SledMetaStore {
             waiters: db.open_tree("waiters").map_err(backend)?,
             destinations: db.open_tree("destinations").map_err(backend)?,
             outbox: db.open_tree("outbox").map_err(backend)?,
+            event_outbox: db.open_tree("event_outbox").map_err(backend)?,
             db,
         })
     }
@@ -417,6 +420,41 @@ impl MetaStore for SledMetaStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn add_event_debt(&self, debt: &EventDebt) -> Result<(), MetaError> {
+        let value = serde_json::to_vec(debt).map_err(backend)?;
+        self.event_outbox
+            .insert(debt.id.as_bytes(), value)
+            .map_err(backend)?;
+        self.flush().await
+    }
+
+    async fn pending_event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError> {
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            for item in s.event_outbox.iter().take(limit) {
+                let (k, v) = item.map_err(backend)?;
+                out.push(serde_json::from_slice(&v).map_err(|e| MetaError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    reason: e.to_string(),
+                })?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn clear_event_debt(&self, id: &str) -> Result<(), MetaError> {
+        if self
+            .event_outbox
+            .remove(id.as_bytes())
+            .map_err(backend)?
+            .is_some()
+        {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     async fn job_lock(&self, _job: &str) -> Result<Option<JobGuard>, MetaError> {
