@@ -1,6 +1,7 @@
 //! RabbitMQ sink (`--events-amqp`): a durable topic exchange declared when
 //! missing, routing key = event type, persistent messages, and publisher
-//! confirms (a publish succeeds once the broker confirmed it). The event
+//! confirms (a publish succeeds once the broker confirmed it and routed it
+//! to at least one queue: `mandatory`). The event
 //! `Id` is the message's `message_id`.
 
 use super::{shown, Event, EventSink, SinkError};
@@ -102,7 +103,11 @@ impl AmqpSink {
             .basic_publish(
                 self.config.exchange.as_str().into(),
                 event.kind.name().into(),
-                BasicPublishOptions::default(),
+                // Unroutable (no queue bound) comes back: not delivered.
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
                 event.body.as_bytes(),
                 properties,
             )
