@@ -1,7 +1,6 @@
 //! RabbitMQ sink (`--events-amqp`): a durable topic exchange declared when
 //! missing, routing key = event type, persistent messages, and publisher
-//! confirms (a publish succeeds once the broker confirmed it and routed it
-//! to at least one queue: `mandatory`). The event
+//! confirms (a publish succeeds once the broker confirmed it). The event
 //! `Id` is the message's `message_id`.
 
 use super::{shown, Event, EventSink, SinkError};
@@ -103,11 +102,7 @@ impl AmqpSink {
             .basic_publish(
                 self.config.exchange.as_str().into(),
                 event.kind.name().into(),
-                // Unroutable (no queue bound) comes back: not delivered.
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
+                BasicPublishOptions::default(),
                 event.body.as_bytes(),
                 properties,
             )
