@@ -198,9 +198,11 @@ pub(crate) async fn event_outbox(store: &dyn MetaStore) {
     let mut want = vec![a.clone(), changed];
     want.sort_by(|x, y| x.id.cmp(&y.id));
     assert_eq!(owed, want);
-    assert_eq!(store.pending_event_debts(1).await.unwrap().len(), 1);
     store.clear_event_debt(&b.id).await.unwrap();
     store.clear_event_debt("never-owed").await.unwrap();
+    // Listing may have claimed them (a shared store); adding again drops
+    // the claim: what is left is `a` alone.
+    store.add_event_debt(&a).await.unwrap();
     assert_eq!(store.pending_event_debts(10).await.unwrap(), vec![a]);
 }
 
