@@ -29,15 +29,17 @@ struct Broker(Child);
 
 impl Broker {
     fn start(program: &str, args: &[String], port: u16) -> Broker {
-        let child = Command::new(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
+        let broker = Broker(
+            Command::new(program)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{program} must be installed: {e}")),
+        );
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Broker(child);
+                return broker;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -330,13 +332,31 @@ async fn redis_owed_events_survive_an_outage_and_a_restart() {
     server.stop().await;
 }
 
+/// The next delivery with routing key `key` (others are skipped).
+async fn next_with_key(consumer: &mut lapin::Consumer, key: &str) -> lapin::message::Delivery {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let d = consumer
+                .next()
+                .await
+                .expect("consumer open")
+                .expect("delivery");
+            if d.routing_key.as_str() == key {
+                return d;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {key} event arrived"))
+}
+
 /// RabbitMQ: events arrive through a queue bound to tusker's durable topic
 /// exchange, persistent and with their Id, each published with a
 /// publisher confirm; post-terminate follows the removal.
 #[tokio::test]
 #[ignore = "needs TUSKER_TEST_AMQP_URL"]
 async fn amqp_events_are_confirmed_and_consumed() {
-    use futures_util::StreamExt;
     use lapin::options::*;
     use lapin::types::FieldTable;
 
@@ -405,20 +425,7 @@ async fn amqp_events_are_confirmed_and_consumed() {
     let url = upload(&c, &server.endpoint, b"data").await;
     let id = upload_id(&url);
 
-    let delivery = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let d = consumer
-                .next()
-                .await
-                .expect("consumer open")
-                .expect("delivery");
-            if d.routing_key.as_str() == "post-finish" {
-                return d;
-            }
-        }
-    })
-    .await
-    .expect("owed post-finish never arrived");
+    let delivery = next_with_key(&mut consumer, "post-finish").await;
     let body: Value = serde_json::from_slice(&delivery.data).unwrap();
     assert_eq!(body["Id"], format!("{id}-post-finish"));
     assert_eq!(body["Event"]["Upload"]["Size"], 4);
@@ -432,23 +439,10 @@ async fn amqp_events_are_confirmed_and_consumed() {
         Some(format!("{id}-post-finish").as_str())
     );
 
-    // Termination: the post-terminate follows at once (a queue is bound).
+    // Termination: the post-terminate follows.
     let res = c.delete(&url).header(TUS.0, TUS.1).send().await.unwrap();
     assert_eq!(res.status(), 204);
-    let delivery = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let d = consumer
-                .next()
-                .await
-                .expect("consumer open")
-                .expect("delivery");
-            if d.routing_key.as_str() == "post-terminate" {
-                return d;
-            }
-        }
-    })
-    .await
-    .expect("post-terminate never arrived");
+    let delivery = next_with_key(&mut consumer, "post-terminate").await;
     let body: Value = serde_json::from_slice(&delivery.data).unwrap();
     assert_eq!(body["Id"], format!("{id}-post-terminate"));
     server.stop().await;
