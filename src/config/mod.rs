@@ -45,9 +45,9 @@ pub enum Command {
     /// server also applies them at start).
     Migrate(ServeArgs),
     /// Copy all upload state (uploads, tombstones, concatenation waiters,
-    /// destinations, owed post-finish hooks) from one meta store to another,
-    /// e.g. from a single node's sled to PostgreSQL, and exit. Stop the
-    /// server that uses the source first.
+    /// destinations, owed post-finish hooks and broker events) from one
+    /// meta store to another, e.g. from a single node's sled to PostgreSQL,
+    /// and exit. Stop the server that uses the source first.
     MigrateMeta(MigrateMetaArgs),
 }
 

@@ -507,6 +507,9 @@ async fn migrate_meta_copies_sled_into_postgres() {
                 .await
                 .unwrap();
             assert!(sled.claim_destination("a/b.mp4", &live).await.unwrap());
+            sled.add_event_debt(&debt("gone-post-terminate"))
+                .await
+                .unwrap();
         }
         let report = migrate_meta(&format!("sled:{}", path.display()), &url)
             .await
@@ -518,7 +521,8 @@ async fn migrate_meta_copies_sled_into_postgres() {
                 tombstones: 1,
                 waiters: 1,
                 destinations: 1,
-                outbox: 1
+                outbox: 1,
+                event_debts: 1,
             }
         );
         let Some(Lookup::Live(rec)) = pg.get(&live).await.unwrap() else {
@@ -531,6 +535,10 @@ async fn migrate_meta_copies_sled_into_postgres() {
         assert_eq!(pg.concat_waiters(&part).await.unwrap(), vec![fin.clone()]);
         assert!(!pg.claim_destination("a/b.mp4", &gone).await.unwrap());
         assert_eq!(pg.pending_finish_hooks(10).await.unwrap(), vec![finished]);
+        assert_eq!(
+            pg.pending_event_debts(10).await.unwrap(),
+            vec![debt("gone-post-terminate")]
+        );
         // Repeating the copy is harmless.
         migrate_meta(&format!("sled:{}", path.display()), &url)
             .await

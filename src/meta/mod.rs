@@ -142,6 +142,8 @@ pub struct MetaDump {
     pub waiters: Vec<(UploadId, UploadId)>,
     /// (destination, holder) pairs.
     pub destinations: Vec<(String, UploadId)>,
+    /// Owed events whose record is gone (post-terminate).
+    pub event_debts: Vec<EventDebt>,
 }
 
 /// Holds a background job's lock (see [`MetaStore::job_lock`]) until dropped.
@@ -248,6 +250,8 @@ pub struct MigrateReport {
     pub destinations: usize,
     /// Owed post-finish hooks (part of the upload records).
     pub outbox: usize,
+    /// Owed events whose record is gone (post-terminate).
+    pub event_debts: usize,
 }
 
 /// Copies everything in sled store `from` (`sled:PATH`) into PostgreSQL
@@ -284,5 +288,6 @@ pub async fn migrate_meta(from: &str, to: &str) -> Result<MigrateReport, MetaErr
             .iter()
             .filter(|u| u.finish_hook_pending)
             .count(),
+        event_debts: dump.event_debts.len(),
     })
 }

@@ -151,9 +151,25 @@ impl SledMetaStore {
                 dump.destinations
                     .push((String::from_utf8_lossy(&k).into_owned(), id_of(&v)?));
             }
+            dump.event_debts = s.event_debts(usize::MAX)?;
             Ok(dump)
         })
         .await
+    }
+}
+
+impl SledMetaStore {
+    /// Up to `limit` owed events, in key order.
+    fn event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.event_outbox.iter().take(limit) {
+            let (k, v) = item.map_err(backend)?;
+            out.push(serde_json::from_slice(&v).map_err(|e| MetaError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
     }
 }
 
@@ -431,18 +447,7 @@ impl MetaStore for SledMetaStore {
     }
 
     async fn pending_event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError> {
-        self.blocking(move |s| {
-            let mut out = Vec::new();
-            for item in s.event_outbox.iter().take(limit) {
-                let (k, v) = item.map_err(backend)?;
-                out.push(serde_json::from_slice(&v).map_err(|e| MetaError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: e.to_string(),
-                })?);
-            }
-            Ok(out)
-        })
-        .await
+        self.blocking(move |s| s.event_debts(limit)).await
     }
 
     async fn clear_event_debt(&self, id: &str) -> Result<(), MetaError> {

@@ -181,7 +181,7 @@ impl PgMetaStore {
         .await
     }
 
-    /// Every upload record, tombstone, waiter and destination (for
+    /// Every upload record, tombstone, waiter, destination and owed event (for
     /// `migrate-meta` and tests).
     pub async fn import(&self, dump: &super::MetaDump) -> Result<(), MetaError> {
         let dump = dump.clone();
@@ -232,6 +232,18 @@ impl PgMetaStore {
                 )
                 .bind(dest)
                 .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            for debt in &dump.event_debts {
+                sqlx::query(
+                    "INSERT INTO event_outbox (id, kind, body) VALUES ($1, $2, $3)
+                     ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind,
+                       body = EXCLUDED.body, claimed_until = NULL",
+                )
+                .bind(&debt.id)
+                .bind(&debt.kind)
+                .bind(&debt.body)
                 .execute(&mut *tx)
                 .await?;
             }
