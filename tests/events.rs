@@ -194,6 +194,9 @@ async fn nats_post_finish_survives_an_outage_and_a_restart() {
     broker.stop();
     let res = patch(&c, &url_1, 0, b"data".to_vec()).await;
     assert_eq!(res.status(), 204, "a broker that is down fails no upload");
+    let base = format!("http://{}", server.addr);
+    let ready = c.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "readiness does not depend on brokers");
     server.stop().await;
 
     let _broker = nats_server(port, store.path());
@@ -222,6 +225,23 @@ async fn nats_post_finish_survives_an_outage_and_a_restart() {
     assert_eq!(body["Type"], "post-finish");
     assert_eq!(body["Event"]["Upload"]["ID"], id.as_str());
     assert_eq!(body["Event"]["Upload"]["Offset"], 4);
+    let base = format!("http://{}", server.addr);
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"tusker_events_published_total{broker="nats"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tusker_events_dropped_total{broker="nats"} 0"#),
+        "{metrics}"
+    );
     server.stop().await;
 }
 
