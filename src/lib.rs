@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod data;
+pub mod events;
 pub mod hooks;
 pub mod http;
 pub mod meta;
@@ -33,6 +34,8 @@ pub enum StartError {
     Hooks(#[from] hooks::HookError),
     #[error("cannot start the hook runtime: {0}")]
     HookRuntime(std::io::Error),
+    #[error("cannot set up event sinks: {0}")]
+    Events(#[from] events::SinkError),
     #[error("cannot serve the demo: {0}")]
     Demo(#[from] http::demo::DemoError),
     #[error("cannot listen on {addr}: {source}")]
@@ -102,6 +105,9 @@ impl RunningServer {
         self.sweeper.abort();
         self.engine
             .drain_hooks(std::time::Duration::from_secs(10))
+            .await;
+        self.engine
+            .drain_events(std::time::Duration::from_secs(10))
             .await;
         self.upkeep.abort();
         for task in &self.cluster {
@@ -178,6 +184,20 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         engine = engine
             .with_hooks(Arc::new(hooks::Hooks::new(hooks.clone())?), Some(init))
             .map_err(StartError::HookRuntime)?;
+    }
+    if let Some(events) = &config.events {
+        let brokers: Vec<&str> = [
+            events.nats.as_ref().map(|_| "nats"),
+            events.amqp.as_ref().map(|_| "amqp"),
+            events.redis.as_ref().map(|_| "redis"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        tracing::info!(?brokers, events = ?events.enabled, "event sinks enabled");
+        let event_metrics = metrics.clone();
+        let init: upload::ThreadInit = Arc::new(move || event_metrics.install_on_current_thread());
+        engine = engine.with_events(Arc::new(events::Events::start(events, Some(init))?));
     }
     let leases = meta.leases();
     if let Some(leases) = &leases {

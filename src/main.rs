@@ -115,6 +115,7 @@ async fn migrate_meta(from: String, to: String) -> Result<(), Box<dyn std::error
         waiters = report.waiters,
         destinations = report.destinations,
         owed_post_finish = report.outbox,
+        owed_events = report.event_debts,
         "meta store copied"
     );
     Ok(())

@@ -6,6 +6,7 @@
 //! the same clap parser as if it were a flag, unless the environment or the
 //! command line set that option, so every option is validated one way.
 
+use crate::events::{amqp::AmqpConfig, nats::NatsConfig, redis::RedisConfig, EventsConfig};
 use crate::hooks::{HookConfig, HookType};
 use clap::parser::ValueSource;
 use clap::{
@@ -45,9 +46,9 @@ pub enum Command {
     /// server also applies them at start).
     Migrate(ServeArgs),
     /// Copy all upload state (uploads, tombstones, concatenation waiters,
-    /// destinations, owed post-finish hooks) from one meta store to another,
-    /// e.g. from a single node's sled to PostgreSQL, and exit. Stop the
-    /// server that uses the source first.
+    /// destinations, owed post-finish hooks and broker events) from one
+    /// meta store to another, e.g. from a single node's sled to PostgreSQL,
+    /// and exit. Stop the server that uses the source first.
     MigrateMeta(MigrateMetaArgs),
 }
 
@@ -215,6 +216,54 @@ pub struct ServeArgs {
     /// post-receive hooks at most this often per upload.
     #[arg(long, env = "TUSKER_PROGRESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub progress_interval: Duration,
+    /// Publish upload events to NATS JetStream: nats://[user:password@]host:4222
+    /// (tls:// for TLS; several servers comma separated). See docs/events.md.
+    #[arg(long, env = "TUSKER_EVENTS_NATS")]
+    pub events_nats: Option<String>,
+    /// JetStream stream of the events (created when missing).
+    #[arg(long, env = "TUSKER_EVENTS_NATS_STREAM", default_value = "TUSKER")]
+    pub events_nats_stream: String,
+    /// Subject prefix: events go to PREFIX.<event type>, e.g. tusker.post-finish.
+    #[arg(long, env = "TUSKER_EVENTS_NATS_SUBJECT", default_value = "tusker")]
+    pub events_nats_subject: String,
+    /// Publish upload events to RabbitMQ: amqp://user:password@host:5672/%2f
+    /// (amqps:// for TLS).
+    #[arg(long, env = "TUSKER_EVENTS_AMQP")]
+    pub events_amqp: Option<String>,
+    /// Durable topic exchange of the events (declared when missing); the
+    /// routing key is the event type.
+    #[arg(long, env = "TUSKER_EVENTS_AMQP_EXCHANGE", default_value = "tusker")]
+    pub events_amqp_exchange: String,
+    /// Publish upload events to a Redis stream: redis://[:password@]host:6379
+    /// (rediss:// for TLS).
+    #[arg(long, env = "TUSKER_EVENTS_REDIS")]
+    pub events_redis: Option<String>,
+    /// Redis stream key of the events.
+    #[arg(
+        long,
+        env = "TUSKER_EVENTS_REDIS_STREAM",
+        default_value = "tusker:events"
+    )]
+    pub events_redis_stream: String,
+    /// The Redis stream is trimmed to about this many entries (MAXLEN ~).
+    #[arg(long, env = "TUSKER_EVENTS_REDIS_MAXLEN", default_value_t = 100_000)]
+    pub events_redis_maxlen: u64,
+    /// Events published to the brokers, comma separated (default: all):
+    /// post-create, post-receive, post-finish, post-terminate.
+    #[arg(long, env = "TUSKER_EVENTS", value_delimiter = ',', value_parser = parse_event_type)]
+    pub events: Vec<HookType>,
+    /// Best-effort events (post-create, post-receive) waiting per broker;
+    /// beyond it they are dropped. post-finish and post-terminate are owed
+    /// in the meta store instead.
+    #[arg(long, env = "TUSKER_EVENTS_QUEUE", default_value_t = 10_000)]
+    pub events_queue: usize,
+    /// Limit of one publish to a broker (connecting and its ack included).
+    #[arg(long, env = "TUSKER_EVENTS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub events_timeout: Duration,
+    /// Attempts per event and broker before a best-effort event is dropped
+    /// or an owed one waits for the next outbox pass.
+    #[arg(long, env = "TUSKER_EVENTS_RETRIES", default_value_t = 3)]
+    pub events_retries: usize,
     /// Log format: text or json (one object per line). Levels come from
     /// RUST_LOG (default "info").
     #[arg(long, env = "TUSKER_LOG_FORMAT", value_enum, default_value = "text")]
@@ -256,6 +305,14 @@ pub struct ServeArgs {
     /// Directory of the demo page (the repository's demo/).
     #[arg(long, env = "TUSKER_DEMO_DIR", default_value = "./demo")]
     pub demo_dir: PathBuf,
+}
+
+fn parse_event_type(s: &str) -> Result<HookType, String> {
+    HookType::parse(s)
+        .filter(|t| crate::events::EVENT_TYPES.contains(t))
+        .ok_or_else(|| {
+            format!("unknown event {s:?}: expected post-create, post-receive, post-finish or post-terminate")
+        })
 }
 
 fn parse_hook_type(s: &str) -> Result<HookType, String> {
@@ -329,6 +386,8 @@ pub struct Config {
     pub storage_options: crate::data::open::StorageOptions,
     /// Hook delivery; `None` when no receiver is configured.
     pub hooks: Option<HookConfig>,
+    /// Event sinks; `None` when no broker is configured.
+    pub events: Option<EventsConfig>,
     pub log_format: LogFormat,
     /// How long a graceful stop waits for running requests.
     pub shutdown_timeout: Duration,
@@ -398,7 +457,36 @@ impl From<ServeArgs> for Config {
             .0
             .map(|d| (d / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)))
             .unwrap_or(Duration::from_secs(60));
+        let events = (a.events_nats.is_some()
+            || a.events_amqp.is_some()
+            || a.events_redis.is_some())
+        .then(|| EventsConfig {
+            nats: a.events_nats.map(|url| NatsConfig {
+                url,
+                stream: a.events_nats_stream,
+                subject: a.events_nats_subject,
+            }),
+            amqp: a.events_amqp.map(|url| AmqpConfig {
+                url,
+                exchange: a.events_amqp_exchange,
+            }),
+            redis: a.events_redis.map(|url| RedisConfig {
+                url,
+                stream: a.events_redis_stream,
+                max_len: a.events_redis_maxlen,
+            }),
+            enabled: if a.events.is_empty() {
+                crate::events::EVENT_TYPES.into_iter().collect()
+            } else {
+                a.events.into_iter().collect()
+            },
+            queue: a.events_queue.max(1),
+            timeout: a.events_timeout,
+            attempts: a.events_retries.max(1),
+            progress_interval: a.progress_interval,
+        });
         Config {
+            events,
             listen: a.listen,
             base_path: normalize_base_path(&a.base_path),
             data_dir: a.data_dir,
@@ -534,6 +622,44 @@ mod tests {
             }
         );
         assert!(load(["tusker", "migrate-meta", "--from", "sled:/d"]).is_err());
+    }
+
+    #[test]
+    fn event_options() {
+        assert!(Config::new("/d").events.is_none());
+        let loaded = load([
+            "tusker",
+            "--events-redis",
+            "redis://:pw@127.0.0.1:6379",
+            "--events-amqp",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "--events",
+            "post-finish,post-terminate",
+            "--events-redis-maxlen",
+            "50",
+        ])
+        .unwrap();
+        assert!(loaded
+            .to_toml()
+            .contains("events_amqp = \"amqp://guest:REDACTED@"));
+        let events = Config::from(loaded.args).events.unwrap();
+        assert!(events.nats.is_none());
+        assert_eq!(events.redis.as_ref().unwrap().max_len, 50);
+        assert_eq!(events.redis.unwrap().stream, "tusker:events");
+        assert_eq!(events.amqp.unwrap().exchange, "tusker");
+        assert_eq!(
+            events.enabled.into_iter().collect::<Vec<_>>(),
+            vec![HookType::PostFinish, HookType::PostTerminate]
+        );
+        // Pre-hooks are answers, not notifications.
+        assert!(load([
+            "tusker",
+            "--events-nats",
+            "nats://h",
+            "--events",
+            "pre-create"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -86,22 +86,7 @@ impl Hooks {
         let mut request = self
             .client
             .post(&self.config.url)
-            .header(
-                "Idempotency-Key",
-                match kind {
-                    // Progress events differ by offset; the others happen
-                    // once per upload.
-                    HookType::PostReceive => {
-                        format!(
-                            "{}-{}-{}",
-                            event.upload.id,
-                            kind.name(),
-                            event.upload.offset
-                        )
-                    }
-                    _ => format!("{}-{}", event.upload.id, kind.name()),
-                },
-            )
+            .header("Idempotency-Key", event.key(kind))
             .json(&HookRequest {
                 kind: kind.name(),
                 event,

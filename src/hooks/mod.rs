@@ -112,6 +112,21 @@ pub struct HookEvent {
     pub http_request: RequestInfo,
 }
 
+impl HookEvent {
+    /// A key naming this event, the same each time it is sent again: an
+    /// upload's events happen once each, except progress events, which
+    /// differ by offset. HTTP hooks send it as `Idempotency-Key`, event
+    /// sinks as `Id`.
+    pub fn key(&self, kind: HookType) -> String {
+        match kind {
+            HookType::PostReceive => {
+                format!("{}-{}-{}", self.upload.id, kind.name(), self.upload.offset)
+            }
+            _ => format!("{}-{}", self.upload.id, kind.name()),
+        }
+    }
+}
+
 /// The body POSTed to the hook receiver.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -280,6 +280,41 @@ pub(crate) async fn outbox(store: &dyn MetaStore) {
     assert!(store.pending_finish_hooks(10).await.unwrap().is_empty());
 }
 
+pub(crate) fn debt(id: &str) -> EventDebt {
+    EventDebt {
+        id: id.to_owned(),
+        kind: "post-terminate".into(),
+        body: format!(r#"{{"Id":"{id}","Type":"post-terminate"}}"#),
+    }
+}
+
+/// Owed events outlive their upload's record, survive being listed, and
+/// go only when cleared; adding one again replaces it.
+pub(crate) async fn event_outbox(store: &dyn MetaStore) {
+    assert!(store.pending_event_debts(10).await.unwrap().is_empty());
+    let id = UploadId::generate();
+    let created = info(&id, None);
+    store.create(&created).await.unwrap();
+    let (a, b) = (debt(&format!("{id}-post-terminate")), debt("other"));
+    store.add_event_debt(&a).await.unwrap();
+    store.remove(&created).await.unwrap();
+    store.add_event_debt(&b).await.unwrap();
+    let mut changed = b.clone();
+    changed.body = r#"{"Id":"other","Type":"post-terminate","Event":{}}"#.into();
+    store.add_event_debt(&changed).await.unwrap();
+    let mut owed = store.pending_event_debts(10).await.unwrap();
+    owed.sort_by(|x, y| x.id.cmp(&y.id));
+    let mut want = vec![a.clone(), changed];
+    want.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(owed, want);
+    store.clear_event_debt(&b.id).await.unwrap();
+    store.clear_event_debt("never-owed").await.unwrap();
+    // Listing may have claimed them (a shared store); adding again drops
+    // the claim: what is left is `a` alone.
+    store.add_event_debt(&a).await.unwrap();
+    assert_eq!(store.pending_event_debts(10).await.unwrap(), vec![a]);
+}
+
 pub(crate) async fn job_lock(store: &dyn MetaStore) {
     let guard = store.job_lock("sweep").await.unwrap();
     assert!(guard.is_some());
@@ -345,6 +380,7 @@ contract!(
     concat_waiters,
     destinations,
     outbox,
+    event_outbox,
     job_lock,
 );
 
@@ -368,6 +404,39 @@ mod shared {
             assert!(a.claim_finish_hook(&id).await.unwrap());
             assert!(!b.claim_finish_hook(&id).await.unwrap());
             assert!(b.pending_finish_hooks(10).await.unwrap().is_empty());
+        })
+        .await;
+    }
+
+    /// An owed event is delivered by the instance that added it, or, once
+    /// that claim lapses, by one other instance at a time.
+    #[tokio::test]
+    async fn owed_events_are_claimed_by_one_instance() {
+        on_postgres(|_, url| async move {
+            let short = std::time::Duration::from_secs(1);
+            let a = PgMetaStore::connect(&url)
+                .await
+                .unwrap()
+                .with_timings(crate::meta::postgres::DEFAULT_LEASE_TTL, short);
+            let b = PgMetaStore::connect(&url)
+                .await
+                .unwrap()
+                .with_timings(crate::meta::postgres::DEFAULT_LEASE_TTL, short);
+            let c = PgMetaStore::connect(&url).await.unwrap();
+            let owed = debt("x-post-terminate");
+            a.add_event_debt(&owed).await.unwrap();
+            assert!(a.claim_event_debt(&owed.id).await.unwrap());
+            assert!(!b.claim_event_debt(&owed.id).await.unwrap());
+            assert!(b.pending_event_debts(10).await.unwrap().is_empty());
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            // The adder's claim lapsed: one of two sweeps gets it.
+            let (got_b, got_c) = tokio::join!(b.pending_event_debts(10), c.pending_event_debts(10));
+            let (got_b, got_c) = (got_b.unwrap(), got_c.unwrap());
+            assert_eq!(got_b.len() + got_c.len(), 1, "{got_b:?} {got_c:?}");
+            assert_eq!(got_b.into_iter().chain(got_c).next(), Some(owed.clone()));
+            c.clear_event_debt(&owed.id).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            assert!(a.pending_event_debts(10).await.unwrap().is_empty());
         })
         .await;
     }
@@ -556,6 +625,9 @@ async fn migrate_meta_copies_sled_into_postgres() {
                 .await
                 .unwrap();
             assert!(sled.claim_destination("a/b.mp4", &live).await.unwrap());
+            sled.add_event_debt(&debt("gone-post-terminate"))
+                .await
+                .unwrap();
         }
         let report = migrate_meta(&format!("sled:{}", path.display()), &url)
             .await
@@ -567,7 +639,8 @@ async fn migrate_meta_copies_sled_into_postgres() {
                 tombstones: 1,
                 waiters: 1,
                 destinations: 1,
-                outbox: 1
+                outbox: 1,
+                event_debts: 1,
             }
         );
         let Some(Lookup::Live(rec)) = pg.get(&live).await.unwrap() else {
@@ -580,6 +653,10 @@ async fn migrate_meta_copies_sled_into_postgres() {
         assert_eq!(pg.concat_waiters(&part).await.unwrap(), vec![fin.clone()]);
         assert!(!pg.claim_destination("a/b.mp4", &gone).await.unwrap());
         assert_eq!(pg.pending_finish_hooks(10).await.unwrap(), vec![finished]);
+        assert_eq!(
+            pg.pending_event_debts(10).await.unwrap(),
+            vec![debt("gone-post-terminate")]
+        );
         // Repeating the copy is harmless.
         migrate_meta(&format!("sled:{}", path.display()), &url)
             .await

@@ -114,12 +114,40 @@ pub trait MetaStore: Send + Sync + 'static {
         let _ = id;
         Ok(true)
     }
+    /// Owes event `debt` (a post-terminate, whose upload record is about to
+    /// go) until [`MetaStore::clear_event_debt`]. Adding it again replaces
+    /// it (and drops its claim).
+    async fn add_event_debt(&self, debt: &EventDebt) -> Result<(), MetaError>;
+    /// Claims delivery of owed event `id` right after adding it; false when
+    /// another instance has it (or nothing is owed).
+    async fn claim_event_debt(&self, id: &str) -> Result<bool, MetaError> {
+        let _ = id;
+        Ok(true)
+    }
+    /// Owed events this instance should deliver now (at most `limit`); a
+    /// shared store hands each to one instance at a time (the claim lapses
+    /// as for [`MetaStore::pending_finish_hooks`]).
+    async fn pending_event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError>;
+    /// Forgets an owed event (delivered, or its cause undone).
+    async fn clear_event_debt(&self, id: &str) -> Result<(), MetaError>;
     /// Takes the cluster-wide lock of background job `job` (expiry sweep,
     /// outbox pass) if free: `None` when another instance runs it now.
     /// Dropping the guard releases it.
     async fn job_lock(&self, job: &str) -> Result<Option<JobGuard>, MetaError>;
     /// Checks the backend is usable (readiness).
     async fn ping(&self) -> Result<(), MetaError>;
+}
+
+/// An event owed to the event sinks after its upload's record is gone:
+/// the message is kept whole, since nothing is left to rebuild it from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventDebt {
+    /// The event's `Id` (unique; the key of the debt).
+    pub id: String,
+    /// The event type, e.g. `post-terminate`.
+    pub kind: String,
+    /// The message body (JSON).
+    pub body: String,
 }
 
 /// Everything a meta store holds, for `tusker migrate-meta`.
@@ -133,6 +161,8 @@ pub struct MetaDump {
     pub waiters: Vec<(UploadId, UploadId)>,
     /// (destination, holder) pairs.
     pub destinations: Vec<(String, UploadId)>,
+    /// Owed events whose record is gone (post-terminate).
+    pub event_debts: Vec<EventDebt>,
 }
 
 /// Holds a background job's lock (see [`MetaStore::job_lock`]) until dropped.
@@ -248,6 +278,8 @@ pub struct MigrateReport {
     pub destinations: usize,
     /// Owed post-finish hooks (part of the upload records).
     pub outbox: usize,
+    /// Owed events whose record is gone (post-terminate).
+    pub event_debts: usize,
 }
 
 /// Copies everything in sled store `from` (`sled:PATH`) into PostgreSQL
@@ -284,5 +316,6 @@ pub async fn migrate_meta(from: &str, to: &str) -> Result<MigrateReport, MetaErr
             .iter()
             .filter(|u| u.finish_hook_pending)
             .count(),
+        event_debts: dump.event_debts.len(),
     })
 }

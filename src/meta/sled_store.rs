@@ -5,7 +5,7 @@
 mod writes;
 
 use super::group_commit::GroupCommit;
-use super::{JobGuard, Lookup, MetaDump, MetaError, MetaStore};
+use super::{EventDebt, JobGuard, Lookup, MetaDump, MetaError, MetaStore};
 use crate::model::{now_secs, UploadInfo};
 use crate::protocol::UploadId;
 use async_trait::async_trait;
@@ -38,6 +38,8 @@ pub struct SledMetaStore {
     destinations: sled::Tree,
     /// id → () for finished uploads whose post-finish hook is owed
     outbox: sled::Tree,
+    /// event id → EventDebt (JSON): events owed after their record went
+    event_outbox: sled::Tree,
 }
 
 /// Default of sled's page cache: room for the records of the uploads a
@@ -87,6 +89,7 @@ impl SledMetaStore {
             waiters: db.open_tree("waiters").map_err(backend)?,
             destinations: db.open_tree("destinations").map_err(backend)?,
             outbox: db.open_tree("outbox").map_err(backend)?,
+            event_outbox: db.open_tree("event_outbox").map_err(backend)?,
             db,
         })
     }
@@ -162,9 +165,25 @@ impl SledMetaStore {
                 dump.destinations
                     .push((String::from_utf8_lossy(&k).into_owned(), id_of(&v)?));
             }
+            dump.event_debts = s.event_debts(usize::MAX)?;
             Ok(dump)
         })
         .await
+    }
+}
+
+impl SledMetaStore {
+    /// Up to `limit` owed events, in key order.
+    fn event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.event_outbox.iter().take(limit) {
+            let (k, v) = item.map_err(backend)?;
+            out.push(serde_json::from_slice(&v).map_err(|e| MetaError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
     }
 }
 
@@ -443,6 +462,30 @@ impl MetaStore for SledMetaStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn add_event_debt(&self, debt: &EventDebt) -> Result<(), MetaError> {
+        let value = serde_json::to_vec(debt).map_err(backend)?;
+        self.event_outbox
+            .insert(debt.id.as_bytes(), value)
+            .map_err(backend)?;
+        self.flush().await
+    }
+
+    async fn pending_event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError> {
+        self.blocking(move |s| s.event_debts(limit)).await
+    }
+
+    async fn clear_event_debt(&self, id: &str) -> Result<(), MetaError> {
+        if self
+            .event_outbox
+            .remove(id.as_bytes())
+            .map_err(backend)?
+            .is_some()
+        {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     async fn job_lock(&self, _job: &str) -> Result<Option<JobGuard>, MetaError> {

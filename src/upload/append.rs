@@ -488,7 +488,10 @@ impl Engine {
         ctx: &RequestInfo,
         permit: &IoPermit,
     ) -> Result<UploadInfo, UploadError> {
-        self.remove(info, permit).await?;
+        let owed = self.owe_terminate_event(info, ctx).await?;
+        let removed = self.remove(info, permit).await;
+        self.settle_terminate_event(owed, removed.is_ok()).await;
+        removed?;
         tracing::info!(upload = %info.id, "upload stopped and removed at the hook's request");
         self.post_hook(HookType::PostTerminate, info, ctx);
         Err(UploadError::StoppedByHook)

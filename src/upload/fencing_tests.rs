@@ -125,6 +125,18 @@ impl MetaStore for FrozenMeta {
     async fn pending_finish_hooks(&self, limit: usize) -> Result<Vec<UploadId>, MetaError> {
         self.inner.pending_finish_hooks(limit).await
     }
+    async fn add_event_debt(&self, debt: &crate::meta::EventDebt) -> Result<(), MetaError> {
+        self.inner.add_event_debt(debt).await
+    }
+    async fn pending_event_debts(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::meta::EventDebt>, MetaError> {
+        self.inner.pending_event_debts(limit).await
+    }
+    async fn clear_event_debt(&self, id: &str) -> Result<(), MetaError> {
+        self.inner.clear_event_debt(id).await
+    }
     async fn job_lock(&self, job: &str) -> Result<Option<JobGuard>, MetaError> {
         self.inner.job_lock(job).await
     }

@@ -221,7 +221,7 @@ impl Engine {
         }
     }
 
-    fn event(&self, info: &UploadInfo, ctx: &RequestInfo) -> HookEvent {
+    pub(super) fn event(&self, info: &UploadInfo, ctx: &RequestInfo) -> HookEvent {
         HookEvent {
             upload: self.file_info(info),
             http_request: ctx.clone(),
@@ -262,6 +262,7 @@ impl Engine {
 
     /// Sends a notification in the background (with retries).
     pub(crate) fn post_hook(&self, kind: HookType, info: &UploadInfo, ctx: &RequestInfo) {
+        self.emit_event(kind, info, ctx);
         let Some(state) = self.hooks.clone().filter(|h| h.hooks.enabled(kind)) else {
             return;
         };
@@ -276,6 +277,7 @@ impl Engine {
 
     /// post-receive, at most every progress interval per upload.
     pub(crate) fn progress(&self, info: &UploadInfo, offset: u64, ctx: &RequestInfo) {
+        self.emit_progress(info, offset, ctx);
         let Some(state) = self
             .hooks
             .clone()
@@ -347,9 +349,9 @@ impl Engine {
         }
     }
 
-    /// Whether an upload finishing now owes a post-finish hook.
+    /// Whether an upload finishing now owes a post-finish hook or event.
     pub(crate) fn owes_finish_hook(&self) -> bool {
-        self.hook_enabled(HookType::PostFinish)
+        self.notifies(HookType::PostFinish)
     }
 
     /// Delivers an owed post-finish in the background; the debt is cleared
@@ -357,13 +359,19 @@ impl Engine {
     /// `claimed`, the delivery is first claimed in the meta store, so that
     /// one instance of several delivers it.
     pub(crate) fn deliver_finish_hook(&self, info: &UploadInfo, ctx: &RequestInfo, claimed: bool) {
-        let Some(state) = self.hooks.clone() else {
+        let Some(state) = self
+            .hooks
+            .clone()
+            .filter(|h| h.hooks.enabled(HookType::PostFinish))
+        else {
+            self.deliver_finish_event(info, ctx, claimed);
             return;
         };
         if !info.finish_hook_pending || !lock(&state.finishing).insert(info.id.clone()) {
             return;
         }
         let event = self.event(info, ctx);
+        let owed_event = self.finish_event(&info.id, &event);
         let (id, meta, locker, lock_wait) = (
             info.id.clone(),
             self.meta.clone(),
@@ -372,27 +380,25 @@ impl Engine {
         );
         let runner = state.clone();
         runner.spawn(async move {
-            if !claimed {
-                let claim = meta.claim_finish_hook(&id).await;
-                if !matches!(claim, Ok(true)) {
-                    match claim {
-                        Err(e) => tracing::error!(upload = %id, error = %e, "claiming post-finish delivery failed; retried later"),
-                        _ => tracing::debug!(upload = %id, "post-finish delivery claimed elsewhere"),
-                    }
-                    lock(&state.finishing).remove(&id);
-                    return;
-                }
+            if !claim(&*meta, &id, claimed).await {
+                lock(&state.finishing).remove(&id);
+                return;
             }
             let gate = state.gate(&id);
-            let delivered = {
+            let (delivered, published) = {
                 let mut finished = gate.lock().await;
                 *finished = true;
-                state.hooks.notify(HookType::PostFinish, &event).await
+                tokio::join!(
+                    state.hooks.notify(HookType::PostFinish, &event),
+                    super::events::publish_owed(owed_event)
+                )
             };
             match delivered {
                 Ok(_) => {
                     state.settle(&id, true);
-                    if let Err(e) = clear_finish_debt(&*meta, &locker, &id, lock_wait).await {
+                    if !published {
+                        tracing::error!(upload = %id, "post-finish event not confirmed by every broker; retried by the next sweep")
+                    } else if let Err(e) = clear_finish_debt(&*meta, &locker, &id, lock_wait).await {
                         tracing::error!(upload = %id, error = %e, "recording post-finish delivery failed");
                     }
                 }
@@ -408,8 +414,9 @@ impl Engine {
     /// a shared meta store, those a crashed instance left behind; each is
     /// claimed by one instance).
     pub async fn resume_finish_hooks(&self) -> Result<usize, UploadError> {
-        if self.hooks.is_none() {
-            return Ok(0);
+        let owed_events = self.resume_owed_events().await?;
+        if self.hooks.is_none() && self.events.is_none() {
+            return Ok(owed_events);
         }
         let ids = self.meta.pending_finish_hooks(10_000).await?;
         for id in &ids {
@@ -417,7 +424,7 @@ impl Engine {
                 self.deliver_finish_hook(&info, &RequestInfo::default(), true);
             }
         }
-        Ok(ids.len())
+        Ok(ids.len() + owed_events)
     }
 
     /// pre-access for HEAD, PATCH, GET and DELETE, before any lock is taken.
@@ -436,6 +443,7 @@ impl Engine {
     }
 
     pub(crate) fn forget_hook_state(&self, id: &UploadId) {
+        self.forget_event_state(id);
         if let Some(state) = &self.hooks {
             state.forget(id);
         }
@@ -446,7 +454,26 @@ impl Engine {
     }
 }
 
-async fn clear_finish_debt(
+/// Claims delivery of `id`'s owed post-finish unless `claimed` already:
+/// false when another instance has it or the claim failed (retried later).
+pub(super) async fn claim(meta: &dyn MetaStore, id: &UploadId, claimed: bool) -> bool {
+    if claimed {
+        return true;
+    }
+    match meta.claim_finish_hook(id).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::debug!(upload = %id, "post-finish delivery claimed elsewhere");
+            false
+        }
+        Err(e) => {
+            tracing::error!(upload = %id, error = %e, "claiming post-finish delivery failed; retried later");
+            false
+        }
+    }
+}
+
+pub(super) async fn clear_finish_debt(
     meta: &dyn MetaStore,
     locker: &Locker,
     id: &UploadId,

@@ -4,6 +4,7 @@
 
 mod append;
 mod concat;
+mod events;
 pub mod expiry;
 mod hooks;
 pub mod lock;
@@ -160,6 +161,8 @@ pub struct Engine {
     pub(crate) locker: Locker,
     pub(crate) config: EngineConfig,
     pub(crate) hooks: Option<Arc<hooks::HookState>>,
+    /// Broker event sinks (`--events-*`).
+    pub(crate) events: Option<Arc<events::EventState>>,
     /// Per-upload I/O gates: work left running by a dropped request ends
     /// before the next request reads the upload's state.
     pub(crate) gates: IoGates,
@@ -175,6 +178,7 @@ impl Engine {
             locks,
             config,
             hooks: None,
+            events: None,
             gates: IoGates::default(),
         }
     }
@@ -359,7 +363,7 @@ impl Engine {
                 // (unless a post-create hook is sent), and an upload that
                 // is not finished at once is saved again by the append.
                 deferred: hold == Hold::LockDeferred
-                    && !self.hook_enabled(HookType::PostCreate)
+                    && !self.notifies(HookType::PostCreate)
                     && info.length != Some(0)
                     && matches!(new.concat, NewConcat::None | NewConcat::Partial),
             }),
@@ -502,7 +506,10 @@ impl Engine {
             // finish) ends first: none of it may land after the removal.
             let permit = self.io_gate(id).await?;
             let info = self.load(id).await?;
-            self.remove(&info, &permit).await?;
+            let owed = self.owe_terminate_event(&info, ctx).await?;
+            let removed = self.remove(&info, &permit).await;
+            self.settle_terminate_event(owed, removed.is_ok()).await;
+            removed?;
             info
         };
         tracing::info!(upload = %id, "upload terminated");

@@ -9,7 +9,7 @@
 //! say so (503), and the pool reconnects by itself once it is back.
 
 use super::lease::{Attempt, Lease, LeaseError, LeaseStore};
-use super::{JobGuard, Lookup, MetaError, MetaStore};
+use super::{EventDebt, JobGuard, Lookup, MetaError, MetaStore};
 use crate::model::{now_secs, UploadInfo};
 use crate::protocol::UploadId;
 use async_trait::async_trait;
@@ -260,7 +260,7 @@ impl PgMetaStore {
         .await
     }
 
-    /// Every upload record, tombstone, waiter and destination (for
+    /// Every upload record, tombstone, waiter, destination and owed event (for
     /// `migrate-meta` and tests).
     pub async fn import(&self, dump: &super::MetaDump) -> Result<(), MetaError> {
         let dump = dump.clone();
@@ -313,6 +313,18 @@ impl PgMetaStore {
                 )
                 .bind(dest)
                 .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            for debt in &dump.event_debts {
+                sqlx::query(
+                    "INSERT INTO event_outbox (id, kind, body) VALUES ($1, $2, $3)
+                     ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind,
+                       body = EXCLUDED.body, claimed_until = NULL",
+                )
+                .bind(&debt.id)
+                .bind(&debt.kind)
+                .bind(&debt.body)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -663,6 +675,94 @@ impl MetaStore for PgMetaStore {
             })
             .await?;
         Ok(n == 1)
+    }
+
+    async fn add_event_debt(&self, debt: &EventDebt) -> Result<(), MetaError> {
+        let debt = debt.clone();
+        self.run(move |pool| async move {
+            sqlx::query(
+                "INSERT INTO event_outbox (id, kind, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, body = EXCLUDED.body,
+                   claimed_until = NULL",
+            )
+            .bind(debt.id)
+            .bind(debt.kind)
+            .bind(debt.body)
+            .execute(&pool)
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn claim_event_debt(&self, id: &str) -> Result<bool, MetaError> {
+        let id = id.to_owned();
+        let claim = self.inner.hook_claim.as_secs_f64();
+        let n = self
+            .run(move |pool| async move {
+                sqlx::query(
+                    "UPDATE event_outbox
+                     SET claimed_until = now() + $2::float8 * interval '1 second'
+                     WHERE id = $1 AND (claimed_until IS NULL OR claimed_until < now())",
+                )
+                .bind(id)
+                .bind(claim)
+                .execute(&pool)
+                .await
+                .map(|r| r.rows_affected())
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn pending_event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let claim = self.inner.hook_claim.as_secs_f64();
+        let rows = self
+            .run(move |pool| async move {
+                sqlx::query(
+                    "UPDATE event_outbox
+                     SET claimed_until = now() + $2::float8 * interval '1 second'
+                     WHERE id IN (
+                       SELECT id FROM event_outbox
+                       WHERE claimed_until IS NULL OR claimed_until < now()
+                       ORDER BY created_at, id LIMIT $1
+                       FOR UPDATE SKIP LOCKED)
+                     RETURNING id, kind, body, extract(epoch FROM created_at)::float8",
+                )
+                .bind(limit)
+                .bind(claim)
+                .fetch_all(&pool)
+                .await
+            })
+            .await?;
+        let mut debts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let created: f64 = row.try_get(3).map_err(backend)?;
+            debts.push((
+                created,
+                EventDebt {
+                    id: row.try_get(0).map_err(backend)?,
+                    kind: row.try_get(1).map_err(backend)?,
+                    body: row.try_get(2).map_err(backend)?,
+                },
+            ));
+        }
+        // RETURNING keeps no order: oldest first again.
+        debts.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        Ok(debts.into_iter().map(|(_, d)| d).collect())
+    }
+
+    async fn clear_event_debt(&self, id: &str) -> Result<(), MetaError> {
+        let id = id.to_owned();
+        self.run(move |pool| async move {
+            sqlx::query("DELETE FROM event_outbox WHERE id = $1")
+                .bind(id)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     async fn job_lock(&self, job: &str) -> Result<Option<JobGuard>, MetaError> {
