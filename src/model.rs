@@ -49,6 +49,10 @@ pub struct UploadInfo {
     /// The post-finish hook is owed and not yet delivered.
     #[serde(default)]
     pub finish_hook_pending: bool,
+    /// The `sub` of the token that created the upload (JWT authorization);
+    /// every later request must carry a token of the same subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl UploadInfo {
@@ -68,6 +72,7 @@ impl UploadInfo {
             storage: serde_json::Value::Null,
             destination: None,
             finish_hook_pending: false,
+            owner: None,
         }
     }
 
@@ -80,8 +85,11 @@ impl UploadInfo {
         matches!(self.concat, Concat::Final { .. })
     }
 
+    /// Unfinished uploads expire `--expire-after` their last write;
+    /// finished ones only with `--expire-finished-after`, which gives them
+    /// an expiry when they finish.
     pub fn is_expired(&self, now: u64) -> bool {
-        !self.finished && self.expires_at.is_some_and(|t| t <= now)
+        self.expires_at.is_some_and(|t| t <= now)
     }
 }
 

@@ -272,6 +272,12 @@ pub async fn append(
     } else {
         None
     };
+    // Access first: the completed-upload answer reveals the offset.
+    state
+        .engine
+        .check_access(&id, &request_info(&req))
+        .await
+        .map_err(|e| engine_error(v, e))?;
     let current = state
         .engine
         .load(&id)

@@ -60,7 +60,7 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn save(&self, info: &UploadInfo) -> Result<(), MetaError>;
     /// Removes a record and leaves a tombstone.
     async fn remove(&self, id: &UploadId) -> Result<(), MetaError>;
-    /// Ids of unfinished uploads whose expiry is at or before `now`.
+    /// Ids of uploads whose expiry is at or before `now`.
     async fn expired(&self, now: u64, limit: usize) -> Result<Vec<UploadId>, MetaError>;
     /// Drops tombstones written before `before` (unix seconds).
     async fn prune_tombstones(&self, before: u64) -> Result<usize, MetaError>;
