@@ -251,3 +251,41 @@ async fn repeated_single_value_headers_are_refused() {
     assert_eq!(offset(&c, &url).await, 0, "nothing was written");
     server.stop().await;
 }
+
+/// `100 Continue` goes out only once the request passed validation and its
+/// blocking hooks: a refused request gets its final answer first.
+#[tokio::test]
+async fn continue_only_after_validation() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::on(dir.path());
+    let c = client();
+    let url = create(&c, &server.endpoint, 5).await;
+    let path = path_of(&url);
+    let addr = server.addr;
+    let send_head = |head: String| async move {
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(head.as_bytes()).await.unwrap();
+        sock
+    };
+    let head = |offset: u64| {
+        format!(
+            "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nTus-Resumable: 1.0.0\r\n\
+             Content-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\n\
+             Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+    };
+    // A wrong offset: the 409 comes without a 100 before it.
+    let mut sock = send_head(head(3)).await;
+    let resp = read_head(&mut sock).await;
+    assert_eq!(resp.status, 409, "{resp:?}");
+    // A valid request: 100, then the body, then 204.
+    let mut sock = send_head(head(0)).await;
+    let resp = read_head(&mut sock).await;
+    assert_eq!(resp.status, 100, "{resp:?}");
+    sock.write_all(b"hello").await.unwrap();
+    let resp = read_head(&mut sock).await;
+    assert_eq!(resp.status, 204, "{resp:?}");
+    assert_eq!(resp.header("upload-offset"), Some("5"));
+    server.stop().await;
+}

@@ -210,7 +210,10 @@ impl Tusker {
             .open(&self.log)
             .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tusker"));
+        // Load tests create uploads faster than the default per-client
+        // creation limit allows from one loopback address.
         cmd.args(["--listen", "127.0.0.1:0"])
+            .env("TUSKER_MAX_CREATIONS_PER_CLIENT", "0")
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
