@@ -400,6 +400,86 @@ mod tests {
         }
     }
 
+    /// Test-only key pairs (generated for these tests, never used elsewhere).
+    const KEYS: [(&str, &str, &str, Algorithm); 3] = [
+        (
+            "rsa",
+            include_str!("testdata/rsa.pem"),
+            include_str!("testdata/rsa.pub.pem"),
+            Algorithm::RS256,
+        ),
+        (
+            "ec",
+            include_str!("testdata/ec256.pem"),
+            include_str!("testdata/ec256.pub.pem"),
+            Algorithm::ES256,
+        ),
+        (
+            "ed25519",
+            include_str!("testdata/ed25519.pem"),
+            include_str!("testdata/ed25519.pub.pem"),
+            Algorithm::EdDSA,
+        ),
+    ];
+
+    #[test]
+    fn public_keys_fix_their_algorithms() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = now();
+        let claims = json!({"sub": "alice", "exp": t + 600});
+        for (name, private, public, alg) in KEYS {
+            let path = dir.path().join(format!("{name}.pub.pem"));
+            std::fs::write(&path, public).unwrap();
+            let v = Verifier::new(&AuthConfig {
+                key: AuthKey::PublicKeyFile(path),
+                issuer: None,
+                audience: None,
+            })
+            .unwrap();
+            let signing = match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(private.as_bytes()),
+                Algorithm::ES256 => EncodingKey::from_ec_pem(private.as_bytes()),
+                _ => EncodingKey::from_ed_pem(private.as_bytes()),
+            }
+            .unwrap();
+            let token = encode(&Header::new(alg), &claims, &signing).unwrap();
+            assert_eq!(v.verify(&token, t).unwrap().subject, "alice", "{name}");
+            // Algorithm confusion: HMAC keyed with the public key's bytes.
+            let confused = encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(public.as_bytes()).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                v.verify(&confused, t),
+                Err(TokenError::BadSignature),
+                "{name}"
+            );
+            // A token of another key kind is refused too.
+            assert_eq!(
+                v.verify(&hs(Algorithm::HS256, claims.clone()), t),
+                Err(TokenError::BadSignature),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_no_public_key_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.pem");
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(matches!(
+            Verifier::new(&AuthConfig {
+                key: AuthKey::PublicKeyFile(path),
+                issuer: None,
+                audience: None,
+            }),
+            Err(AuthSetupError::Key(_))
+        ));
+    }
+
     #[test]
     fn short_secrets_are_refused() {
         assert!(matches!(
