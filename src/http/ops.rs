@@ -270,23 +270,14 @@ fn forwarded_for(
     headers: &actix_web::http::header::HeaderMap,
     scheme: ForwardedHeaders,
 ) -> Option<IpAddr> {
-    let last = |name: &str| {
-        headers
-            .get_all(name)
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .map(str::to_owned)
-    };
+    use super::request::{forwarded_param, last_forwarded};
     match scheme {
-        ForwardedHeaders::Forwarded => last("forwarded").and_then(|element| {
-            element
-                .split(';')
-                .filter_map(|pair| pair.split_once('='))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
-                .and_then(|(_, v)| parse_ip(v))
-        }),
-        ForwardedHeaders::XForwarded => last("x-forwarded-for").and_then(|v| parse_ip(&v)),
+        ForwardedHeaders::Forwarded => last_forwarded(headers, "forwarded")
+            .and_then(|element| forwarded_param(&element, "for"))
+            .and_then(|v| parse_ip(&v)),
+        ForwardedHeaders::XForwarded => {
+            last_forwarded(headers, "x-forwarded-for").and_then(|v| parse_ip(&v))
+        }
     }
 }
 

@@ -190,33 +190,40 @@ pub fn forwarded_host_proto(
     headers: &HeaderMap,
     scheme: crate::config::ForwardedHeaders,
 ) -> (Option<String>, Option<String>) {
-    let last = |name: &str| {
-        headers
-            .get_all(name)
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .map(|v| v.trim().trim_matches('"').to_owned())
-            .filter(|v| !v.is_empty())
-    };
+    let last = |name| last_forwarded(headers, name);
     match scheme {
         crate::config::ForwardedHeaders::XForwarded => {
             (last("x-forwarded-host"), last("x-forwarded-proto"))
         }
-        crate::config::ForwardedHeaders::Forwarded => {
-            let Some(element) = last("forwarded") else {
-                return (None, None);
-            };
-            let param = |key: &str| {
-                element
-                    .split(';')
-                    .filter_map(|pair| pair.split_once('='))
-                    .find(|(k, _)| k.trim().eq_ignore_ascii_case(key))
-                    .map(|(_, v)| v.trim().trim_matches('"').to_owned())
-            };
-            (param("host"), param("proto"))
-        }
+        crate::config::ForwardedHeaders::Forwarded => match last("forwarded") {
+            None => (None, None),
+            Some(element) => (
+                forwarded_param(&element, "host"),
+                forwarded_param(&element, "proto"),
+            ),
+        },
     }
+}
+
+/// The last comma-separated entry of all `name` header lines (what the
+/// proxy set or appended), unquoted; `None` when empty.
+pub fn last_forwarded(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(name)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The value of `key=` in one `Forwarded` element, unquoted.
+pub fn forwarded_param(element: &str, key: &str) -> Option<String> {
+    element
+        .split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
 }
 
 /// A host[:port] that is safe to put into a `Location` header.
