@@ -327,3 +327,38 @@ async fn max_size_claim_and_final_owners() {
     assert_eq!(resp.status, 201, "{resp:?}");
     server.stop().await;
 }
+
+/// Tokens never reach the log: not from the Authorization header, not from
+/// `?access_token=`, not when refused.
+#[tokio::test]
+async fn tokens_are_never_logged() {
+    logs::capture_with("tusker=debug");
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    let c = client();
+    let token = sign(json!({"sub": "logged", "exp": now() + 900, "jti": "unique-log-test"}));
+    let url = with(Req::new("POST", &server.endpoint).tus(), Some(&token))
+        .h("Upload-Length", "0")
+        .send(&c)
+        .await
+        .header("location")
+        .unwrap();
+    let resp = Req::new("GET", format!("{url}?access_token={token}"))
+        .send(&c)
+        .await;
+    assert_eq!(resp.status, 200);
+    let expired = sign(json!({"sub": "logged", "exp": now() - 900}));
+    let resp = Req::new("GET", format!("{url}?x=1&access_token={expired}"))
+        .send(&c)
+        .await;
+    assert_eq!(resp.status, 401);
+    server.stop().await;
+    assert!(
+        logs::count(&["request done"]) > 0,
+        "the access log was captured"
+    );
+    let sig = |t: &str| t.rsplit('.').next().unwrap().to_owned();
+    for t in [&token, &expired] {
+        assert_eq!(logs::count(&[&sig(t)]), 0, "a token signature was logged");
+    }
+}
