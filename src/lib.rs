@@ -4,6 +4,7 @@
 //! → [`meta`] (upload state) and [`data`] (upload bytes); [`protocol`] is
 //! pure header grammar used by the http layer.
 
+pub mod auth;
 pub mod config;
 pub mod data;
 pub mod events;
@@ -36,6 +37,8 @@ pub enum StartError {
     HookRuntime(std::io::Error),
     #[error("cannot set up event sinks: {0}")]
     Events(#[from] events::SinkError),
+    #[error("cannot set up JWT authorization: {0}")]
+    Auth(#[from] auth::AuthSetupError),
     #[error("cannot serve the demo: {0}")]
     Demo(#[from] http::demo::DemoError),
     #[error("cannot listen on {addr}: {source}")]
@@ -150,6 +153,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     if let Some(dir) = &config.demo_dir {
         http::demo::check(dir, &config.base_path)?;
     }
+    let verifier = match &config.auth {
+        Some(auth) => {
+            let verifier = auth::Verifier::new(auth)?;
+            tracing::info!(?verifier, "JWT authorization on");
+            Some(Arc::new(verifier))
+        }
+        None => None,
+    };
     let meta_url = meta::MetaUrl::parse(config.meta.as_deref(), &config.data_dir)?;
     let meta = meta::OpenedMeta::open(
         &meta_url,
@@ -170,6 +181,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             max_size: config.max_size,
             min_free_space: config.min_free_space,
             expire_after: config.expire_after,
+            expire_finished_after: config.expire_finished_after,
+            max_concurrent_assemblies: upload::DEFAULT_ASSEMBLIES,
             lock_timeout: config.lock_timeout,
             body_idle_timeout: config.body_idle_timeout,
             min_body_rate: config.min_body_rate,
@@ -242,6 +255,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         settings: http::HttpSettings {
             base_path: config.base_path.clone(),
             behind_proxy: config.behind_proxy,
+            forwarded: config.forwarded_headers,
             cors_allow_origin: config.cors_allow_origin.clone(),
             max_body_size: config.max_body_size,
             max_metadata_size: config.max_metadata_size,
@@ -254,6 +268,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         client_slots: config
             .max_uploads_per_client
             .map(|n| Arc::new(http::ops::ClientSlots::new(n))),
+        creation_limit: config
+            .max_creations_per_client
+            .map(|n| Arc::new(http::ops::CreationLimit::new(n))),
+        auth: verifier,
     });
     let listeners = bind(&config.listen)?;
     let addrs: Vec<SocketAddr> = listeners

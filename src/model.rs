@@ -56,6 +56,10 @@ pub struct UploadInfo {
     /// changes nothing.
     #[serde(default)]
     pub version: u64,
+    /// The `sub` of the token that created the upload (JWT authorization);
+    /// every later request must carry a token of the same subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl UploadInfo {
@@ -76,6 +80,7 @@ impl UploadInfo {
             destination: None,
             finish_hook_pending: false,
             version: 0,
+            owner: None,
         }
     }
 
@@ -88,8 +93,11 @@ impl UploadInfo {
         matches!(self.concat, Concat::Final { .. })
     }
 
+    /// Unfinished uploads expire `--expire-after` their last write;
+    /// finished ones only with `--expire-finished-after`, which gives them
+    /// an expiry when they finish.
     pub fn is_expired(&self, now: u64) -> bool {
-        !self.finished && self.expires_at.is_some_and(|t| t <= now)
+        self.expires_at.is_some_and(|t| t <= now)
     }
 }
 

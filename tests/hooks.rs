@@ -472,3 +472,133 @@ async fn post_finish_is_delivered_once_across_a_restart() {
     assert_eq!(receiver.kinds(&id).len(), 2, "{:?}", receiver.kinds(&id));
     server.stop().await;
 }
+
+/// pre-access runs on every part of a final upload: a client refused on a
+/// partial cannot read it through a final of its own.
+#[tokio::test]
+async fn pre_access_guards_every_part_of_a_final() {
+    let receiver = Receiver::start(Arc::new(|body: &Value| {
+        let user = body["Event"]["HTTPRequest"]["Header"]["authorization"][0]
+            .as_str()
+            .unwrap_or("");
+        let owner = body["Event"]["Upload"]["MetaData"]["owner"]
+            .as_str()
+            .unwrap_or("");
+        match body["Type"].as_str().unwrap_or_default() {
+            "pre-access" if format!("Bearer {owner}") != user => (
+                200,
+                json!({"RejectUpload": true, "HTTPResponse": {"StatusCode": 403}}),
+            ),
+            _ => (200, json!({})),
+        }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(hooked(dir.path(), &receiver.url, &[HookType::PreAccess]));
+    let c = client();
+    // Alice's finished partial (owner "alice" in its metadata).
+    let res = c
+        .post(&server.endpoint)
+        .header(TUS.0, TUS.1)
+        .header("Upload-Length", "5")
+        .header("Upload-Concat", "partial")
+        .header(
+            "Upload-Metadata",
+            format!("owner {}", base64_encode("alice")),
+        )
+        .send()
+        .await
+        .unwrap();
+    let alices = res.headers()["location"].to_str().unwrap().to_owned();
+    let res = c
+        .patch(&alices)
+        .header(TUS.0, TUS.1)
+        .header(OCTET.0, OCTET.1)
+        .header("Upload-Offset", "0")
+        .header("Authorization", "Bearer alice")
+        .body("alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = c
+        .post(&server.endpoint)
+        .header(TUS.0, TUS.1)
+        .header("Upload-Concat", format!("final;{alices}"))
+        .header("Authorization", "Bearer bob")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "bob's final over alice's partial");
+    assert!(res.headers().get("location").is_none());
+    let res = c
+        .post(&server.endpoint)
+        .header(TUS.0, TUS.1)
+        .header("Upload-Concat", format!("final;{alices}"))
+        .header("Authorization", "Bearer alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "alice's own final");
+    server.stop().await;
+}
+
+/// IETF PATCH on a finished upload checks access before it answers with
+/// the offset of a completed upload; a failing receiver's answer shows
+/// neither the offset nor the receiver's URL.
+#[tokio::test]
+async fn ietf_patch_on_a_finished_upload_checks_access_first() {
+    let receiver = Receiver::start(Arc::new(|body: &Value| {
+        match body["Type"].as_str().unwrap_or_default() {
+            "pre-access" => (200, json!({"RejectUpload": true})),
+            _ => (200, json!({})),
+        }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(hooked(dir.path(), &receiver.url, &[HookType::PreAccess]));
+    let c = client();
+    let url = create(&c, &server.endpoint, 0).await;
+    for v in ["3", "6", "8"] {
+        let res = c
+            .patch(&url)
+            .header("Upload-Draft-Interop-Version", v)
+            .header("Content-Type", "application/partial-upload")
+            .header("Upload-Offset", "0")
+            .header("Upload-Complete", "?1")
+            .header("Upload-Incomplete", "?0")
+            .body("")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "interop {v}");
+        assert!(res.headers().get("upload-offset").is_none(), "interop {v}");
+    }
+    server.stop().await;
+
+    // The receiver is down: 500 ERR_HOOK_FAILED, no offset, no URL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hook_url = format!("http://127.0.0.1:{port}/secret-path?token=s3cr3t");
+    let server = TestServer::start(hooked(dir.path(), &hook_url, &[HookType::PreAccess]));
+    let url = format!("{}{}", server.endpoint, id_of(&url));
+    let res = c
+        .patch(&url)
+        .header("Upload-Draft-Interop-Version", "6")
+        .header("Content-Type", "application/partial-upload")
+        .header("Upload-Offset", "0")
+        .header("Upload-Complete", "?1")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 500);
+    assert!(res.headers().get("upload-offset").is_none());
+    let text = res.text().await.unwrap();
+    assert!(text.starts_with("ERR_HOOK_FAILED"), "{text}");
+    for secret in ["127.0.0.1", "secret-path", "s3cr3t", &port.to_string()] {
+        assert!(!text.contains(secret), "{secret} in {text:?}");
+    }
+    server.stop().await;
+}

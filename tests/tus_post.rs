@@ -414,12 +414,12 @@ async fn location_behind_a_proxy_table() {
             "http://uploads.example.com:8080/files/".into(),
         ),
         (
-            "RFC 7239 Forwarded",
+            "RFC 7239 Forwarded is not the trusted scheme",
             vec![(
                 "Forwarded",
                 "for=192.0.2.60;proto=https;host=proxy.example.org",
             )],
-            "https://proxy.example.org/files/".into(),
+            direct.clone(),
         ),
         ("no forwarded headers", vec![], direct.clone()),
     ];

@@ -63,6 +63,16 @@ pub struct MigrateMetaArgs {
     pub to: String,
 }
 
+/// The forwarded-header scheme a reverse proxy sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ForwardedHeaders {
+    /// `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto`.
+    #[default]
+    XForwarded,
+    /// RFC 7239 `Forwarded: for=…;host=…;proto=…`.
+    Forwarded,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -109,6 +119,17 @@ pub struct ServeArgs {
     /// proxy when building upload URLs.
     #[arg(long, env = "TUSKER_BEHIND_PROXY", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub behind_proxy: bool,
+    /// With --behind-proxy: the one forwarded-header scheme the proxy sets
+    /// (and clears when the client sends it). "x-forwarded" trusts
+    /// X-Forwarded-For/-Host/-Proto only; "forwarded" trusts RFC 7239
+    /// `Forwarded` only. The other scheme's headers are ignored.
+    #[arg(
+        long,
+        env = "TUSKER_FORWARDED_HEADERS",
+        value_enum,
+        default_value = "x-forwarded"
+    )]
+    pub forwarded_headers: ForwardedHeaders,
     /// How long a request waits for an upload busy with another request
     /// (which is asked to stop) before answering 423.
     #[arg(long, env = "TUSKER_LOCK_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
@@ -294,6 +315,34 @@ pub struct ServeArgs {
     /// with Retry-After. 0 for no limit.
     #[arg(long, env = "TUSKER_MAX_UPLOADS_PER_CLIENT", default_value_t = 0)]
     pub max_uploads_per_client: usize,
+    /// Uploads one client address may create per minute (POST on the
+    /// upload collection, zero-length and final uploads included); more
+    /// answer 429. 0 for no limit.
+    #[arg(long, env = "TUSKER_MAX_CREATIONS_PER_CLIENT", default_value_t = 600)]
+    pub max_creations_per_client: u32,
+    /// Finished uploads (zero-length and final uploads included) are
+    /// removed this long after they finished (e.g. 7d); "off" (the
+    /// default) keeps them until they are terminated.
+    #[arg(long, env = "TUSKER_EXPIRE_FINISHED_AFTER", default_value = "off", value_parser = parse_optional_duration)]
+    pub expire_finished_after: OptionalDuration,
+    /// Require `Authorization: Bearer <JWT>` signed with this shared secret
+    /// (HS256, HS384 or HS512) on every upload request.
+    #[arg(
+        long,
+        env = "TUSKER_AUTH_JWT_SECRET",
+        conflicts_with = "auth_jwt_public_key"
+    )]
+    pub auth_jwt_secret: Option<String>,
+    /// Require `Authorization: Bearer <JWT>` signed with the private key of
+    /// this PEM public key (RSA: RS256/384/512, EC: ES256/384, Ed25519: EdDSA).
+    #[arg(long, env = "TUSKER_AUTH_JWT_PUBLIC_KEY")]
+    pub auth_jwt_public_key: Option<PathBuf>,
+    /// With JWT auth: the token's `iss` must be this.
+    #[arg(long, env = "TUSKER_AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+    /// With JWT auth: the token's `aud` must contain this.
+    #[arg(long, env = "TUSKER_AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
     /// Longest Upload-Metadata header accepted, in bytes; longer ones (or
     /// more than 256 keys) are answered 431.
     #[arg(long, env = "TUSKER_MAX_METADATA_SIZE", default_value = "4KiB", value_parser = parse_size)]
@@ -368,6 +417,7 @@ pub struct Config {
     pub expire_after: Option<Duration>,
     pub cors_allow_origin: Vec<String>,
     pub behind_proxy: bool,
+    pub forwarded_headers: ForwardedHeaders,
     pub lock_timeout: Duration,
     pub body_idle_timeout: Duration,
     /// Slowest body accepted (bytes per second of waiting); `None` for none.
@@ -402,6 +452,12 @@ pub struct Config {
     pub max_concurrent_uploads: Option<usize>,
     /// Per-client cap on requests streaming into uploads; `None` for none.
     pub max_uploads_per_client: Option<usize>,
+    /// Creations per client address and minute; `None` for no limit.
+    pub max_creations_per_client: Option<u32>,
+    /// Finished uploads expire this long after finishing; `None` keeps them.
+    pub expire_finished_after: Option<Duration>,
+    /// JWT authorization, when a key is configured.
+    pub auth: Option<crate::auth::AuthConfig>,
     /// Longest `Upload-Metadata` header, in bytes.
     pub max_metadata_size: usize,
     /// The demo page's directory when `--demo` is on.
@@ -496,6 +552,7 @@ impl From<ServeArgs> for Config {
             expire_after: a.expire_after.0,
             cors_allow_origin: a.cors_allow_origin,
             behind_proxy: a.behind_proxy,
+            forwarded_headers: a.forwarded_headers,
             lock_timeout: a.lock_timeout,
             body_idle_timeout: a.body_idle_timeout,
             min_body_rate: Some(a.min_body_rate).filter(|&n| n > 0),
@@ -524,6 +581,14 @@ impl From<ServeArgs> for Config {
             max_body_size: Some(a.max_body_size).filter(|&n| n > 0),
             max_concurrent_uploads: Some(a.max_concurrent_uploads).filter(|&n| n > 0),
             max_uploads_per_client: Some(a.max_uploads_per_client).filter(|&n| n > 0),
+            max_creations_per_client: Some(a.max_creations_per_client).filter(|&n| n > 0),
+            expire_finished_after: a.expire_finished_after.0,
+            auth: crate::auth::AuthConfig::from_args(
+                a.auth_jwt_secret,
+                a.auth_jwt_public_key,
+                a.auth_jwt_issuer,
+                a.auth_jwt_audience,
+            ),
             max_metadata_size: usize::try_from(a.max_metadata_size).unwrap_or(usize::MAX),
             demo_dir: a.demo.then_some(a.demo_dir),
             storage_options: crate::data::open::StorageOptions {

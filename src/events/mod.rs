@@ -416,6 +416,7 @@ mod tests {
                 uri: "/files/abc".into(),
                 ..RequestInfo::default()
             },
+            auth: None,
         }
     }
 

@@ -85,6 +85,9 @@ pub struct RequestInfo {
     pub uri: String,
     pub remote_addr: String,
     pub header: BTreeMap<String, Vec<String>>,
+    /// The verified token of the request, with JWT authorization on.
+    #[serde(skip)]
+    pub auth: Option<std::sync::Arc<crate::auth::Identity>>,
 }
 
 /// `Event.Upload` of a hook request.
@@ -110,6 +113,11 @@ pub struct HookEvent {
     pub upload: FileInfo,
     #[serde(rename = "HTTPRequest")]
     pub http_request: RequestInfo,
+    /// tusker's addition beside tusd's keys: the verified token's subject
+    /// and claims (`{"Subject": …, "Claims": {…}}`), with JWT authorization
+    /// on; absent otherwise. Receivers that do not know it ignore it.
+    #[serde(rename = "Auth", skip_serializing_if = "Option::is_none")]
+    pub auth: Option<std::sync::Arc<crate::auth::Identity>>,
 }
 
 impl HookEvent {
@@ -198,7 +206,9 @@ mod tests {
                 uri: "/files/".into(),
                 remote_addr: "127.0.0.1:1".into(),
                 header: BTreeMap::new(),
+                auth: None,
             },
+            auth: None,
         };
         let v = serde_json::to_value(HookRequest {
             kind: HookType::PreCreate.name(),
@@ -215,6 +225,32 @@ mod tests {
         );
         assert_eq!(v["Event"]["HTTPRequest"]["URI"], "/files/");
         assert_eq!(v["Event"]["HTTPRequest"]["RemoteAddr"], "127.0.0.1:1");
+        assert!(v["Event"].get("Auth").is_none(), "no Auth without a token");
+    }
+
+    #[test]
+    fn the_verified_token_rides_beside_tusds_keys() {
+        let identity = std::sync::Arc::new(crate::auth::Identity {
+            subject: "alice".into(),
+            claims: serde_json::Map::from_iter([("sub".to_owned(), "alice".into())]),
+            max_size: None,
+        });
+        let event = HookEvent {
+            upload: FileInfo::default(),
+            http_request: RequestInfo {
+                auth: Some(identity.clone()),
+                ..RequestInfo::default()
+            },
+            auth: Some(identity),
+        };
+        let v = serde_json::to_value(HookRequest {
+            kind: HookType::PreAccess.name(),
+            event: &event,
+        })
+        .unwrap();
+        assert_eq!(v["Event"]["Auth"]["Subject"], "alice");
+        assert_eq!(v["Event"]["Auth"]["Claims"]["sub"], "alice");
+        assert!(v["Event"]["HTTPRequest"].get("Auth").is_none());
     }
 
     #[test]

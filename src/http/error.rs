@@ -94,6 +94,41 @@ impl ApiError {
         )
     }
 
+    /// 401 for a request without a valid token: `WWW-Authenticate: Bearer`
+    /// with the RFC 6750 error attributes, and an empty body.
+    pub fn unauthorized(error: Option<(&'static str, &str)>) -> Self {
+        let challenge = match error {
+            None => "Bearer realm=\"tusker\"".to_owned(),
+            Some((code, description)) => {
+                format!("Bearer realm=\"tusker\", error=\"{code}\", error_description=\"{description}\"")
+            }
+        };
+        let status = match error {
+            Some(("invalid_request", _)) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        let mut err = Self::new(
+            status,
+            "ERR_UNAUTHORIZED",
+            "a valid bearer token is required",
+        )
+        .with_header("www-authenticate", challenge);
+        err.body = Some(Box::new(ErrorBody::Raw(String::new())));
+        err
+    }
+
+    /// 403 for a valid token of a subject that does not own the upload:
+    /// nothing about the upload, and an empty body.
+    pub fn forbidden() -> Self {
+        let mut err = Self::new(StatusCode::FORBIDDEN, "ERR_FORBIDDEN", "access denied")
+            .with_header(
+                "www-authenticate",
+                "Bearer realm=\"tusker\", error=\"insufficient_scope\"",
+            );
+        err.body = Some(Box::new(ErrorBody::Raw(String::new())));
+        err
+    }
+
     fn internal(code: &'static str, err: &dyn fmt::Display) -> Self {
         tracing::error!(error = %err, code, "internal error");
         Self::new(
@@ -254,9 +289,16 @@ impl From<UploadError> for ApiError {
             }
             E::HookRejected(answer) => return ApiError::from_hook(answer),
             E::HookFailed(_) => {
+                // The receiver's URL and error stay in the log.
                 tracing::error!(error = %e, "hook failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "ERR_HOOK_FAILED")
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERR_HOOK_FAILED",
+                    "the application's hook receiver failed; see the server log",
+                );
             }
+            E::Forbidden => return ApiError::forbidden(),
+            E::DuplicatePart(_) => (StatusCode::BAD_REQUEST, "ERR_CONCAT_DUPLICATE_PART"),
             E::StoppedByHook => (StatusCode::BAD_REQUEST, "ERR_UPLOAD_STOPPED"),
             E::InvalidDestination(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -182,7 +182,10 @@ pub async fn create(
     // Limits (shutdown, concurrent uploads, body size) as for tus; checked
     // synchronously so the 104 still goes out before any await.
     let slot = super::ops::begin_upload(&state, &req)?;
-    let (body, body_limit) = super::ops::limit_body(body, state.settings.max_body_size);
+    let (body, body_limit) = super::ops::limit_body(
+        super::interim::continue_on_read(&req, body),
+        state.settings.max_body_size,
+    );
     let id = UploadId::generate();
     let location = upload_url(&req, &state.settings, &id);
     send_104(&req, v, &location, &limit(&state, None)).await;
@@ -272,6 +275,12 @@ pub async fn append(
     } else {
         None
     };
+    // Access first: the completed-upload answer reveals the offset.
+    state
+        .engine
+        .check_access(&id, &request_info(&req))
+        .await
+        .map_err(|e| engine_error(v, e))?;
     let current = state
         .engine
         .load(&id)
@@ -294,7 +303,10 @@ pub async fn append(
         complete,
     };
     let slot = super::ops::begin_upload(&state, &req)?;
-    let (body, body_limit) = super::ops::limit_body(body, state.settings.max_body_size);
+    let (body, body_limit) = super::ops::limit_body(
+        super::interim::continue_on_read(&req, body),
+        state.settings.max_body_size,
+    );
     let appended = state
         .engine
         .append(&id, append, body, &request_info(&req))

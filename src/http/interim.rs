@@ -19,7 +19,11 @@
 //!   returned: it is waiting for the interim response to be written). That
 //!   is the *flush point*: staged interim bytes are written there.
 //! * `Expect: 100-continue`: the dispatcher queues `100 Continue` before it
-//!   calls the service, so at a flush point the 100 would already be out.
+//!   calls the service. [`expect`] lets it queue the 100 alone, the wrapper
+//!   drops it, and [`continue_on_read`] sends it when the handler first
+//!   reads the body: after validation and the blocking hooks, so a refused
+//!   request gets its final answer without the client sending the body.
+//!   Before that, at a flush point the 100 would already be out.
 //!   [`expect`] is installed as actix-http's expect service: for an IETF
 //!   request it first waits for a flush point (the dispatcher's buffer is
 //!   empty then) and marks the connection; the dispatcher then queues only the
@@ -54,6 +58,11 @@ struct State {
     staged: BytesMut,
     /// Set by [`expect`] at a flush point; cleared by actix's next write.
     ahead_of_continue: bool,
+    /// actix-http's own `100 Continue` is about to be written: it is
+    /// dropped unless the handler reads the body first.
+    swallow_continue: bool,
+    /// The request expects a `100 Continue` the handler has not released.
+    continue_owed: bool,
     /// Incremented at every flush point.
     flush_points: u64,
     /// Tasks waiting for a flush point or for interim bytes to be written.
@@ -158,6 +167,11 @@ impl AsyncWrite for InterimIo {
         if shared.drain(cx)?.is_pending() {
             return Poll::Pending;
         }
+        if std::mem::take(&mut shared.state.swallow_continue) && buf.starts_with(CONTINUE) {
+            // Sent by the handler once the request passed its checks
+            // (see [`continue_on_read`]).
+            return Poll::Ready(Ok(CONTINUE.len()));
+        }
         Pin::new(&mut shared.io).poll_write(cx, buf)
     }
 
@@ -225,16 +239,81 @@ impl Interim {
     }
 }
 
-/// actix-http's expect service: for IETF requests (`Upload-Draft-Interop-Version`
+/// The interim response actix-http writes for `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+impl Interim {
+    /// Sends the `100 Continue` the client waits for, if it is owed.
+    async fn send_continue(self) -> io::Result<()> {
+        let owed = {
+            let mut shared = self.shared.borrow_mut();
+            let owed = std::mem::take(&mut shared.state.continue_owed);
+            if owed && std::mem::take(&mut shared.state.swallow_continue) {
+                // actix-http's own 100 is still in its buffer: let it go.
+                return Ok(());
+            }
+            // actix-http has written everything up to its dropped 100 and
+            // writes nothing more until this request's response: the bytes
+            // can go out at once, without waiting for a flush point.
+            shared.state.ahead_of_continue |= owed;
+            owed
+        };
+        if owed {
+            self.send(CONTINUE).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A request body that sends the owed `100 Continue` when it is first
+/// read: handlers read the body only after validation and the blocking
+/// hooks (pre-create, pre-access), so a client that waits for the 100
+/// sends no bytes for a request that is refused.
+pub fn continue_on_read<S>(req: &actix_web::HttpRequest, body: S) -> ContinueOnRead<S> {
+    ContinueOnRead {
+        pending: req
+            .conn_data::<Interim>()
+            .filter(|_| req.headers().contains_key(actix_web::http::header::EXPECT))
+            .map(|i| Box::pin(i.clone().send_continue()) as _),
+        inner: body,
+    }
+}
+
+/// See [`continue_on_read`].
+pub struct ContinueOnRead<S> {
+    pending: Option<Pin<Box<dyn Future<Output = io::Result<()>>>>>,
+    inner: S,
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for ContinueOnRead<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if let Some(pending) = self.pending.as_mut() {
+            let sent = std::task::ready!(pending.as_mut().poll(cx));
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "could not send 100 Continue");
+            }
+            self.pending = None;
+        }
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+/// actix-http's expect service: waits for a flush point, so that the
+/// `100 Continue` actix queues next is alone in its buffer and can be held
+/// back until the handler reads the body ([`continue_on_read`]); for IETF
+/// requests (`Upload-Draft-Interop-Version`
 /// present), waits for a flush point so that the handler can send its interim
 /// response ahead of `100 Continue`. Other requests pass unchanged.
 pub async fn expect(req: actix_http::Request) -> Result<actix_http::Request, actix_http::Error> {
-    if !actix_http::HttpMessage::headers(&req).contains_key(IETF_HEADER) {
-        return Ok(req);
-    }
+    let ietf = actix_http::HttpMessage::headers(&req).contains_key(IETF_HEADER);
     if let Some(interim) = req.conn_data::<Interim>() {
         interim.flush_point().await;
-        interim.shared.borrow_mut().state.ahead_of_continue = true;
+        let mut shared = interim.shared.borrow_mut();
+        shared.state.swallow_continue = true;
+        shared.state.continue_owed = true;
+        shared.state.ahead_of_continue = ietf;
     }
     Ok(req)
 }

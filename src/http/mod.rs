@@ -2,6 +2,7 @@
 //! the mapping of errors to responses. Protocol logic lives in `protocol`,
 //! upload logic in `upload`.
 
+pub mod admission;
 pub mod demo;
 pub mod download;
 pub mod error;
@@ -32,8 +33,11 @@ pub use error::ApiError;
 pub struct HttpSettings {
     /// Path prefix of the upload endpoints, starting and ending with `/`.
     pub base_path: String,
-    /// Honour `Forwarded` / `X-Forwarded-*` when building URLs.
+    /// Honour the forwarded headers of `forwarded` when building URLs and
+    /// telling clients apart.
     pub behind_proxy: bool,
+    /// The one forwarded-header scheme trusted behind a proxy.
+    pub forwarded: crate::config::ForwardedHeaders,
     /// Allowed CORS origins; `*` allows any.
     pub cors_allow_origin: Vec<String>,
     /// Largest body of one request carrying upload bytes; `None` for none.
@@ -65,6 +69,10 @@ pub struct AppState {
     /// Per-client caps on requests streaming into uploads
     /// (`--max-uploads-per-client`).
     pub client_slots: Option<Arc<ops::ClientSlots>>,
+    /// Creations per client and minute (`--max-creations-per-client`).
+    pub creation_limit: Option<Arc<ops::CreationLimit>>,
+    /// JWT verification (`--auth-jwt-*`).
+    pub auth: Option<Arc<crate::auth::Verifier>>,
 }
 
 /// Request headers a browser may send (CORS preflight).
@@ -106,6 +114,7 @@ const EXPOSED_HEADERS: &[&str] = &[
     "tus-extension",
     "tus-max-size",
     "tus-checksum-algorithm",
+    "www-authenticate",
     "content-range",
     "content-disposition",
     "etag",
@@ -127,24 +136,6 @@ fn cors(settings: &HttpSettings) -> Cors {
         }
     }
     cors
-}
-
-/// `X-HTTP-Method-Override` replaces the method, as tus 1.0 requires (for
-/// clients and proxies that cannot send PATCH or DELETE). CORS preflights
-/// are left alone.
-fn method_override(req: &mut ServiceRequest) {
-    if req.method() == Method::OPTIONS {
-        return;
-    }
-    let Some(method) = req
-        .headers()
-        .get("x-http-method-override")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| Method::from_bytes(v.trim().to_ascii_uppercase().as_bytes()).ok())
-    else {
-        return;
-    };
-    req.head_mut().method = method;
 }
 
 /// Builds the application for one worker.
@@ -171,8 +162,14 @@ pub fn app(
         .app_data(state)
         .wrap_fn(|mut req, srv| {
             use actix_web::dev::Service;
-            method_override(&mut req);
-            srv.call(req)
+            use futures_util::future::{ready, Either, FutureExt};
+            match admission::admit(&mut req) {
+                Ok(()) => Either::Left(
+                    srv.call(req)
+                        .map(|r| r.map(ServiceResponse::map_into_boxed_body)),
+                ),
+                Err(e) => Either::Right(ready(Ok(req.error_response(e)))),
+            }
         })
         .wrap(cors)
         .wrap(

@@ -3,6 +3,7 @@
 //! limits on requests that stream into uploads (body size, concurrency).
 
 use super::{ApiError, AppState};
+use crate::config::ForwardedHeaders;
 use crate::telemetry;
 use crate::upload::UploadError;
 use actix_web::body::{BoxBody, MessageBody};
@@ -249,34 +250,75 @@ impl Drop for ClientSlot {
 /// proxy saw. That is the *last* `Forwarded: for=` / `X-Forwarded-For`
 /// entry: a proxy appends the peer it saw, so earlier entries are whatever
 /// the client chose to send and cannot be trusted.
-pub fn client_ip(req: &HttpRequest, behind_proxy: bool) -> Option<IpAddr> {
-    if behind_proxy {
-        if let Some(ip) = forwarded_for(req.headers()) {
+pub fn client_ip(req: &HttpRequest, settings: &super::HttpSettings) -> Option<IpAddr> {
+    client_ip_of(req.headers(), req.peer_addr(), settings)
+}
+
+/// [`client_ip`] from the parts a middleware has at hand.
+pub fn client_ip_of(
+    headers: &actix_web::http::header::HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+    settings: &super::HttpSettings,
+) -> Option<IpAddr> {
+    if settings.behind_proxy {
+        if let Some(ip) = forwarded_for(headers, settings.forwarded) {
             return Some(ip);
         }
     }
-    req.peer_addr().map(|a| a.ip())
+    peer.map(|a| a.ip())
 }
 
-/// The last forwarded client address: from `Forwarded` if present, else
-/// from `X-Forwarded-For` (several header lines count as one list).
-fn forwarded_for(headers: &actix_web::http::header::HeaderMap) -> Option<IpAddr> {
-    let last = |name: &str| {
-        headers
-            .get_all(name)
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .last()
-            .map(str::to_owned)
-    };
-    if let Some(element) = last("forwarded") {
-        return element
-            .split(';')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
-            .and_then(|(_, v)| parse_ip(v));
+/// The last forwarded client address of the trusted scheme only: a
+/// client's own header of the other scheme is ignored (several header
+/// lines count as one list).
+fn forwarded_for(
+    headers: &actix_web::http::header::HeaderMap,
+    scheme: ForwardedHeaders,
+) -> Option<IpAddr> {
+    use super::request::{forwarded_param, last_forwarded};
+    match scheme {
+        ForwardedHeaders::Forwarded => last_forwarded(headers, "forwarded")
+            .and_then(|element| forwarded_param(&element, "for"))
+            .and_then(|v| parse_ip(&v)),
+        ForwardedHeaders::XForwarded => {
+            last_forwarded(headers, "x-forwarded-for").and_then(|v| parse_ip(&v))
+        }
     }
-    last("x-forwarded-for").and_then(|v| parse_ip(&v))
+}
+
+/// Uploads created per client address in the current minute
+/// (`--max-creations-per-client`). Windows are fixed minutes; the map is
+/// emptied when a new minute starts, so it holds at most the clients of
+/// one minute.
+#[derive(Debug)]
+pub struct CreationLimit {
+    per_minute: u32,
+    window: std::sync::Mutex<(u64, std::collections::HashMap<IpAddr, u32>)>,
+}
+
+impl CreationLimit {
+    pub fn new(per_minute: u32) -> Self {
+        CreationLimit {
+            per_minute: per_minute.max(1),
+            window: Default::default(),
+        }
+    }
+
+    /// Counts one creation by `client` at unix second `now`; `Err` with the
+    /// seconds until the next minute when the client is over its limit.
+    pub fn admit(&self, client: IpAddr, now: u64) -> Result<(), u64> {
+        let minute = now / 60;
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if window.0 != minute {
+            *window = (minute, Default::default());
+        }
+        let n = window.1.entry(client).or_insert(0);
+        if *n >= self.per_minute {
+            return Err(60 - now % 60);
+        }
+        *n += 1;
+        Ok(())
+    }
 }
 
 /// `1.2.3.4`, `1.2.3.4:5`, `::1`, `[::1]` or `[::1]:5`.
@@ -324,7 +366,7 @@ pub fn begin_upload(state: &AppState, req: &HttpRequest) -> Result<UploadSlot, A
     }
     let client = match &state.client_slots {
         None => None,
-        Some(slots) => match client_ip(req, state.settings.behind_proxy) {
+        Some(slots) => match client_ip(req, &state.settings) {
             // No address (not a TCP peer): nothing to count it under.
             None => None,
             Some(ip) => Some(slots.acquire(ip).ok_or_else(|| {
@@ -559,13 +601,16 @@ mod tests {
             m
         };
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
-        for (headers, want) in [
-            (map(&[("x-forwarded-for", "10.0.0.1")]), ip("10.0.0.1")),
+        use ForwardedHeaders::{Forwarded as F, XForwarded as X};
+        for (scheme, headers, want) in [
+            (X, map(&[("x-forwarded-for", "10.0.0.1")]), ip("10.0.0.1")),
             (
+                X,
                 map(&[("x-forwarded-for", "6.6.6.6, 10.0.0.1")]),
                 ip("10.0.0.1"),
             ),
             (
+                X,
                 map(&[
                     ("x-forwarded-for", "6.6.6.6"),
                     ("x-forwarded-for", "10.0.0.1"),
@@ -573,25 +618,42 @@ mod tests {
                 ip("10.0.0.1"),
             ),
             (
+                F,
                 map(&[(
                     "forwarded",
                     "for=6.6.6.6, for=\"[2001:db8::1]:80\";proto=https",
                 )]),
                 ip("2001:db8::1"),
             ),
+            // A client's own header of the untrusted scheme is ignored.
             (
+                X,
                 map(&[
-                    ("forwarded", "for=10.0.0.2"),
+                    ("forwarded", "for=6.6.6.6"),
                     ("x-forwarded-for", "10.0.0.3"),
                 ]),
-                ip("10.0.0.2"),
+                ip("10.0.0.3"),
             ),
-            (map(&[("forwarded", "proto=https")]), None),
-            (map(&[("x-forwarded-for", "10.0.0.1, unknown")]), None),
-            (map(&[]), None),
+            (X, map(&[("forwarded", "for=6.6.6.6")]), None),
+            (F, map(&[("x-forwarded-for", "6.6.6.6")]), None),
+            (F, map(&[("forwarded", "proto=https")]), None),
+            (X, map(&[("x-forwarded-for", "10.0.0.1, unknown")]), None),
+            (X, map(&[]), None),
         ] {
-            assert_eq!(forwarded_for(&headers), want, "{headers:?}");
+            assert_eq!(forwarded_for(&headers, scheme), want, "{headers:?}");
         }
+    }
+
+    #[test]
+    fn creations_are_limited_per_client_and_minute() {
+        let limit = CreationLimit::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "::1".parse().unwrap());
+        assert_eq!(limit.admit(a, 600), Ok(()));
+        assert_eq!(limit.admit(a, 610), Ok(()));
+        assert_eq!(limit.admit(a, 620), Err(40));
+        assert_eq!(limit.admit(b, 620), Ok(()));
+        // A new minute starts over.
+        assert_eq!(limit.admit(a, 660), Ok(()));
     }
 
     #[test]

@@ -123,7 +123,10 @@ pub async fn create(
             content_length,
             complete: false,
         };
-        let (body, _) = ops::limit_body(body, state.settings.max_body_size);
+        let (body, _) = ops::limit_body(
+            super::interim::continue_on_read(&req, body),
+            state.settings.max_body_size,
+        );
         let (created, appended) = state
             .engine
             .create_with_body(new, append, body, &ctx)
@@ -218,7 +221,10 @@ pub async fn patch(
         complete: false,
     };
     let slot = ops::begin_upload(&state, &req)?;
-    let (body, limit) = ops::limit_body(body, state.settings.max_body_size);
+    let (body, limit) = ops::limit_body(
+        super::interim::continue_on_read(&req, body),
+        state.settings.max_body_size,
+    );
     let appended = state
         .engine
         .append(&id, append, body, &request_info(&req))

@@ -39,8 +39,10 @@ pub(crate) async fn expiry_and_tombstones(store: &dyn MetaStore) {
         Some(Lookup::Live(Box::new(moved.clone())))
     );
 
-    // Finished uploads leave the index.
+    // Finished uploads leave the index (the engine clears their expiry
+    // unless `--expire-finished-after` gives them one).
     moved.finished = true;
+    moved.expires_at = None;
     store.save(&mut moved).await.unwrap();
     assert_eq!(store.expired(1000, 10).await.unwrap(), vec![b.clone()]);
 
@@ -89,6 +91,7 @@ pub(crate) async fn deferred_creation(store: &dyn MetaStore) {
     let mut done = rec.clone();
     done.offset = 10;
     done.finished = true;
+    done.expires_at = None;
     store.save(&mut done).await.unwrap();
     assert_eq!(
         store.get(&a).await.unwrap(),

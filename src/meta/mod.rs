@@ -79,7 +79,7 @@ pub trait MetaStore: Send + Sync + 'static {
     /// `Stale`, changing nothing, if it moved on. Removing a record that
     /// is gone already only leaves the tombstone.
     async fn remove(&self, info: &UploadInfo) -> Result<(), MetaError>;
-    /// Ids of unfinished uploads whose expiry is at or before `now`.
+    /// Ids of uploads whose expiry is at or before `now`.
     async fn expired(&self, now: u64, limit: usize) -> Result<Vec<UploadId>, MetaError>;
     /// Drops tombstones written before `before` (unix seconds).
     async fn prune_tombstones(&self, before: u64) -> Result<usize, MetaError>;

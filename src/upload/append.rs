@@ -210,7 +210,7 @@ impl Engine {
                 }
                 Some(_) => {}
                 None => {
-                    self.check_size(length)?;
+                    self.check_size(length, ctx)?;
                     if length < info.offset {
                         return Err(UploadError::LengthBelowOffset {
                             length,
@@ -230,15 +230,16 @@ impl Engine {
                     }
                     Some(_) => {}
                     None => {
-                        self.check_size(declared)?;
+                        self.check_size(declared, ctx)?;
                         info.length = Some(declared);
                     }
                 }
             }
         }
         // Most bytes this upload may hold in total.
-        let limit = info.length.or(self.config.max_size);
-        let too_much = |info: &UploadInfo| match (info.length, self.config.max_size) {
+        let max_size = self.size_limit(ctx);
+        let limit = info.length.or(max_size);
+        let too_much = |info: &UploadInfo| match (info.length, max_size) {
             (Some(length), _) => UploadError::ExceedsLength { length },
             (None, Some(max)) => UploadError::TooLarge { max },
             (None, None) => UploadError::TooLarge { max: u64::MAX },

@@ -4,24 +4,39 @@
 use super::lock::Contend;
 use super::{Engine, UploadError};
 use crate::data::IoPermit;
+use crate::hooks::RequestInfo;
 use crate::model::{Concat, UploadInfo};
 use crate::protocol::UploadId;
 
 impl Engine {
     /// Creates a final upload from `parts`. It is assembled at once when
     /// every part is finished, else when the last one finishes.
+    ///
+    /// Each part may appear once, and the request must have access to every
+    /// part as to any upload it reads (owner and pre-access hook): a final
+    /// upload is a way to read its parts' bytes.
     pub(super) async fn create_final(
         &self,
         mut info: UploadInfo,
         parts: Vec<UploadId>,
+        ctx: &RequestInfo,
     ) -> Result<UploadInfo, UploadError> {
+        let mut seen = std::collections::HashSet::with_capacity(parts.len());
+        if let Some(twice) = parts.iter().find(|p| !seen.insert(*p)) {
+            return Err(UploadError::DuplicatePart(twice.clone()));
+        }
         let loaded = self.load_parts(&parts).await?;
+        for part in &loaded {
+            self.access(part, ctx).await?;
+        }
         let known: Option<u64> = loaded
             .iter()
             .try_fold(0u64, |sum, p| p.length.map(|l| sum.saturating_add(l)));
         if let Some(total) = known {
-            self.check_size(total)?;
+            self.check_size(total, ctx)?;
         }
+        // With parts of deferred length the total is known only once they
+        // finish: `--max-size` is checked again at assembly.
         info.length = known;
         info.concat = Concat::Final {
             parts: parts.clone(),
@@ -73,7 +88,13 @@ impl Engine {
         if !loaded.iter().all(|p| p.finished) {
             return Ok(None);
         }
-        let total = loaded.iter().map(|p| p.offset).sum::<u64>();
+        let total = loaded
+            .iter()
+            .fold(0u64, |sum, p| sum.saturating_add(p.offset));
+        if let Some(max) = self.config.max_size.filter(|&max| total > max) {
+            tracing::warn!(upload = %id, total, max, "final upload would exceed the size limit; not assembled");
+            return Err(UploadError::TooLarge { max });
+        }
         let mut complete = info.clone();
         complete.length = Some(total);
         complete.offset = total;
@@ -86,11 +107,18 @@ impl Engine {
         )
         .await?;
         info.length = Some(total);
+        // Copying the parts is the costly step: a bounded number at once.
+        let _slot = self
+            .assemblies
+            .acquire()
+            .await
+            .map_err(|_| UploadError::Locked)?;
         info.storage = self.data.concatenate(&info, &loaded).await?;
         info.offset = total;
         // Moves the result to a hook-chosen destination where there is one.
         info.storage = self.data.finish(&info).await?;
         info.finished = true;
+        info.expires_at = self.finished_expiry();
         info.finish_hook_pending = self.owes_finish_hook();
         self.meta.save(&mut info).await?;
         self.meta.remove_concat_waiters(&info.id, &parts).await?;

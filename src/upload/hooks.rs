@@ -225,6 +225,7 @@ impl Engine {
         HookEvent {
             upload: self.file_info(info),
             http_request: ctx.clone(),
+            auth: ctx.auth.clone(),
         }
     }
 
@@ -427,19 +428,35 @@ impl Engine {
         Ok(ids.len() + owed_events)
     }
 
-    /// pre-access for HEAD, PATCH, GET and DELETE, before any lock is taken.
-    pub(crate) async fn check_access(
-        &self,
-        id: &UploadId,
-        ctx: &RequestInfo,
-    ) -> Result<(), UploadError> {
-        if !self.hook_enabled(HookType::PreAccess) {
+    /// Access to an existing upload for HEAD, PATCH, GET and DELETE (and
+    /// to each part of a new final upload), before any lock is taken and
+    /// before anything is revealed or changed: see [`Engine::access`].
+    pub async fn check_access(&self, id: &UploadId, ctx: &RequestInfo) -> Result<(), UploadError> {
+        if !self.hook_enabled(HookType::PreAccess) && ctx.auth.is_none() {
             return Ok(());
         }
         let info = self.load(id).await?;
-        self.pre_hook(HookType::PreAccess, &info, ctx)
-            .await
-            .map(|_| ())
+        self.access(&info, ctx).await
+    }
+
+    /// With JWT authorization, the request's subject must own `info` (an
+    /// upload created without a token has no owner and is refused); then
+    /// the pre-access hook, when enabled, decides.
+    pub(crate) async fn access(
+        &self,
+        info: &UploadInfo,
+        ctx: &RequestInfo,
+    ) -> Result<(), UploadError> {
+        if let Some(identity) = &ctx.auth {
+            if info.owner.as_deref() != Some(identity.subject.as_str()) {
+                tracing::info!(upload = %info.id, "refused: the token's subject does not own the upload");
+                return Err(UploadError::Forbidden);
+            }
+        }
+        if self.hook_enabled(HookType::PreAccess) {
+            self.pre_hook(HookType::PreAccess, info, ctx).await?;
+        }
+        Ok(())
     }
 
     pub(crate) fn forget_hook_state(&self, id: &UploadId) {

@@ -22,6 +22,9 @@ use std::time::Duration;
 pub use append::AppendRequest;
 pub use hooks::{validate_destination, ThreadInit};
 
+/// Final uploads assembled at once unless configured otherwise.
+pub const DEFAULT_ASSEMBLIES: usize = 2;
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -33,6 +36,11 @@ pub struct EngineConfig {
     pub min_free_space: Option<u64>,
     /// Unfinished uploads are removed this long after their last write.
     pub expire_after: Option<Duration>,
+    /// Finished uploads are removed this long after they finished; `None`
+    /// keeps them.
+    pub expire_finished_after: Option<Duration>,
+    /// Final uploads being assembled at once (each copies its parts).
+    pub max_concurrent_assemblies: usize,
     /// How long a request waits for a busy upload before `Locked`.
     pub lock_timeout: Duration,
     /// A request body that sends nothing for this long is treated as broken.
@@ -52,6 +60,8 @@ impl Default for EngineConfig {
             max_size: None,
             min_free_space: None,
             expire_after: Some(Duration::from_secs(24 * 3600)),
+            expire_finished_after: None,
+            max_concurrent_assemblies: DEFAULT_ASSEMBLIES,
             lock_timeout: Duration::from_secs(3),
             body_idle_timeout: Duration::from_secs(60),
             min_body_rate: None,
@@ -97,6 +107,10 @@ pub enum UploadError {
     PartNotFound(UploadId),
     #[error("upload {0} is not a partial upload")]
     PartNotPartial(UploadId),
+    #[error("partial upload {0} is named more than once")]
+    DuplicatePart(UploadId),
+    #[error("access denied")]
+    Forbidden,
     #[error("reading the request body failed: {0}")]
     Body(String),
     #[error("rejected by hook")]
@@ -166,6 +180,8 @@ pub struct Engine {
     /// Per-upload I/O gates: work left running by a dropped request ends
     /// before the next request reads the upload's state.
     pub(crate) gates: IoGates,
+    /// Slots for assembling final uploads (`max_concurrent_assemblies`).
+    pub(crate) assemblies: Arc<tokio::sync::Semaphore>,
 }
 
 impl Engine {
@@ -176,10 +192,13 @@ impl Engine {
             data,
             locker: Locker::new(locks.clone(), None),
             locks,
-            config,
             hooks: None,
             events: None,
             gates: IoGates::default(),
+            assemblies: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_assemblies.max(1),
+            )),
+            config,
         }
     }
 
@@ -214,8 +233,25 @@ impl Engine {
             .map(|d| now_secs().saturating_add(d.as_secs().max(1)))
     }
 
-    fn check_size(&self, length: u64) -> Result<(), UploadError> {
-        match self.config.max_size {
+    /// The expiry of an upload finishing now.
+    fn finished_expiry(&self) -> Option<u64> {
+        self.config
+            .expire_finished_after
+            .map(|d| now_secs().saturating_add(d.as_secs().max(1)))
+    }
+
+    /// The largest upload a request may make: `--max-size`, lowered by
+    /// its token's `max_size` claim.
+    pub(crate) fn size_limit(&self, ctx: &RequestInfo) -> Option<u64> {
+        let claim = ctx.auth.as_ref().and_then(|a| a.max_size);
+        match (self.config.max_size, claim) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn check_size(&self, length: u64, ctx: &RequestInfo) -> Result<(), UploadError> {
+        match self.size_limit(ctx) {
             Some(max) if length > max => Err(UploadError::TooLarge { max }),
             _ => Ok(()),
         }
@@ -289,7 +325,7 @@ impl Engine {
         hold: Hold,
     ) -> Result<(UploadInfo, Option<Held<'_>>), UploadError> {
         if let Some(length) = new.length {
-            self.check_size(length)?;
+            self.check_size(length, ctx)?;
             self.check_space(length).await?;
         }
         // An id whose storage the data store prepared ahead of time goes
@@ -308,6 +344,7 @@ impl Engine {
                 },
             },
             expires_at: self.expiry_from_now(),
+            owner: ctx.auth.as_ref().map(|a| a.subject.clone()),
             ..UploadInfo::new(
                 new.id
                     .clone()
@@ -378,7 +415,7 @@ impl Engine {
             Ok(Some(_)) => Err(UploadError::Meta(MetaError::AlreadyExists(info.id.clone()))),
             Err(e) => Err(e.into()),
             Ok(None) => match new.concat {
-                NewConcat::Final(parts) => self.create_final(info.clone(), parts).await,
+                NewConcat::Final(parts) => self.create_final(info.clone(), parts, ctx).await,
                 _ => self.create_plain(info.clone(), deferred).await,
             },
         };
@@ -414,7 +451,7 @@ impl Engine {
         if info.length == Some(0) {
             info.storage = self.data.finish(&info).await?;
             info.finished = true;
-            info.expires_at = None;
+            info.expires_at = self.finished_expiry();
             info.finish_hook_pending = self.owes_finish_hook();
         }
         let recorded = match deferred {

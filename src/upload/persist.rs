@@ -190,7 +190,7 @@ impl Engine {
         self.pre_hook(HookType::PreFinish, info, ctx).await?;
         info.storage = self.finish_gated(info, permit).await?;
         info.finished = true;
-        info.expires_at = None;
+        info.expires_at = self.finished_expiry();
         info.finish_hook_pending = self.owes_finish_hook();
         self.save_gated(info, permit).await?;
         tracing::info!(upload = %info.id, length = info.offset, "upload finished");

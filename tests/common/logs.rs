@@ -29,10 +29,16 @@ impl Write for Capture {
 
 /// Installs the capturing subscriber (warnings and up from tusker) once.
 pub fn capture() {
+    capture_with("tusker=warn");
+}
+
+/// Installs the capturing subscriber with `filter` (an `EnvFilter`
+/// directive) once per process; the first call's filter wins.
+pub fn capture_with(filter: &str) {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("tusker=warn"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .with_ansi(false)
             .with_writer(|| Capture)
             .try_init();

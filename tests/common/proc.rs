@@ -277,7 +277,10 @@ impl Tusker {
             }
             None => Command::new(bin),
         };
+        // Load tests create uploads faster than the default per-client
+        // creation limit allows from one loopback address.
         cmd.args(["--listen", "127.0.0.1:0"])
+            .env("TUSKER_MAX_CREATIONS_PER_CLIENT", "0")
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -114,9 +114,10 @@ fn decode(key: &str, value: &str) -> Result<UploadInfo, MetaError> {
     })
 }
 
-/// The expiry index value: only unfinished uploads expire.
+/// The expiry index value (finished uploads have one only under
+/// `--expire-finished-after`).
 fn expiry_of(info: &UploadInfo) -> Option<i64> {
-    info.expires_at.filter(|_| !info.finished).map(secs)
+    info.expires_at.map(secs)
 }
 
 impl PgMetaStore {

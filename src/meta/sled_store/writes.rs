@@ -35,11 +35,10 @@ use sled::Transactional;
 /// stalled for longer than the expiry period).
 pub(super) const STALE_AFTER: u64 = 600;
 
-/// The expiry entry a record needs: unfinished uploads with an expiry.
+/// The expiry entry a record needs: uploads with an expiry (unfinished
+/// ones, and finished ones under `--expire-finished-after`).
 fn expiry_entry(info: &UploadInfo) -> Option<Vec<u8>> {
-    info.expires_at
-        .filter(|_| !info.finished)
-        .map(|at| expiry_key(at, &info.id))
+    info.expires_at.map(|at| expiry_key(at, &info.id))
 }
 
 impl SledMetaStore {

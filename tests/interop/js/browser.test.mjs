@@ -102,3 +102,55 @@ describe("tus-js-client in Chromium, cross-origin", () => {
     await check(second, len, 23, "resume.bin");
   });
 });
+
+// JWT authorization, cross-origin: the Authorization header passes CORS
+// preflights, parallel uploads build a final from the token owner's parts,
+// and downloads use ?access_token= as a <video src> would.
+import { createHmac } from "node:crypto";
+
+const SECRET = "tusker-browser-suite-secret-0123456789";
+
+function mint(claims) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
+}
+
+describe("tus-js-client in Chromium with JWT authorization, cross-origin", () => {
+  let tusker, pages, browser, page;
+
+  before(async () => {
+    tusker = await startTusker({ args: ["--auth-jwt-secret", SECRET] });
+    pages = await pageServer();
+    browser = await launchChromium();
+    page = await browser.context.newPage();
+    page.on("pageerror", (e) => console.error("page error:", e));
+    await page.goto(`http://127.0.0.1:${pages.address().port}/`);
+  });
+
+  after(async () => {
+    if (browser) await browser.close();
+    if (pages) await new Promise((r) => pages.close(r));
+    if (tusker) await tusker.stop();
+  });
+
+  it("uploads with a bearer token and downloads with access_token", T, async () => {
+    const token = mint({ sub: "alice", exp: Math.floor(Date.now() / 1000) + 600 });
+    const len = 3 * MiB + 99;
+    const result = await page.evaluate(
+      ([len, endpoint, token]) => runUpload(makeFile(len, 31, "jwt.bin"), { endpoint, parallelUploads: 2, headers: { Authorization: `Bearer ${token}` } }),
+      [len, tusker.endpoint, token],
+    );
+    assert.equal(result.aborted, false);
+    const expected = await page.evaluate(([l]) => sha256(makeFile(l, 31, "jwt.bin")), [len]);
+    const got = await page.evaluate((url) => downloadSha(url), `${result.url}?access_token=${token}`);
+    assert.equal(got.status, 200);
+    assert.equal(got.sha, expected);
+    const refused = await page.evaluate(async (url) => {
+      const res = await fetch(url);
+      return { status: res.status, challenge: res.headers.get("www-authenticate") };
+    }, result.url);
+    assert.equal(refused.status, 401);
+    assert.match(refused.challenge || "", /^Bearer/);
+  });
+});
