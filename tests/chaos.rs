@@ -218,14 +218,19 @@ async fn client_upload(sh: Shared, mut rng: Rng, until: Instant) {
                 else {
                     return sh.fail(format!("{id}: PATCH on {addr} without Upload-Offset"));
                 };
-                if at <= offset || at > end {
+                if at < offset || at > end {
                     return sh.fail(format!(
                         "{id}: PATCH {offset}..{end} on {addr} answered {at}"
                     ));
                 }
+                // A PATCH stopped by a newer request (this client's own
+                // retry elsewhere) before a byte landed keeps nothing and
+                // says so; the client goes on from there.
                 sh.saw(&id, at, format!("PATCH on {addr}"));
+                if at > offset {
+                    attempt = 0;
+                }
                 offset = at;
-                attempt = 0;
             }
             Ok(r) if retryable(r.status().as_u16()) => resume = true,
             Ok(r) => return sh.fail(format!("{id}: PATCH on {addr} answered {}", r.status())),

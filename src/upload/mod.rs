@@ -268,6 +268,15 @@ impl Engine {
     /// space itself (also recorded as gauges); `None` when the store has
     /// no disk of its own.
     pub async fn space_above_reserve(&self) -> Result<Option<(u64, u64)>, UploadError> {
+        Ok(self
+            .space_and_reserve()
+            .await?
+            .map(|(space, reserve)| (space.free.saturating_sub(reserve), space.free)))
+    }
+
+    /// The data store's disk space and the reserve on it (also recorded
+    /// as gauges); `None` when the store has no disk of its own.
+    async fn space_and_reserve(&self) -> Result<Option<(crate::data::Space, u64)>, UploadError> {
         let Some(space) = self.data.space().await? else {
             return Ok(None);
         };
@@ -275,19 +284,27 @@ impl Engine {
         // metrics
         metrics::gauge!(crate::telemetry::STORAGE_FREE_BYTES).set(space.free as f64);
         metrics::gauge!(crate::telemetry::STORAGE_RESERVE_BYTES).set(reserve as f64);
-        Ok(Some((space.free.saturating_sub(reserve), space.free)))
+        Ok(Some((space, reserve)))
     }
 
-    /// Refuses a declared length that cannot fit on the data store's disk.
+    /// Refuses a declared length that cannot fit on the data store's disk:
+    /// 413 when it could not even on an empty disk, 507 when it does not
+    /// fit in what is free now.
     async fn check_space(&self, length: u64) -> Result<(), UploadError> {
         if length == 0 {
             return Ok(());
         }
-        match self.space_above_reserve().await? {
-            Some((available, _)) if length > available => {
-                Err(UploadError::InsufficientStorage { length, available })
-            }
-            _ => Ok(()),
+        let Some((space, reserve)) = self.space_and_reserve().await? else {
+            return Ok(());
+        };
+        let most = space.total.saturating_sub(reserve);
+        let available = space.free.saturating_sub(reserve);
+        if length > most {
+            Err(UploadError::TooLarge { max: most })
+        } else if length > available {
+            Err(UploadError::InsufficientStorage { length, available })
+        } else {
+            Ok(())
         }
     }
 
