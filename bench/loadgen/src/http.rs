@@ -79,15 +79,8 @@ impl Conn {
         headers: &[(&str, String)],
         body: Option<(u64, &Arc<Vec<u8>>)>,
     ) -> io::Result<Response> {
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\n",
-            self.host
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
         let len = body.map(|(n, _)| n).unwrap_or(0);
-        head.push_str(&format!("Content-Length: {len}\r\n\r\n"));
+        let head = self.head(method, path, headers, len);
         self.stream.write_all(head.as_bytes()).await?;
         if let Some((mut left, data)) = body {
             while left > 0 {
@@ -97,6 +90,19 @@ impl Conn {
             }
         }
         self.read_response().await
+    }
+
+    /// A tus request head with a `len`-byte body.
+    fn head(&self, method: &str, path: &str, headers: &[(&str, String)], len: u64) -> String {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\n",
+            self.host
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {len}\r\n\r\n"));
+        head
     }
 
     /// A request whose `len`-byte body goes out `per_second` bytes at a
@@ -111,14 +117,7 @@ impl Conn {
         per_second: u64,
         data: &Arc<Vec<u8>>,
     ) -> io::Result<Response> {
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\n",
-            self.host
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str(&format!("Content-Length: {len}\r\n\r\n"));
+        let head = self.head(method, path, headers, len);
         self.stream.write_all(head.as_bytes()).await?;
         let mut sent = 0u64;
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
