@@ -334,6 +334,13 @@ async fn a_hook_places_uploads_in_an_allowed_bucket() {
     ]);
     let url = upload_with(&c, &server.endpoint, &meta, &data, MIB).await;
     assert_eq!(download(&c, &url).await, data);
+    // tusker's own GET sends the hook's headers too.
+    let res = c.get(&url).send().await.unwrap();
+    assert_eq!(header(&res, "content-type").as_deref(), Some("video/webm"));
+    assert_eq!(
+        header(&res, "cache-control").as_deref(),
+        Some("max-age=3600")
+    );
     let key = "uploads/videos/clip.webm";
     let res = object_headers(&endpoint, &media, key).await;
     assert_eq!(res.get("content-type").as_deref(), Some("video/webm"));
@@ -397,6 +404,26 @@ async fn a_hook_places_uploads_in_an_allowed_bucket() {
     assert!(
         object_exists(&endpoint, &main, key).await,
         "the default bucket's object stays"
+    );
+
+    // A type the hook set that GET does not serve as itself: stored on the
+    // object as given, served by tusker as octet-stream.
+    let html = metadata(&[("content-type", "text/html"), ("disposition", "attachment")]);
+    let page = upload_with(&c, &server.endpoint, &html, b"<script>", 8).await;
+    let res = c.get(&page).send().await.unwrap();
+    assert_eq!(
+        header(&res, "content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(
+        header(&res, "content-disposition").as_deref(),
+        Some("attachment")
+    );
+    let res = object_headers(&endpoint, &main, &format!("uploads/{}", id_of(&page))).await;
+    assert_eq!(res.get("content-type").as_deref(), Some("text/html"));
+    assert_eq!(
+        res.get("content-disposition").as_deref(),
+        Some("attachment")
     );
 
     // Expiry aborts the multipart upload in its bucket.
