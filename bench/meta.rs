@@ -8,23 +8,12 @@
 
 use sqlx::Connection;
 use std::time::{Duration, Instant};
+use tusker::meta::postgres::with_database;
 
 const CREATES: usize = 2000;
 const CONCURRENCY: usize = 16;
 const PATCHES: usize = 400;
 const CHUNK: usize = 256 * 1024;
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let path = base[start..].find('/').map_or(base.len(), |i| start + i);
-    match query {
-        Some(q) => format!("{}/{name}?{q}", &base[..path]),
-        None => format!("{}/{name}", &base[..path]),
-    }
-}
 
 struct Figures {
     creates_per_sec: f64,

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tusker::meta::postgres::with_database;
 
 const MIB: usize = 1024 * 1024;
 
@@ -32,19 +33,6 @@ fn env() -> Env {
         pg_admin: std::env::var("TUSKER_TEST_POSTGRES_URL")
             .expect("TUSKER_TEST_POSTGRES_URL must name a PostgreSQL server"),
         s3: common::s3::endpoint(),
-    }
-}
-
-/// `url` with its database name replaced.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let path = base[start..].find('/').map_or(base.len(), |i| start + i);
-    match query {
-        Some(q) => format!("{}/{name}?{q}", &base[..path]),
-        None => format!("{}/{name}", &base[..path]),
     }
 }
 

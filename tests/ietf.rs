@@ -1,4 +1,4 @@
-//! IETF "Resumable Uploads for HTTP", interop versions 3 to 8, over raw
+//! IETF "Resumable Uploads for HTTP", interop versions 3 to 9, over raw
 //! HTTP/1.1 so that `104 Upload Resumption Supported` is visible.
 
 mod common;
@@ -66,7 +66,7 @@ async fn full_lifecycle_for_every_interop_version() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::on(dir.path());
     let c = client();
-    for v in 3u8..=8 {
+    for v in 3u8..=9 {
         let total = 300_000usize;
         let data = bytes(total, u64::from(v));
         let sent = 120_000usize;
@@ -186,8 +186,13 @@ async fn full_lifecycle_for_every_interop_version() {
         )
         .await;
         assert_eq!(late.status, 400, "v{v}: {late:?}");
-        if v >= 6 {
-            assert_eq!(late.json()["type"], format!("{PROBLEM}completed-upload"));
+        match v {
+            3..=5 => {}
+            6..=8 => assert_eq!(late.json()["type"], format!("{PROBLEM}completed-upload")),
+            _ => assert_eq!(
+                late.json()["type"],
+                format!("{PROBLEM}inconsistent-upload-length")
+            ),
         }
 
         let (_, head) = request(server.addr, "HEAD", &path, &[version(v)], b"").await;
@@ -212,7 +217,7 @@ async fn full_lifecycle_for_every_interop_version() {
 async fn creation_connection_dropped_mid_body_is_resumable() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::on(dir.path());
-    for v in [3u8, 5, 6, 8] {
+    for v in [3u8, 5, 6, 8, 9] {
         let data = bytes(500_000, 40 + u64::from(v));
         let sent = 150_000;
         let mut conn = Conn::connect(server.addr).await;
@@ -268,7 +273,7 @@ async fn creation_connection_dropped_mid_body_is_resumable() {
 async fn interim_104_precedes_100_continue() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::on(dir.path());
-    for v in [3u8, 6, 8] {
+    for v in [3u8, 6, 8, 9] {
         let data = bytes(50_000, 9);
         let mut conn = Conn::connect(server.addr).await;
         conn.send_head(
@@ -326,7 +331,7 @@ async fn interim_104_stays_behind_a_pipelined_response() {
 async fn inconsistent_lengths_are_problems() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::on(dir.path());
-    for v in 6u8..=8 {
+    for v in 6u8..=9 {
         // Upload-Length disagrees with a completing body: no 104, 400.
         let (interim, res) = request(
             server.addr,
@@ -394,7 +399,7 @@ async fn inconsistent_lengths_are_problems() {
 async fn append_rules_per_version() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::on(dir.path());
-    for v in 3u8..=8 {
+    for v in 3u8..=9 {
         let (_, created) = request(
             server.addr,
             "POST",
@@ -441,7 +446,7 @@ async fn options_announce_upload_limit() {
     let mut config = config(dir.path());
     config.max_size = Some(1 << 30);
     let server = TestServer::start(config);
-    for v in 3u8..=8 {
+    for v in 3u8..=9 {
         let (_, res) = request(server.addr, "OPTIONS", "/files/", &[version(v)], b"").await;
         assert_eq!(res.status, 200);
         let limit = res.header("upload-limit");
@@ -449,6 +454,12 @@ async fn options_announce_upload_limit() {
             3..=5 => assert_eq!(limit, None),
             6 => assert!(limit.unwrap().starts_with("max-size=1073741824, expires=")),
             _ => assert!(limit.unwrap().starts_with("max-size=1073741824, max-age=")),
+        }
+        // Accept-Patch: versions 6 to 8 only (version 9 dropped it).
+        let accept_patch = res.header("accept-patch");
+        match v {
+            6..=8 => assert_eq!(accept_patch, Some("application/partial-upload"), "v{v}"),
+            _ => assert_eq!(accept_patch, None, "v{v}"),
         }
         assert_eq!(res.header("tus-version"), None);
     }
@@ -459,7 +470,7 @@ async fn options_announce_upload_limit() {
 async fn unsupported_versions_and_tus_requests_get_no_104() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::on(dir.path());
-    for bad in ["2", "9", "x"] {
+    for bad in ["2", "10", "x"] {
         let (interim, res) = request(
             server.addr,
             "POST",
@@ -534,5 +545,446 @@ async fn request_trailers_are_discarded_by_actix_http() {
         .unwrap();
     let ext = header(&res, "tus-extension").unwrap();
     assert!(!ext.split(',').any(|e| e == "checksum-trailer"), "{ext}");
+    server.stop().await;
+}
+
+/// One row of a raw-request table: what a response must be. In `headers`,
+/// `Some("*")` means present with any value, `None` absent.
+struct Expect {
+    status: u16,
+    headers: Vec<(&'static str, Option<String>)>,
+    problem: Option<&'static str>,
+}
+
+fn expect(status: u16) -> Expect {
+    Expect {
+        status,
+        headers: Vec::new(),
+        problem: None,
+    }
+}
+
+impl Expect {
+    fn is(mut self, name: &'static str, value: impl ToString) -> Expect {
+        self.headers.push((name, Some(value.to_string())));
+        self
+    }
+    fn has(self, name: &'static str) -> Expect {
+        self.is(name, "*")
+    }
+    fn no(mut self, name: &'static str) -> Expect {
+        self.headers.push((name, None));
+        self
+    }
+    fn problem(mut self, kind: &'static str) -> Expect {
+        self.problem = Some(kind);
+        self
+    }
+
+    fn check(&self, row: &str, res: &Response) {
+        assert_eq!(res.status, self.status, "[{row}] {res:?}");
+        for (name, want) in &self.headers {
+            match (want.as_deref(), res.header(name)) {
+                (None, got) => assert_eq!(got, None, "[{row}] {name} must be absent: {res:?}"),
+                (Some("*"), got) => assert!(got.is_some(), "[{row}] {name} missing: {res:?}"),
+                (Some(v), got) => assert_eq!(got, Some(v), "[{row}] {name}: {res:?}"),
+            }
+        }
+        if let Some(kind) = self.problem {
+            assert_eq!(
+                res.header("content-type"),
+                Some("application/problem+json"),
+                "[{row}] {res:?}"
+            );
+            assert_eq!(res.json()["type"], format!("{PROBLEM}{kind}"), "[{row}]");
+        }
+    }
+}
+
+/// Interop version 9 next to 8, request by request: OPTIONS without
+/// `Accept-Patch`, GET on the upload resource as offset retrieval, the
+/// offset retrieval headers, `Upload-Complete: ?0` on errors of the upload
+/// resource (also for an invalid request on a completed upload), and a
+/// late non-empty append as an inconsistent length.
+#[tokio::test]
+async fn version_9_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::on(dir.path());
+    let addr = server.addr;
+    let data = bytes(1000, 90);
+    let mut created = std::collections::HashMap::new();
+    for v in [8u8, 9] {
+        let (_, res) = request(
+            addr,
+            "POST",
+            "/files/",
+            &[
+                version(v),
+                completeness(v, false),
+                ("Upload-Length", "1000".into()),
+            ],
+            &data[..400],
+        )
+        .await;
+        expect(201)
+            .has("location")
+            .is("upload-offset", 400)
+            .is("upload-complete", "?0")
+            .is("upload-length", 1000)
+            .check(&format!("v{v} creation"), &res);
+        created.insert(v, path_of(res.header("location").unwrap()));
+    }
+    let (p8, p9) = (created[&8].clone(), created[&9].clone());
+    let h = |v: u8| vec![version(v)];
+    let app = |v: u8, offset: u64, complete: bool| append_headers(v, offset, complete);
+    type Row = (
+        &'static str,
+        &'static str,
+        String,
+        Vec<(&'static str, String)>,
+        Vec<u8>,
+        Expect,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "v8 OPTIONS has Accept-Patch",
+            "OPTIONS",
+            "/files/".into(),
+            h(8),
+            vec![],
+            expect(200).is("accept-patch", "application/partial-upload"),
+        ),
+        (
+            "v9 OPTIONS has no Accept-Patch",
+            "OPTIONS",
+            "/files/".into(),
+            h(9),
+            vec![],
+            expect(200).no("accept-patch").has("upload-limit"),
+        ),
+        (
+            "v9 HEAD: offset retrieval",
+            "HEAD",
+            p9.clone(),
+            h(9),
+            vec![],
+            expect(204)
+                .is("upload-offset", 400)
+                .is("upload-complete", "?0")
+                .is("upload-length", 1000)
+                .is("cache-control", "no-store")
+                .has("upload-limit"),
+        ),
+        (
+            "v9 GET: the same offset retrieval, no content",
+            "GET",
+            p9.clone(),
+            h(9),
+            vec![],
+            expect(204)
+                .is("upload-offset", 400)
+                .is("upload-complete", "?0")
+                .is("upload-length", 1000)
+                .is("cache-control", "no-store")
+                .has("upload-limit")
+                .no("content-length"),
+        ),
+        (
+            "v8 GET: a download, refused while unfinished",
+            "GET",
+            p8.clone(),
+            h(8),
+            vec![],
+            expect(409).no("upload-offset"),
+        ),
+        (
+            "v9 GET declaring a body",
+            "GET",
+            p9.clone(),
+            h(9),
+            b"x".to_vec(),
+            expect(400),
+        ),
+        (
+            "v9 mismatching offset: problem, Upload-Complete: ?0",
+            "PATCH",
+            p9.clone(),
+            app(9, 401, false),
+            data[401..402].to_vec(),
+            expect(409)
+                .is("upload-offset", 400)
+                .is("upload-complete", "?0")
+                .problem("mismatching-upload-offset"),
+        ),
+        (
+            "v8 mismatching offset: no Upload-Complete",
+            "PATCH",
+            p8.clone(),
+            app(8, 401, false),
+            data[401..402].to_vec(),
+            expect(409)
+                .is("upload-offset", 400)
+                .no("upload-complete")
+                .problem("mismatching-upload-offset"),
+        ),
+        (
+            "v9 completing append",
+            "PATCH",
+            p9.clone(),
+            app(9, 400, true),
+            data[400..].to_vec(),
+            expect(204)
+                .is("upload-offset", 1000)
+                .is("upload-complete", "?1"),
+        ),
+        (
+            "v8 completing append",
+            "PATCH",
+            p8.clone(),
+            app(8, 400, true),
+            data[400..].to_vec(),
+            expect(204)
+                .is("upload-offset", 1000)
+                .is("upload-complete", "?1"),
+        ),
+        (
+            "v9 non-empty append to a completed upload: inconsistent length",
+            "PATCH",
+            p9.clone(),
+            app(9, 1000, true),
+            b"x".to_vec(),
+            expect(400)
+                .is("upload-offset", 1000)
+                .is("upload-complete", "?0")
+                .problem("inconsistent-upload-length"),
+        ),
+        (
+            "v9 empty append to a completed upload: completed-upload",
+            "PATCH",
+            p9.clone(),
+            app(9, 1000, true),
+            vec![],
+            expect(400)
+                .is("upload-offset", 1000)
+                .is("upload-complete", "?0")
+                .problem("completed-upload"),
+        ),
+        (
+            "v8 non-empty append to a completed upload: completed-upload",
+            "PATCH",
+            p8.clone(),
+            app(8, 1000, true),
+            b"x".to_vec(),
+            expect(400)
+                .is("upload-offset", 1000)
+                .no("upload-complete")
+                .problem("completed-upload"),
+        ),
+        (
+            "v9 HEAD of the completed upload",
+            "HEAD",
+            p9.clone(),
+            h(9),
+            vec![],
+            expect(204)
+                .is("upload-offset", 1000)
+                .is("upload-complete", "?1")
+                .is("upload-length", 1000)
+                .is("cache-control", "no-store"),
+        ),
+        (
+            "v9 GET of the completed upload: still offset retrieval",
+            "GET",
+            p9.clone(),
+            h(9),
+            vec![],
+            expect(204)
+                .is("upload-offset", 1000)
+                .is("upload-complete", "?1")
+                .is("cache-control", "no-store"),
+        ),
+        (
+            "v8 GET of the completed upload: the download",
+            "GET",
+            p8.clone(),
+            h(8),
+            vec![],
+            expect(200).is("content-length", 1000),
+        ),
+        (
+            "unsupported version on GET: the download",
+            "GET",
+            p9.clone(),
+            vec![("Upload-Draft-Interop-Version", "10".into())],
+            vec![],
+            expect(200).is("content-length", 1000),
+        ),
+    ];
+    for (name, method, path, headers, body, want) in rows {
+        let mut conn = Conn::connect(addr).await;
+        let mut headers = headers;
+        if !body.is_empty() || method == "PATCH" {
+            headers.push(("Content-Length", body.len().to_string()));
+        }
+        conn.send_head(method, &path, &headers).await;
+        conn.send(&body).await;
+        let (_, res) = conn.read_final(method == "HEAD").await;
+        want.check(name, &res);
+        if method == "GET" && res.status == 204 {
+            assert!(res.body.is_empty(), "[{name}] {res:?}");
+        }
+    }
+    // Neither the refused requests nor the retrievals changed the bytes.
+    let c = client();
+    for p in [&p8, &p9] {
+        let got = download(&c, &format!("http://{addr}{p}")).await;
+        assert_eq!(got, data);
+    }
+    server.stop().await;
+}
+
+/// A 413 caused by the server's limits carries `Upload-Limit` with them
+/// (v6+), so the client can retry within `max-append-size`; from v9 it
+/// also says `Upload-Complete: ?0`.
+#[tokio::test]
+async fn too_large_answers_carry_upload_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_size = Some(5000);
+    cfg.max_body_size = Some(100);
+    let server = TestServer::start(cfg);
+    let addr = server.addr;
+    for v in [5u8, 6, 8, 9] {
+        let limit = |e: Expect| match v {
+            3..=5 => e.no("upload-limit"),
+            _ => e.is("upload-limit", "max-size=5000, max-append-size=100"),
+        };
+        let complete = |e: Expect| match v {
+            9 => e.is("upload-complete", "?0"),
+            _ => e.no("upload-complete"),
+        };
+        // A creation body above max-append-size, refused before the 104.
+        let (interim, res) = request(
+            addr,
+            "POST",
+            "/files/",
+            &[version(v), completeness(v, true)],
+            &bytes(101, 1),
+        )
+        .await;
+        assert!(interim.is_empty(), "v{v}: {interim:?}");
+        complete(limit(expect(413))).check(&format!("v{v} creation body too large"), &res);
+        if v >= 6 {
+            let (_, res) = request(
+                addr,
+                "POST",
+                "/files/",
+                &[
+                    version(v),
+                    completeness(v, false),
+                    ("Upload-Length", "5001".into()),
+                ],
+                b"",
+            )
+            .await;
+            complete(limit(expect(413))).check(&format!("v{v} length above max-size"), &res);
+        }
+        // An append body above max-append-size.
+        let (_, created) = request(
+            addr,
+            "POST",
+            "/files/",
+            &[version(v), completeness(v, false)],
+            b"",
+        )
+        .await;
+        assert_eq!(created.status, 201, "v{v}: {created:?}");
+        if v >= 6 {
+            assert!(
+                created
+                    .header("upload-limit")
+                    .is_some_and(|l| l.contains("max-append-size=100")),
+                "v{v}: {created:?}"
+            );
+        }
+        let path = path_of(created.header("location").unwrap());
+        let (_, res) = request(
+            addr,
+            "PATCH",
+            &path,
+            &append_headers(v, 0, false),
+            &bytes(101, 2),
+        )
+        .await;
+        complete(limit(expect(413))).check(&format!("v{v} append body too large"), &res);
+        // Retrying within the limit works.
+        let (_, res) = request(
+            addr,
+            "PATCH",
+            &path,
+            &append_headers(v, 0, false),
+            &bytes(100, 2),
+        )
+        .await;
+        expect(204)
+            .is("upload-offset", 100)
+            .check(&format!("v{v} append within the limit"), &res);
+    }
+    server.stop().await;
+}
+
+/// The filename of a creation's `Content-Disposition` becomes the upload's
+/// `filename` metadata (seen through tus HEAD), parsed with RFC 6266
+/// `filename*` preferred, reduced to its last path segment, and dropped
+/// when it is not a usable name.
+#[tokio::test]
+async fn content_disposition_filename_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::on(dir.path());
+    let c = client();
+    let rows: [(&str, Option<&str>); 7] = [
+        ("inline; filename=\"report.pdf\"", Some("report.pdf")),
+        (
+            "inline; filename=\"file name.jpg\"; filename*=UTF-8''vid%C3%A9o%20%F0%9F%8E%AC.mp4",
+            Some("vidéo 🎬.mp4"),
+        ),
+        ("attachment; filename=notes.txt", Some("notes.txt")),
+        ("inline; filename=\"../../etc/passwd\"", Some("passwd")),
+        ("inline; filename=\"..\"", None),
+        ("inline", None),
+        (";;;=", None),
+    ];
+    for v in [6u8, 9] {
+        for (disposition, want) in rows {
+            let (_, res) = request(
+                server.addr,
+                "POST",
+                "/files/",
+                &[
+                    version(v),
+                    completeness(v, true),
+                    ("Content-Disposition", disposition.into()),
+                ],
+                b"abc",
+            )
+            .await;
+            assert_eq!(res.status, 201, "v{v} {disposition:?}: {res:?}");
+            let url = format!(
+                "http://{}{}",
+                server.addr,
+                path_of(res.header("location").unwrap())
+            );
+            let meta = head(&c, &url).await.header("upload-metadata");
+            let want_meta = want.map(|name| format!("filename {}", b64(name.as_bytes())));
+            assert_eq!(meta, want_meta, "v{v} {disposition:?}");
+            // GET offers the recorded name, never the raw header.
+            let res = c.get(&url).send().await.unwrap();
+            let cd = header(&res, "content-disposition").unwrap_or_default();
+            assert!(!cd.contains(".."), "v{v} {disposition:?}: {cd}");
+            if let Some(name) = want.filter(|n| n.is_ascii()) {
+                assert!(cd.contains(&format!("filename=\"{name}\"")), "{cd}");
+            }
+        }
+    }
     server.stop().await;
 }

@@ -10,18 +10,7 @@ mod common;
 use common::*;
 use sqlx::Connection;
 use std::process::Command;
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let path = base[start..].find('/').map_or(base.len(), |i| start + i);
-    match query {
-        Some(q) => format!("{}/{name}?{q}", &base[..path]),
-        None => format!("{}/{name}", &base[..path]),
-    }
-}
+use tusker::meta::postgres::with_database;
 
 async fn admin_exec(admin: &str, sql: &str) {
     let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();

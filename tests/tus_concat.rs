@@ -314,6 +314,23 @@ async fn invalid_finals_table() {
             post(format!("final;{p60a} {p60b}")),
             Want::status(413).err("ERR_MAX_SIZE_EXCEEDED"),
         ),
+        // The client MUST NOT send Upload-Length on a final upload, not
+        // even the right sum.
+        row(
+            "final with Upload-Length equal to the sum",
+            post(format!("final;{p10}")).h("Upload-Length", "10"),
+            Want::status(400).err("ERR_INVALID_UPLOAD_LENGTH"),
+        ),
+        row(
+            "final with a different Upload-Length",
+            post(format!("final;{p10}")).h("Upload-Length", "11"),
+            Want::status(400).err("ERR_INVALID_UPLOAD_LENGTH"),
+        ),
+        row(
+            "final with a malformed Upload-Length",
+            post(format!("final;{p10}")).h("Upload-Length", "ten"),
+            Want::status(400).err("ERR_INVALID_UPLOAD_LENGTH"),
+        ),
         row(
             "final with a body",
             post(format!("final;{p10}")).octet().body(b"x".to_vec()),

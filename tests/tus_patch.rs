@@ -98,9 +98,45 @@ async fn patch_rejections_table() {
             Want::status(400).err("ERR_INVALID_CHECKSUM"),
         ),
         row(
-            "checksum digest of the wrong size",
-            at10().h("Upload-Checksum", "sha256 AAAA"),
+            "checksum digest not of the form <algorithm> <base64>",
+            at10().h("Upload-Checksum", "sha1"),
             Want::status(400).err("ERR_INVALID_CHECKSUM"),
+        ),
+        // Valid base64 of the wrong length for its algorithm cannot match
+        // the data: a mismatch, not a malformed header.
+        row(
+            "sha256 digest of 3 bytes",
+            at10().h("Upload-Checksum", "sha256 AAAA"),
+            Want::status(460).err("ERR_CHECKSUM_MISMATCH"),
+        ),
+        row(
+            "sha1 digest of 32 bytes (a sha256 length)",
+            at10().h(
+                "Upload-Checksum",
+                digest("sha256", &chunk).replace("sha256", "sha1"),
+            ),
+            Want::status(460).err("ERR_CHECKSUM_MISMATCH"),
+        ),
+        row(
+            "md5 digest of 20 bytes (the sha1 of the chunk)",
+            at10().h(
+                "Upload-Checksum",
+                digest("sha1", &chunk).replace("sha1", "md5"),
+            ),
+            Want::status(460).err("ERR_CHECKSUM_MISMATCH"),
+        ),
+        row(
+            "crc32 digest of 8 bytes",
+            at10().h("Upload-Checksum", "crc32 AAAAAAAAAAA="),
+            Want::status(460).err("ERR_CHECKSUM_MISMATCH"),
+        ),
+        row(
+            "sha512 digest truncated to 63 bytes",
+            at10().h("Upload-Checksum", {
+                use sha2::Digest;
+                format!("sha512 {}", b64(&sha2::Sha512::digest(&chunk)[..63]))
+            }),
+            Want::status(460).err("ERR_CHECKSUM_MISMATCH"),
         ),
         row(
             "unknown upload",

@@ -291,6 +291,16 @@ async fn post_creation_table() {
             Want::status(200).is("upload-offset", "0"),
         ),
         (
+            "creation-with-upload with a sha1 digest of the wrong length keeps nothing",
+            post()
+                .h("Upload-Length", "1000")
+                .octet()
+                .h("Upload-Checksum", "sha1 AAAA")
+                .body(data.clone()),
+            Want::status(201).is("upload-offset", "0"),
+            Want::status(200).is("upload-offset", "0"),
+        ),
+        (
             "creation-with-upload, empty body with the content type",
             post().h("Upload-Length", "5").octet().body(Vec::new()),
             Want::status(201).is("upload-offset", "0"),

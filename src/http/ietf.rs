@@ -1,16 +1,17 @@
-//! IETF "Resumable Uploads for HTTP" handlers (interop versions 3 to 8), on
+//! IETF "Resumable Uploads for HTTP" handlers (interop versions 3 to 9), on
 //! the same engine, uploads and locks as tus 1.0. Requests reach them when
 //! they carry `Upload-Draft-Interop-Version` (see `http::app`).
 
 use super::interim::Interim;
-use super::request::{content_length, header, request_info, upload_id, upload_url};
+use super::request::{content_length, has_body, header, request_info, upload_id, upload_url};
 use super::{ApiError, AppState};
 use crate::model::{now_secs, UploadInfo};
 use crate::protocol::ietf::{self, IetfError, InteropVersion, Problem, UploadLimit};
 use crate::protocol::UploadId;
 use crate::upload::{AppendRequest, NewConcat, NewUpload, UploadError};
 use actix_web::http::header::{
-    HeaderMap, CACHE_CONTROL, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING,
+    ContentDisposition, HeaderMap, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION,
+    TRANSFER_ENCODING,
 };
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -101,8 +102,31 @@ fn limit(state: &AppState, info: Option<&UploadInfo>) -> UploadLimit {
     };
     UploadLimit {
         max_size: config.max_size,
+        max_append_size: state.settings.max_body_size,
         lifetime,
     }
+}
+
+/// What an error of creation or append carries besides its own headers:
+/// on a 413, `Upload-Limit` with the size limits (v6+; the draft requires
+/// it when a limit is the cause, so the client can retry smaller), and from
+/// v9 `Upload-Complete: ?0`, because the answer comes from the upload
+/// resource, not from the processing of a complete upload.
+fn resumable_error(v: InteropVersion, state: &AppState, e: ApiError) -> ApiError {
+    let mut e = e;
+    if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+        let sizes = UploadLimit {
+            lifetime: None,
+            ..limit(state, None)
+        };
+        if let Some(value) = sizes.header_value(v) {
+            e = e.with_header("upload-limit", value);
+        }
+    }
+    if v.errors_say_incomplete() {
+        e = e.with_header("upload-complete", ietf::format_bool(false));
+    }
+    e
 }
 
 /// Headers every upload-state response carries.
@@ -125,17 +149,39 @@ fn upload_state(
     }
 }
 
-/// `filetype` metadata from the representation's `Content-Type`, so GET
-/// serves the upload with it.
+/// Upload metadata from the creation request's representation headers,
+/// so that GET serves the upload as described: `filetype` from
+/// `Content-Type`, `filename` from `Content-Disposition` (the draft
+/// recommends `inline; filename=…`). Values are stored base64-encoded as
+/// tus metadata; a header that does not parse, or a name that
+/// [`ietf::recorded_filename`] refuses, is ignored.
 fn metadata(hdrs: &HeaderMap) -> Option<String> {
-    let ct = hdrs.get(CONTENT_TYPE)?.to_str().ok()?.trim();
-    if ct.is_empty() || ietf::is_partial_upload(ct) || ct.len() > 255 {
-        return None;
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    let mut pairs = Vec::new();
+    if let Some(ct) = hdrs.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        let ct = ct.trim();
+        if !ct.is_empty() && !ietf::is_partial_upload(ct) && ct.len() <= 255 {
+            pairs.push(format!("filetype {}", b64(ct)));
+        }
     }
-    Some(format!(
-        "filetype {}",
-        base64::engine::general_purpose::STANDARD.encode(ct)
-    ))
+    if let Some(name) = hdrs.get(CONTENT_DISPOSITION).and_then(filename) {
+        pairs.push(format!("filename {}", b64(&name)));
+    }
+    (!pairs.is_empty()).then(|| pairs.join(","))
+}
+
+/// The filename of a `Content-Disposition`: `filename*` when it is UTF-8
+/// (or ASCII), else `filename`.
+fn filename(value: &actix_web::http::header::HeaderValue) -> Option<String> {
+    let cd = ContentDisposition::from_raw(value).ok()?;
+    let ext = cd.get_filename_ext().and_then(|ext| {
+        let charset = ext.charset.to_string();
+        (charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("us-ascii"))
+            .then(|| String::from_utf8(ext.value.clone()).ok())
+            .flatten()
+    });
+    let name = ext.or_else(|| cd.get_filename().map(str::to_owned))?;
+    ietf::recorded_filename(&name).map(str::to_owned)
 }
 
 /// Sends `104 Upload Resumption Supported` on the request's connection.
@@ -159,8 +205,19 @@ pub async fn create(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    // Nothing may await before the 104 is handed over (see http::interim).
     let v = version(&req)?;
+    creation(v, &req, body, &state)
+        .await
+        .map_err(|e| resumable_error(v, &state, e))
+}
+
+async fn creation(
+    v: InteropVersion,
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    // Nothing may await before the 104 is handed over (see http::interim).
     let hdrs = req.headers();
     let complete = completes(v, hdrs)?;
     let upload_length = if v.is_v6_or_later() {
@@ -181,14 +238,14 @@ pub async fn create(
     let length = upload_length.or(if complete { body_length } else { None });
     // Limits (shutdown, concurrent uploads, body size) as for tus; checked
     // synchronously so the 104 still goes out before any await.
-    let slot = super::ops::begin_upload(&state, &req)?;
+    let slot = super::ops::begin_upload(state, req)?;
     let (body, body_limit) = super::ops::limit_body(
-        super::interim::continue_on_read(&req, body),
+        super::interim::continue_on_read(req, body),
         state.settings.max_body_size,
     );
     let id = UploadId::generate();
-    let location = upload_url(&req, &state.settings, &id);
-    send_104(&req, v, &location, &limit(&state, None)).await;
+    let location = upload_url(req, &state.settings, &id);
+    send_104(req, v, &location, &limit(state, None)).await;
 
     let new = NewUpload {
         id: Some(id),
@@ -199,7 +256,7 @@ pub async fn create(
     let with_location = |e: ApiError| e.with_header("location", &location);
     let mut info = state
         .engine
-        .create(new, &request_info(&req))
+        .create(new, &request_info(req))
         .await
         .map_err(|e| engine_error(v, e))?;
     if !info.finished && (body_length != Some(0) || complete) {
@@ -212,7 +269,7 @@ pub async fn create(
         };
         match state
             .engine
-            .append(&info.id, append, body, &request_info(&req))
+            .append(&info.id, append, body, &request_info(req))
             .await
         {
             Ok(after) => info = after,
@@ -224,7 +281,7 @@ pub async fn create(
                 // The client is probably gone; what arrived is kept and
                 // resumable at the offset HEAD reports.
                 tracing::info!(upload = %info.id, error = %e, "creation body broke off");
-                if let Ok(after) = state.engine.head(&info.id, &request_info(&req)).await {
+                if let Ok(after) = state.engine.head(&info.id, &request_info(req)).await {
                     info = after;
                 }
             }
@@ -233,22 +290,54 @@ pub async fn create(
     }
     let mut res = HttpResponse::Created();
     res.insert_header((LOCATION, location.as_str()));
-    upload_state(&mut res, v, &state, &info);
+    upload_state(&mut res, v, state, &info);
     Ok(res.finish())
 }
 
-/// Offset retrieval.
+/// Offset retrieval (HEAD).
 pub async fn head(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let v = version(&req)?;
-    let id = upload_id(&req)?;
+    retrieve(v, &req, &state).await
+}
+
+/// GET on an upload. From version 9 it is an offset retrieval: the HEAD
+/// answer, without content. In earlier versions GET is outside the draft,
+/// so the request is the download it is without the header (also when the
+/// version is not one this server speaks).
+pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match version(&req) {
+        Ok(v) if v.get_retrieves_offset() => {
+            // As for downloads: a GET declaring a body is refused, or
+            // actix would drain it behind the response.
+            if has_body(req.headers()) {
+                return Err(ApiError::bad_request(
+                    "ERR_UNEXPECTED_BODY",
+                    "a GET request carries no body",
+                ));
+            }
+            retrieve(v, &req, &state).await
+        }
+        _ => super::download::get(req, state).await,
+    }
+}
+
+/// The offset retrieval answer: `204` with `Upload-Offset`, the complete
+/// flag, `Upload-Length` when known (v6+), `Upload-Limit` (v6+) and
+/// `Cache-Control: no-store`.
+async fn retrieve(
+    v: InteropVersion,
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let id = upload_id(req)?;
     let info = state
         .engine
-        .head(&id, &request_info(&req))
+        .head(&id, &request_info(req))
         .await
         .map_err(|e| engine_error(v, e))?;
     let mut res = HttpResponse::NoContent();
     res.insert_header((CACHE_CONTROL, "no-store"));
-    upload_state(&mut res, v, &state, &info);
+    upload_state(&mut res, v, state, &info);
     Ok(res.finish())
 }
 
@@ -259,7 +348,18 @@ pub async fn append(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let v = version(&req)?;
-    let id = upload_id(&req)?;
+    appending(v, &req, body, &state)
+        .await
+        .map_err(|e| resumable_error(v, &state, e))
+}
+
+async fn appending(
+    v: InteropVersion,
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let id = upload_id(req)?;
     let hdrs = req.headers();
     if v.is_v6_or_later() && !header(hdrs, "content-type")?.is_some_and(ietf::is_partial_upload) {
         return Err(ApiError::new(
@@ -278,7 +378,7 @@ pub async fn append(
     // Access first: the completed-upload answer reveals the offset.
     state
         .engine
-        .check_access(&id, &request_info(&req))
+        .check_access(&id, &request_info(req))
         .await
         .map_err(|e| engine_error(v, e))?;
     let current = state
@@ -287,13 +387,21 @@ pub async fn append(
         .await
         .map_err(|e| engine_error(v, e))?;
     if current.finished {
-        return Err(problem(
-            v,
-            Problem::CompletedUpload,
-            "ERR_UPLOAD_COMPLETED",
-            "the upload is already complete".into(),
-        )
-        .with_header("upload-offset", current.offset));
+        let body_length = content_length(hdrs)?;
+        let err = if v.late_body_is_inconsistent_length() && body_length != Some(0) {
+            inconsistent(
+                v,
+                "the upload is already complete; no more bytes can be appended".into(),
+            )
+        } else {
+            problem(
+                v,
+                Problem::CompletedUpload,
+                "ERR_UPLOAD_COMPLETED",
+                "the upload is already complete".into(),
+            )
+        };
+        return Err(err.with_header("upload-offset", current.offset));
     }
     let append = AppendRequest {
         offset,
@@ -302,14 +410,14 @@ pub async fn append(
         content_length: content_length(hdrs)?,
         complete,
     };
-    let slot = super::ops::begin_upload(&state, &req)?;
+    let slot = super::ops::begin_upload(state, req)?;
     let (body, body_limit) = super::ops::limit_body(
-        super::interim::continue_on_read(&req, body),
+        super::interim::continue_on_read(req, body),
         state.settings.max_body_size,
     );
     let appended = state
         .engine
-        .append(&id, append, body, &request_info(&req))
+        .append(&id, append, body, &request_info(req))
         .await;
     drop(slot);
     let info = appended.map_err(|e| {
@@ -320,7 +428,7 @@ pub async fn append(
         }
     })?;
     let mut res = HttpResponse::NoContent();
-    upload_state(&mut res, v, &state, &info);
+    upload_state(&mut res, v, state, &info);
     Ok(res.finish())
 }
 
@@ -340,14 +448,15 @@ pub async fn cancel(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// OPTIONS: the server's limits (version 6 and later).
+/// OPTIONS: the server's limits (version 6 and later), and in versions 6
+/// to 8 `Accept-Patch`.
 pub async fn options(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let v = version(&req)?;
     let mut res = HttpResponse::Ok();
-    if v.is_v6_or_later() {
+    if v.options_accept_patch() {
         res.insert_header(("accept-patch", ietf::PARTIAL_UPLOAD));
     }
     if let Some(value) = limit(&state, None).header_value(v) {

@@ -220,6 +220,7 @@ pub fn app(
                 .route(web::head().guard(ietf_guard()).to(ietf::head))
                 .route(web::patch().guard(ietf_guard()).to(ietf::append))
                 .route(web::delete().guard(ietf_guard()).to(ietf::cancel))
+                .route(web::get().guard(ietf_guard()).to(ietf::get))
                 .route(
                     web::method(Method::OPTIONS)
                         .guard(ietf_guard())

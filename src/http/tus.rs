@@ -70,6 +70,13 @@ pub async fn create(
                     "a final upload cannot carry data",
                 ));
             }
+            // Its length is the sum of its parts; the client must not send one.
+            if hdrs.contains_key("upload-length") {
+                return Err(ApiError::bad_request(
+                    "ERR_INVALID_UPLOAD_LENGTH",
+                    "a final upload takes its length from its parts; send no Upload-Length",
+                ));
+            }
             NewUpload {
                 id: None,
                 length: None,

@@ -526,6 +526,7 @@ mod shared {
 }
 
 pub(crate) mod pg_testing {
+    use crate::meta::postgres::with_database;
     use sqlx::Connection;
 
     /// A throw-away database on the server `TUSKER_TEST_POSTGRES_URL` names.
@@ -533,24 +534,6 @@ pub(crate) mod pg_testing {
         admin: String,
         name: String,
         pub(crate) url: String,
-    }
-
-    /// `url` with its database name replaced.
-    pub(crate) fn with_database(url: &str, name: &str) -> String {
-        let (base, query) = match url.split_once('?') {
-            Some((b, q)) => (b, Some(q)),
-            None => (url, None),
-        };
-        let authority_start = base.find("://").map_or(0, |i| i + 3);
-        let path_start = base[authority_start..]
-            .find('/')
-            .map_or(base.len(), |i| authority_start + i);
-        let mut out = format!("{}/{name}", &base[..path_start]);
-        if let Some(q) = query {
-            out.push('?');
-            out.push_str(q);
-        }
-        out
     }
 
     impl TestDb {

@@ -1,7 +1,8 @@
 //! IETF "Resumable Uploads for HTTP" (draft-ietf-httpbis-resumable-upload),
-//! interop versions 3 to 8: what each version defines, its structured-field
+//! interop versions 3 to 9: what each version defines, its structured-field
 //! headers (RFC 8941/9651, parsed strictly with `sfv`), `Upload-Limit`,
-//! the `104` interim response and the RFC 9457 problem types. Pure.
+//! the `104` interim response, the RFC 9457 problem types and the filename
+//! a creation request names. Pure.
 
 use sfv::{BareItem, DictSerializer, Integer, Item, KeyRef, Parser};
 
@@ -25,19 +26,19 @@ pub enum IetfError {
         header: &'static str,
         expected: &'static str,
     },
-    #[error("unsupported Upload-Draft-Interop-Version {0:?}; this server speaks 3 to 8")]
+    #[error("unsupported Upload-Draft-Interop-Version {0:?}; this server speaks 3 to 9")]
     UnsupportedVersion(String),
     #[error("{0} is required")]
     Missing(&'static str),
 }
 
-/// An interop version this server speaks (3 to 8).
+/// An interop version this server speaks (3 to 9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InteropVersion(u8);
 
 impl InteropVersion {
     pub const OLDEST: u8 = 3;
-    pub const NEWEST: u8 = 8;
+    pub const NEWEST: u8 = 9;
 
     /// Parses `Upload-Draft-Interop-Version` (an sf-integer).
     pub fn parse(value: &str) -> Result<Self, IetfError> {
@@ -80,6 +81,33 @@ impl InteropVersion {
         } else {
             "expires"
         }
+    }
+
+    /// Whether OPTIONS answers `Accept-Patch: application/partial-upload`:
+    /// versions 6 to 8 (drafts -10/-11 required it; version 9 dropped it,
+    /// since RFC 5789 makes it a claim that the target accepts PATCH).
+    pub fn options_accept_patch(self) -> bool {
+        (6..=8).contains(&self.0)
+    }
+
+    /// Version 9: a GET on the upload resource is an offset retrieval (the
+    /// HEAD answer, no content); before, GET is outside the draft.
+    pub fn get_retrieves_offset(self) -> bool {
+        self.0 >= 9
+    }
+
+    /// Version 9: `Upload-Complete: ?1` on a response means it comes from
+    /// the targeted resource (the upload is complete and processed), so
+    /// every error of the upload resource itself says `Upload-Complete: ?0`,
+    /// also in answer to an invalid request on a completed upload.
+    pub fn errors_say_incomplete(self) -> bool {
+        self.0 >= 9
+    }
+
+    /// Version 9: appending a non-empty body to a completed upload is an
+    /// inconsistent length (drafts -12 on); before, it is `completed-upload`.
+    pub fn late_body_is_inconsistent_length(self) -> bool {
+        self.0 >= 9
     }
 
     /// The completeness header of this version and its value.
@@ -168,6 +196,8 @@ pub fn is_partial_upload(content_type: &str) -> bool {
 pub struct UploadLimit {
     /// Largest upload accepted.
     pub max_size: Option<u64>,
+    /// Largest body of one creation or append request.
+    pub max_append_size: Option<u64>,
     /// Remaining lifetime of the upload resource, in seconds.
     pub lifetime: Option<u64>,
 }
@@ -183,6 +213,9 @@ impl UploadLimit {
         let mut ser = DictSerializer::new();
         if let Some(max) = self.max_size {
             let _ = ser.bare_item(KeyRef::constant("max-size"), int(max));
+        }
+        if let Some(max) = self.max_append_size {
+            let _ = ser.bare_item(KeyRef::constant("max-append-size"), int(max));
         }
         if let Some(age) = self.lifetime {
             let key = KeyRef::from_str(version.lifetime_key()).ok()?;
@@ -213,6 +246,25 @@ pub fn interim_104(
     }
     out.push_str("\r\n");
     Some(out.into_bytes())
+}
+
+/// Longest filename recorded from `Content-Disposition`, in bytes.
+pub const MAX_FILENAME: usize = 255;
+
+/// The filename to record from the `filename`/`filename*` parameter of a
+/// creation request's `Content-Disposition`, or `None` when there is none
+/// worth keeping. Only the last path segment is kept (a client's directory
+/// is no business of the server's), and a name that is empty, `.` or `..`,
+/// contains control characters or is longer than [`MAX_FILENAME`] bytes
+/// is dropped rather than altered.
+pub fn recorded_filename(name: &str) -> Option<&str> {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
+    let ok = !last.is_empty()
+        && last != "."
+        && last != ".."
+        && last.len() <= MAX_FILENAME
+        && !last.chars().any(char::is_control);
+    ok.then_some(last)
 }
 
 /// The problem types of the draft (version 6 and later).
@@ -278,12 +330,12 @@ mod tests {
 
     #[test]
     fn versions() {
-        for n in 3..=8u8 {
+        for n in 3..=9u8 {
             assert_eq!(InteropVersion::parse(&n.to_string()).unwrap().number(), n);
         }
         for bad in [
             "2",
-            "9",
+            "10",
             "-3",
             "3.0",
             "\"3\"",
@@ -298,6 +350,53 @@ mod tests {
         assert_eq!(v(6).lifetime_key(), "expires");
         assert_eq!(v(7).lifetime_key(), "max-age");
         assert!(!v(5).is_v6_or_later() && v(6).is_v6_or_later());
+    }
+
+    /// What changes with version 9, per version.
+    #[test]
+    fn version_9_table() {
+        // (version, Accept-Patch on OPTIONS, GET = offset retrieval,
+        //  errors say Upload-Complete: ?0, late body = inconsistent length)
+        let table = [
+            (3, false, false, false, false),
+            (5, false, false, false, false),
+            (6, true, false, false, false),
+            (7, true, false, false, false),
+            (8, true, false, false, false),
+            (9, false, true, true, true),
+        ];
+        for (n, accept_patch, get, incomplete, late) in table {
+            let version = v(n);
+            assert_eq!(version.options_accept_patch(), accept_patch, "v{n}");
+            assert_eq!(version.get_retrieves_offset(), get, "v{n}");
+            assert_eq!(version.errors_say_incomplete(), incomplete, "v{n}");
+            assert_eq!(version.late_body_is_inconsistent_length(), late, "v{n}");
+        }
+        assert_eq!(v(9).lifetime_key(), "max-age");
+        assert_eq!(v(9).complete_header(true), ("upload-complete", "?1"));
+    }
+
+    #[test]
+    fn recorded_filenames() {
+        let long = "a".repeat(MAX_FILENAME + 1);
+        let table: [(&str, Option<&str>); 12] = [
+            ("file name.jpg", Some("file name.jpg")),
+            ("vidéo.mp4", Some("vidéo.mp4")),
+            ("../../etc/passwd", Some("passwd")),
+            ("C:\\Users\\me\\report.pdf", Some("report.pdf")),
+            ("dir/", None),
+            ("..", None),
+            (".", None),
+            ("", None),
+            ("  ", None),
+            ("a\r\nX-Injected: 1", None),
+            ("nul\0byte", None),
+            (long.as_str(), None),
+        ];
+        for (raw, want) in table {
+            assert_eq!(recorded_filename(raw), want, "{raw:?}");
+        }
+        assert!(recorded_filename(&"é".repeat(MAX_FILENAME / 2)).is_some());
     }
 
     #[test]
@@ -344,6 +443,7 @@ mod tests {
     fn upload_limit() {
         let limit = UploadLimit {
             max_size: Some(1000),
+            max_append_size: None,
             lifetime: Some(60),
         };
         assert_eq!(limit.header_value(v(5)), None);
@@ -356,12 +456,21 @@ mod tests {
             "max-size=1000, max-age=60"
         );
         assert_eq!(UploadLimit::default().header_value(v(8)), None);
+        let with_append = UploadLimit {
+            max_append_size: Some(500),
+            ..limit
+        };
+        assert_eq!(
+            with_append.header_value(v(9)).unwrap(),
+            "max-size=1000, max-append-size=500, max-age=60"
+        );
     }
 
     #[test]
     fn interim() {
         let limit = UploadLimit {
             max_size: None,
+            max_append_size: None,
             lifetime: Some(5),
         };
         let bytes = interim_104(v(7), "http://h/files/x", &limit).unwrap();
@@ -411,23 +520,28 @@ mod tests {
 
         #[test]
         fn arbitrary_input_never_panics(s in "\\PC{0,40}") {
+            if let Some(name) = recorded_filename(&s) {
+                prop_assert!(!name.contains(['/', '\\']) && !name.chars().any(char::is_control));
+                prop_assert!(!name.is_empty() && name.len() <= MAX_FILENAME);
+            }
             let _ = parse_u64("H", &s);
             let _ = parse_bool("H", &s);
             let _ = InteropVersion::parse(&s);
         }
 
         #[test]
-        fn only_versions_3_to_8(n: i64) {
-            prop_assert_eq!(InteropVersion::parse(&n.to_string()).is_ok(), (3..=8).contains(&n));
+        fn only_versions_3_to_9(n: i64) {
+            prop_assert_eq!(InteropVersion::parse(&n.to_string()).is_ok(), (3..=9).contains(&n));
         }
 
         #[test]
         fn upload_limit_parses_back(max in proptest::option::of(0u64..=999_999_999_999_999),
+                                    append in proptest::option::of(0u64..=999_999_999_999_999),
                                     age in proptest::option::of(0u64..=999_999_999_999_999),
-                                    n in 6u8..=8) {
+                                    n in 6u8..=9) {
             let version = v(n);
-            let value = UploadLimit { max_size: max, lifetime: age }.header_value(version);
-            prop_assert_eq!(value.is_none(), max.is_none() && age.is_none());
+            let value = UploadLimit { max_size: max, max_append_size: append, lifetime: age }.header_value(version);
+            prop_assert_eq!(value.is_none(), max.is_none() && append.is_none() && age.is_none());
             if let Some(value) = value {
                 let dict: sfv::Dictionary = Parser::new(&value).parse().unwrap();
                 let get = |k: &str| dict.get(k).and_then(|e| match e {
@@ -435,12 +549,13 @@ mod tests {
                     _ => None,
                 });
                 prop_assert_eq!(get("max-size"), max.map(|m| m as i64));
+                prop_assert_eq!(get("max-append-size"), append.map(|m| m as i64));
                 prop_assert_eq!(get(version.lifetime_key()), age.map(|a| a as i64));
             }
         }
 
         #[test]
-        fn interim_is_one_message(loc in "[ -~]{0,40}", n in 3u8..=8) {
+        fn interim_is_one_message(loc in "[ -~]{0,40}", n in 3u8..=9) {
             if let Some(bytes) = interim_104(v(n), &loc, &UploadLimit::default()) {
                 let text = String::from_utf8(bytes).unwrap();
                 prop_assert!(text.ends_with("\r\n\r\n"));

@@ -63,6 +63,26 @@ pub struct PgMetaStore {
     inner: Arc<Inner>,
 }
 
+/// `url` (a PostgreSQL URL) with its database name replaced by `name`,
+/// query parameters kept: for tools and tests that create a database of
+/// their own next to the one an operator named.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
 fn backend(e: impl std::fmt::Display) -> MetaError {
     MetaError::Backend(e.to_string())
 }
