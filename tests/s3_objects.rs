@@ -239,12 +239,14 @@ async fn objects_carry_their_uploads_metadata() {
         assert!(res.get("x-amz-meta-filename").is_none(), "{key}");
     }
 
-    // IETF creation: the request's Content-Type is the object's.
+    // IETF creation: the request's Content-Type and Content-Disposition
+    // are the object's.
     let res = c
         .post(&server.endpoint)
-        .header("Upload-Draft-Interop-Version", "6")
+        .header("Upload-Draft-Interop-Version", "9")
         .header("Upload-Complete", "?1")
         .header("Content-Type", "image/png")
+        .header("Content-Disposition", "inline; filename=\"pic.png\"")
         .body(b"\x89PNG....".to_vec())
         .send()
         .await
@@ -253,7 +255,10 @@ async fn objects_carry_their_uploads_metadata() {
     let ietf = location(&res);
     let res = object_headers(&endpoint, &bucket, &format!("uploads/{}", id_of(&ietf))).await;
     assert_eq!(res.get("content-type").as_deref(), Some("image/png"));
-    assert_eq!(res.get("content-disposition").as_deref(), Some("inline"));
+    assert_eq!(
+        res.get("content-disposition").as_deref(),
+        Some("inline; filename=\"pic.png\"")
+    );
     assert_eq!(open_multipart_uploads(&endpoint, &bucket).await, 0);
     server.stop().await;
 }
@@ -679,19 +684,10 @@ impl Db {
             .await
             .unwrap();
         let _ = conn.close().await;
-        let (base, query) = admin
-            .split_once('?')
-            .map_or((admin, None), |(b, q)| (b, Some(q)));
-        let start = base.find("://").map_or(0, |i| i + 3);
-        let path = base[start..].find('/').map_or(base.len(), |i| start + i);
-        let url = match query {
-            Some(q) => format!("{}/{name}?{q}", &base[..path]),
-            None => format!("{}/{name}", &base[..path]),
-        };
         Db {
             admin: admin.to_owned(),
+            url: tusker::meta::postgres::with_database(admin, &name),
             name,
-            url,
         }
     }
 
