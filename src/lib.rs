@@ -174,6 +174,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         &config.data_dir,
         &config.storage_options,
     )?;
+    if config.download_redirect.is_some() && data.kind() == "file" {
+        return Err(StartError::Data(data::DataError::Backend(
+            "--download-redirect needs object storage (s3://, gs:// or az://)".into(),
+        )));
+    }
     let mut engine = Engine::new(
         meta.store(),
         data,
@@ -260,6 +265,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             max_body_size: config.max_body_size,
             max_metadata_size: config.max_metadata_size,
             demo_dir: config.demo_dir.clone(),
+            download_redirect: config.download_redirect,
         },
         metrics: metrics.clone(),
         upload_slots: config

@@ -60,6 +60,33 @@ pub struct UploadInfo {
     /// every later request must carry a token of the same subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The object-storage bucket holding the upload when a pre-create hook
+    /// chose one other than `--storage`'s (among `--s3-allowed-buckets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Headers of the finished upload that a pre-create hook set.
+    #[serde(default, skip_serializing_if = "Representation::is_empty")]
+    pub representation: Representation,
+}
+
+/// Headers a pre-create hook set for the finished upload
+/// (`ChangeFileInfo.Storage`): sent by GET and stored on the object in
+/// object storage. Validated before they are recorded (no control
+/// characters; a media type; a disposition type).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Representation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+}
+
+impl Representation {
+    pub fn is_empty(&self) -> bool {
+        self == &Representation::default()
+    }
 }
 
 impl UploadInfo {
@@ -81,12 +108,26 @@ impl UploadInfo {
             finish_hook_pending: false,
             version: 0,
             owner: None,
+            bucket: None,
+            representation: Representation::default(),
         }
     }
 
     /// Whether every declared byte has arrived (sealing may still be pending).
     pub fn is_complete(&self) -> bool {
         self.length == Some(self.offset)
+    }
+
+    /// The name under which the meta store claims the upload's
+    /// destination: the destination itself in `--storage`'s bucket,
+    /// `//BUCKET/DESTINATION` in another (no destination starts with `/`),
+    /// so one key in two buckets is two destinations.
+    pub fn destination_claim(&self) -> Option<String> {
+        let dest = self.destination.as_ref()?;
+        Some(match &self.bucket {
+            Some(bucket) => format!("//{bucket}/{dest}"),
+            None => dest.clone(),
+        })
     }
 
     pub fn is_final(&self) -> bool {

@@ -194,6 +194,19 @@ pub struct ServeArgs {
     /// S3 region (otherwise AWS_REGION / AWS_DEFAULT_REGION; R2 uses "auto").
     #[arg(long, env = "TUSKER_S3_REGION")]
     pub s3_region: Option<String>,
+    /// Further S3 buckets, comma separated, that a pre-create hook may
+    /// place an upload in (ChangeFileInfo.Storage.Bucket); same endpoint
+    /// and credentials as --storage's bucket, which is always allowed.
+    #[arg(long, env = "TUSKER_S3_ALLOWED_BUCKETS", value_delimiter = ',')]
+    pub s3_allowed_buckets: Vec<String>,
+    /// GET of a finished upload on object storage answers 307 Temporary
+    /// Redirect to a presigned URL of its object, after the same access
+    /// checks, instead of streaming the bytes through tusker.
+    #[arg(long, env = "TUSKER_DOWNLOAD_REDIRECT", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub download_redirect: bool,
+    /// How long a presigned download URL stays valid.
+    #[arg(long, env = "TUSKER_DOWNLOAD_REDIRECT_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub download_redirect_ttl: Duration,
     /// Object-storage part size; at least 5MiB, raised per upload so the
     /// declared length fits in 10,000 parts. Deferred-length uploads use it
     /// as is, so they can reach 10,000 x this size.
@@ -434,6 +447,9 @@ pub struct Config {
     /// `--storage`; `None` is local files under `data_dir/uploads`.
     pub storage: Option<String>,
     pub storage_options: crate::data::open::StorageOptions,
+    /// `--download-redirect`: how long presigned download URLs are valid;
+    /// `None` streams downloads through tusker.
+    pub download_redirect: Option<Duration>,
     /// Hook delivery; `None` when no receiver is configured.
     pub hooks: Option<HookConfig>,
     /// Event sinks; `None` when no broker is configured.
@@ -562,6 +578,9 @@ impl From<ServeArgs> for Config {
             meta: a.meta,
             lease_ttl: a.lease_ttl,
             storage: a.storage,
+            download_redirect: a
+                .download_redirect
+                .then_some(a.download_redirect_ttl.max(Duration::from_secs(1))),
             hooks: a.hooks_http.map(|url| HookConfig {
                 url,
                 enabled: if a.hooks_enabled_events.is_empty() {
@@ -594,6 +613,12 @@ impl From<ServeArgs> for Config {
             storage_options: crate::data::open::StorageOptions {
                 s3_endpoint: a.s3_endpoint,
                 s3_region: a.s3_region,
+                s3_allowed_buckets: a
+                    .s3_allowed_buckets
+                    .into_iter()
+                    .map(|b| b.trim().to_owned())
+                    .filter(|b| !b.is_empty())
+                    .collect(),
                 file_direct_io: a.file_direct_io,
                 file_keep_cache: a.file_keep_cache,
                 request_timeout: Some(a.storage_timeout),

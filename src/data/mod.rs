@@ -68,6 +68,17 @@ pub struct Space {
     pub total: u64,
 }
 
+/// A data store's answer to a bucket a pre-create hook chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketChoice {
+    /// The bucket `--storage` names: the upload's record names none.
+    Default,
+    /// Another bucket the store may use (`--s3-allowed-buckets`).
+    Other(String),
+    /// Not a bucket this store may use.
+    Refused,
+}
+
 /// What a writer has made durable: the upload's offset and the store state
 /// that must be persisted with it before the offset is reported to anyone.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +141,22 @@ pub trait DataStore: Send + Sync + 'static {
         target: &UploadInfo,
         parts: &[UploadInfo],
     ) -> Result<serde_json::Value, DataError>;
+    /// A URL that serves the finished upload's bytes (Range included)
+    /// straight from the backend for `ttl`, signed with the store's
+    /// credentials (`--download-redirect`); `None` when the store cannot
+    /// make one.
+    async fn download_url(
+        &self,
+        _info: &UploadInfo,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<String>, DataError> {
+        Ok(None)
+    }
+    /// Where an upload goes when a pre-create hook names `bucket`
+    /// (`Storage.Bucket`). Stores without buckets refuse every name.
+    fn choose_bucket(&self, _bucket: &str) -> BucketChoice {
+        BucketChoice::Refused
+    }
     /// Checks the backend is reachable (readiness).
     async fn ping(&self) -> Result<(), DataError>;
     /// Where the upload is stored, for hook payloads (`Event.Upload.Storage`).

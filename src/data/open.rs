@@ -1,7 +1,8 @@
 //! Choosing and building the data store from `--storage`.
 
-use super::object::{Backend, ObjectData, ObjectTuning};
+use super::object::{Backend, Buckets, ObjectData, ObjectTuning};
 use super::{DataError, DataStore, FileStore};
+use object_store::signer::Signer;
 use object_store::{ClientConfigKey, RetryConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +53,9 @@ pub struct StorageOptions {
     pub s3_endpoint: Option<String>,
     /// S3 region; otherwise AWS_REGION / AWS_DEFAULT_REGION.
     pub s3_region: Option<String>,
+    /// Further S3 buckets (same endpoint and credentials) a pre-create hook
+    /// may place an upload in (`Storage.Bucket`).
+    pub s3_allowed_buckets: Vec<String>,
     /// File storage: whole blocks with direct I/O (see `FileStore::direct_io`).
     pub file_direct_io: bool,
     /// File storage: no `RWF_DONTCACHE` (see `FileStore::uncached_writes`).
@@ -104,8 +108,14 @@ pub fn open(
         Some(u) => StorageUrl::parse(u).map_err(DataError::Backend)?,
         None => StorageUrl::File(data_dir.join("uploads")),
     };
+    if !options.s3_allowed_buckets.is_empty() && !matches!(url, StorageUrl::S3 { .. }) {
+        return Err(DataError::Backend(
+            "--s3-allowed-buckets needs s3:// storage".into(),
+        ));
+    }
     let tuning = options.tuning.clone();
-    let (store, prefix, kind): (Arc<dyn Backend>, String, &'static str) = match url {
+    // Each store is also its own URL signer (--download-redirect).
+    let (bucket, prefix, kind, stores): (String, String, &'static str, Vec<Signed>) = match url {
         StorageUrl::File(dir) => {
             let store = FileStore::open(dir)?
                 .direct_io(options.file_direct_io)
@@ -113,8 +123,7 @@ pub fn open(
             return Ok(Arc::new(store));
         }
         StorageUrl::S3 { bucket, prefix } => {
-            let mut builder =
-                object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut builder = object_store::aws::AmazonS3Builder::from_env();
             let endpoint = options.s3_endpoint.clone().or_else(|| {
                 ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
                     .iter()
@@ -131,15 +140,21 @@ pub fn open(
                 builder =
                     builder.with_config(object_store::aws::AmazonS3ConfigKey::Client(key), value);
             }
-            let store = builder
-                .with_retry(no_retries())
-                .build()
-                .map_err(backend_err)?;
-            (Arc::new(store), prefix, "s3")
+            let builder = builder.with_retry(no_retries());
+            let mut stores = Vec::new();
+            for name in std::iter::once(&bucket).chain(&options.s3_allowed_buckets) {
+                let store = builder
+                    .clone()
+                    .with_bucket_name(name)
+                    .build()
+                    .map_err(backend_err)?;
+                stores.push(Signed::new(name, store));
+            }
+            (bucket, prefix, "s3", stores)
         }
         StorageUrl::Gcs { bucket, prefix } => {
             let mut builder =
-                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket);
             for (key, value) in client_settings(options, false) {
                 builder =
                     builder.with_config(object_store::gcp::GoogleConfigKey::Client(key), value);
@@ -148,11 +163,12 @@ pub fn open(
                 .with_retry(no_retries())
                 .build()
                 .map_err(backend_err)?;
-            (Arc::new(store), prefix, "gcs")
+            let stores = vec![Signed::new(&bucket, store)];
+            (bucket, prefix, "gcs", stores)
         }
         StorageUrl::Azure { container, prefix } => {
             let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_container_name(container);
+                .with_container_name(&container);
             for (key, value) in client_settings(options, false) {
                 builder =
                     builder.with_config(object_store::azure::AzureConfigKey::Client(key), value);
@@ -161,10 +177,38 @@ pub fn open(
                 .with_retry(no_retries())
                 .build()
                 .map_err(backend_err)?;
-            (Arc::new(store), prefix, "azure")
+            let stores = vec![Signed::new(&container, store)];
+            (container, prefix, "azure", stores)
         }
     };
-    Ok(Arc::new(ObjectData::new(store, &prefix, kind, tuning)))
+    let mut stores = stores.into_iter();
+    let Some(first) = stores.next() else {
+        return Err(DataError::Backend("no bucket to store in".into()));
+    };
+    let default = ObjectData::new(first.store, &prefix, kind, tuning).with_signer(first.signer);
+    let mut buckets = Buckets::new(bucket, default.clone());
+    for other in stores {
+        buckets = buckets.allow(other.name, default.on(other.store, Some(other.signer)));
+    }
+    Ok(Arc::new(buckets))
+}
+
+/// One bucket's store, also as the signer of its download URLs.
+struct Signed {
+    name: String,
+    store: Arc<dyn Backend>,
+    signer: Arc<dyn Signer>,
+}
+
+impl Signed {
+    fn new<T: Backend + Signer>(name: &str, store: T) -> Self {
+        let store = Arc::new(store);
+        Signed {
+            name: name.to_owned(),
+            store: store.clone(),
+            signer: store,
+        }
+    }
 }
 
 #[cfg(test)]

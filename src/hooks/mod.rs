@@ -161,7 +161,10 @@ pub struct ChangeFileInfo {
     pub id: Option<String>,
     pub meta_data: Option<BTreeMap<String, String>>,
     /// Destination of the finished upload: `{"Key": "…"}` (object storage)
-    /// or `{"Path": "…"}` (local files), relative to the storage root.
+    /// or `{"Path": "…"}` (local files), relative to the storage root;
+    /// also `Bucket` (one of `--s3-allowed-buckets`) and the finished
+    /// upload's `ContentType`, `ContentDisposition` and `CacheControl`
+    /// (see `upload::hooks::apply_storage_choices`).
     pub storage: Option<HashMap<String, String>>,
 }
 

@@ -5,107 +5,38 @@ use super::range::{self, RangeOutcome};
 use super::request::{has_body, request_info, upload_id};
 use super::{ApiError, AppState};
 use crate::model::UploadInfo;
+use crate::protocol::representation::{content_disposition, served_type};
 use crate::protocol::Metadata;
 use actix_web::http::header::{
-    self, Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
-    ACCEPT_RANGES, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
+    self, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    IF_NONE_MATCH, LOCATION,
 };
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
-/// Media types served as themselves; anything else is served as
-/// `application/octet-stream` so an upload can never become active content
-/// (HTML, SVG, JavaScript) on this origin.
-const SAFE_TYPES: &[&str] = &[
-    "text/plain",
-    "text/csv",
-    "application/pdf",
-    "application/json",
-    "application/zip",
-    "application/gzip",
-    "application/x-tar",
-    "application/octet-stream",
-];
-
-/// The `Content-Type` for a `filetype` metadata value, and whether the
-/// upload may be shown inline.
-pub fn content_type(filetype: Option<&str>) -> (String, bool) {
-    let fallback = ("application/octet-stream".to_owned(), false);
-    let Some(essence) = filetype.map(|t| {
-        t.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
-    }) else {
-        return fallback;
-    };
-    let Some((top, sub)) = essence.split_once('/') else {
-        return fallback;
-    };
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 100
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-' | b'_'))
-    };
-    if !token(top) || !token(sub) {
-        return fallback;
-    }
-    let media = matches!(top, "image" | "video" | "audio") && essence != "image/svg+xml";
-    if media || SAFE_TYPES.contains(&essence.as_str()) {
-        let inline = media || matches!(essence.as_str(), "application/pdf" | "text/plain");
-        (essence, inline)
-    } else {
-        fallback
-    }
-}
-
-/// A file name fit for a header: no control characters, quotes, slashes.
-fn clean_filename(name: &str) -> Option<String> {
-    let cleaned: String = name
-        .chars()
-        .filter(|c| !c.is_control())
-        .map(|c| {
-            if matches!(c, '/' | '\\' | '"') {
-                '_'
-            } else {
-                c
-            }
-        })
-        .take(255)
-        .collect();
-    let cleaned = cleaned.trim().to_owned();
-    (!cleaned.is_empty() && cleaned != "." && cleaned != "..").then_some(cleaned)
-}
-
-/// `Content-Disposition` with an ASCII `filename` and, for non-ASCII names,
-/// RFC 6266 `filename*=UTF-8''…`.
-pub fn disposition(filename: Option<&str>, inline: bool) -> ContentDisposition {
-    let mut parameters = Vec::new();
-    if let Some(name) = filename.and_then(clean_filename) {
-        let ascii: String = name
-            .chars()
-            .map(|c| if c.is_ascii() { c } else { '_' })
-            .collect();
-        parameters.push(DispositionParam::Filename(ascii));
-        if !name.is_ascii() {
-            parameters.push(DispositionParam::FilenameExt(ExtendedValue {
-                charset: Charset::Ext("UTF-8".into()),
-                language_tag: None,
-                value: name.into_bytes(),
-            }));
-        }
-    }
-    ContentDisposition {
-        disposition: if inline {
-            DispositionType::Inline
-        } else {
-            DispositionType::Attachment
-        },
-        parameters,
-    }
+/// `307 Temporary Redirect` to a presigned URL of the upload's object
+/// (`--download-redirect`), or `None` when the data store makes no such
+/// URLs. The client's Range and conditional headers go to the store with
+/// the redirected request; the object carries the upload's headers
+/// (docs/storage.md). Not cached: the URL expires.
+async fn redirect(
+    state: &AppState,
+    info: &UploadInfo,
+    ttl: std::time::Duration,
+) -> Result<Option<HttpResponse>, ApiError> {
+    let url = state
+        .engine
+        .data()
+        .download_url(info, ttl)
+        .await
+        .map_err(crate::upload::UploadError::from)?;
+    Ok(url.map(|url| {
+        HttpResponse::TemporaryRedirect()
+            .insert_header((LOCATION, url))
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .finish()
+    }))
 }
 
 fn etag(info: &UploadInfo) -> String {
@@ -125,6 +56,11 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     }
     let id = upload_id(&req)?;
     let info = state.engine.finished(&id, &request_info(&req)).await?;
+    if let Some(ttl) = state.settings.download_redirect {
+        if let Some(url) = redirect(&state, &info, ttl).await? {
+            return Ok(url);
+        }
+    }
     let tag = etag(&info);
     let not_modified = req
         .headers()
@@ -142,10 +78,22 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         .as_deref()
         .and_then(|raw| Metadata::parse(raw).ok())
         .unwrap_or_default();
-    let (ctype, inline) = content_type(metadata.get_str("filetype"));
+    // A type a pre-create hook set is filtered like `filetype`: on this
+    // origin, only types that cannot become active content.
+    let chosen = &info.representation;
+    let (ctype, inline) = served_type(
+        chosen
+            .content_type
+            .as_deref()
+            .or_else(|| metadata.get_str("filetype")),
+    );
     let filename = metadata
         .get_str("filename")
         .or_else(|| metadata.get_str("name"));
+    let disposition = chosen
+        .content_disposition
+        .clone()
+        .unwrap_or_else(|| content_disposition(filename, inline));
 
     let len = info.offset;
     let range_header = req
@@ -167,9 +115,12 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
 
     let mut res = HttpResponse::build(status);
     res.insert_header((CONTENT_TYPE, ctype))
-        .insert_header(disposition(filename, inline))
+        .insert_header((CONTENT_DISPOSITION, disposition))
         .insert_header((ETAG, tag))
         .insert_header((ACCEPT_RANGES, "bytes"));
+    if let Some(cache) = &chosen.cache_control {
+        res.insert_header((CACHE_CONTROL, cache.as_str()));
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         res.insert_header((CONTENT_RANGE, format!("bytes {start}-{}/{len}", end - 1)));
     }
@@ -184,50 +135,4 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         .map_err(crate::upload::UploadError::from)?
         .map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())));
     Ok(res.no_chunking(end - start).streaming(stream))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_types() {
-        assert_eq!(content_type(Some("video/mp4")), ("video/mp4".into(), true));
-        assert_eq!(content_type(Some("Image/PNG")), ("image/png".into(), true));
-        assert_eq!(
-            content_type(Some("application/zip")),
-            ("application/zip".into(), false)
-        );
-        for unsafe_type in [
-            "text/html",
-            "image/svg+xml",
-            "application/javascript",
-            "video/mp4\r\nX: y",
-            "",
-            "nonsense",
-        ] {
-            assert_eq!(
-                content_type(Some(unsafe_type)).0,
-                "application/octet-stream",
-                "{unsafe_type:?}"
-            );
-        }
-        assert_eq!(content_type(None).0, "application/octet-stream");
-    }
-
-    #[test]
-    fn non_ascii_filenames_use_rfc6266() {
-        let d = disposition(Some("vidéo 🎬.mp4"), true).to_string();
-        assert_eq!(
-            d,
-            "inline; filename=\"vid_o _.mp4\"; filename*=UTF-8''vid%C3%A9o%20%F0%9F%8E%AC.mp4"
-        );
-        let d = disposition(Some("../evil\"\r\n.txt"), false).to_string();
-        assert!(d
-            .starts_with("attachment; filename=\"")
-            .then_some(())
-            .is_some());
-        assert!(!d.contains('\r') && !d.contains('\n') && !d.contains('/'));
-        assert_eq!(disposition(None, false).to_string(), "attachment");
-    }
 }

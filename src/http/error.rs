@@ -304,6 +304,14 @@ impl From<UploadError> for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ERR_HOOK_INVALID_DESTINATION",
             ),
+            E::BucketNotAllowed(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_HOOK_BUCKET_NOT_ALLOWED",
+            ),
+            E::InvalidStorageChoice(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_HOOK_INVALID_STORAGE",
+            ),
             E::DestinationTaken(_) | E::Data(DataError::AlreadyExists(_)) => {
                 (StatusCode::CONFLICT, "ERR_DESTINATION_TAKEN")
             }

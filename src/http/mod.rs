@@ -46,6 +46,9 @@ pub struct HttpSettings {
     pub max_metadata_size: usize,
     /// The demo page's directory when `--demo` is on.
     pub demo_dir: Option<std::path::PathBuf>,
+    /// `--download-redirect`: GET answers 307 to a presigned URL valid
+    /// this long, where the data store can make one.
+    pub download_redirect: Option<Duration>,
 }
 
 /// Limits on a connection's idle and slow phases.

@@ -268,6 +268,7 @@ mod tests {
             max_body_size: None,
             max_metadata_size: crate::protocol::metadata::MAX_METADATA_LEN,
             demo_dir: None,
+            download_redirect: None,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod headers;
 pub mod id;
 pub mod ietf;
 pub mod metadata;
+pub mod representation;
 
 pub use checksum::{Checksum, ChecksumAlgorithm, Hasher};
 pub use concat::UploadConcat;

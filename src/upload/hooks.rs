@@ -8,6 +8,7 @@
 
 use super::lock::{Contend, Locker};
 use super::{Engine, UploadError};
+use crate::data::{BucketChoice, DataStore};
 use crate::hooks::{
     FileInfo, HookEvent, HookHttpResponse, HookResponse, HookType, Hooks, RequestInfo,
 };
@@ -162,6 +163,58 @@ pub fn validate_destination(dest: &str) -> Result<String, UploadError> {
         }
     }
     Ok(dest.to_owned())
+}
+
+/// Applies what a pre-create hook's `ChangeFileInfo.Storage` chose besides
+/// the destination: `Bucket` (one the data store may use), `ContentType`
+/// (a media type), `ContentDisposition` and `CacheControl` (header text).
+/// An empty value is no choice. Changes nothing when any value is refused.
+pub(crate) fn apply_storage_choices(
+    data: &dyn DataStore,
+    info: &mut UploadInfo,
+    storage: &HashMap<String, String>,
+) -> Result<(), UploadError> {
+    use crate::protocol::representation::{is_disposition, is_header_text, media_type};
+    let value = |key: &str| {
+        storage
+            .get(key)
+            .map(|v| v.trim_matches([' ', '\t']))
+            .filter(|v| !v.is_empty())
+    };
+    let invalid = |what: &str, v: &str| {
+        tracing::warn!(upload = %info.id, value = ?v, "pre-create hook set an invalid {what}");
+        UploadError::InvalidStorageChoice(what.to_owned())
+    };
+    let mut chosen = info.representation.clone();
+    if let Some(v) = value("ContentType") {
+        chosen.content_type = Some(media_type(v).ok_or_else(|| invalid("ContentType", v))?);
+    }
+    if let Some(v) = value("ContentDisposition") {
+        if !is_disposition(v) {
+            return Err(invalid("ContentDisposition", v));
+        }
+        chosen.content_disposition = Some(v.to_owned());
+    }
+    if let Some(v) = value("CacheControl") {
+        if !is_header_text(v) {
+            return Err(invalid("CacheControl", v));
+        }
+        chosen.cache_control = Some(v.to_owned());
+    }
+    let bucket = match value("Bucket") {
+        None => info.bucket.clone(),
+        Some(name) => match data.choose_bucket(name) {
+            BucketChoice::Default => None,
+            BucketChoice::Other(name) => Some(name),
+            BucketChoice::Refused => {
+                tracing::warn!(upload = %info.id, bucket = name, "pre-create hook chose a bucket that is not allowed");
+                return Err(UploadError::BucketNotAllowed(name.to_owned()));
+            }
+        },
+    };
+    info.representation = chosen;
+    info.bucket = bucket;
+    Ok(())
 }
 
 impl Engine {
@@ -508,7 +561,102 @@ pub(super) async fn clear_finish_debt(
 
 #[cfg(test)]
 mod tests {
-    use super::validate_destination;
+    use super::{apply_storage_choices, validate_destination, UploadError};
+    use crate::data::object::{Buckets, ObjectData, ObjectTuning};
+    use crate::model::{Representation, UploadInfo};
+    use crate::protocol::UploadId;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    fn storage(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// A hook's storage choices as a table: what it sent → what the record
+    /// gets, or that the creation is refused with the record unchanged.
+    #[test]
+    fn storage_choices() {
+        let data = ObjectData::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "",
+            "memory",
+            ObjectTuning::default(),
+        );
+        let buckets = Buckets::new("main", data.clone()).allow("media", data);
+        let files = crate::data::FileStore::open(tempfile::tempdir().expect("dir").keep())
+            .expect("file store");
+        let ok = |s: &[(&str, &str)]| {
+            let mut info = UploadInfo::new(UploadId::generate(), None, 0);
+            apply_storage_choices(&buckets, &mut info, &storage(s)).map(|()| info)
+        };
+        let info = ok(&[
+            ("Bucket", "media"),
+            ("ContentType", "Video/MP4"),
+            ("ContentDisposition", "attachment; filename=\"a.mp4\""),
+            ("CacheControl", "max-age=60"),
+            ("Key", "ignored/here.mp4"),
+        ])
+        .expect("accepted");
+        assert_eq!(info.bucket.as_deref(), Some("media"));
+        assert_eq!(
+            info.representation,
+            Representation {
+                content_type: Some("video/mp4".into()),
+                content_disposition: Some("attachment; filename=\"a.mp4\"".into()),
+                cache_control: Some("max-age=60".into()),
+            }
+        );
+        // The default bucket named explicitly, and empty values: no choice.
+        let info = ok(&[
+            ("Bucket", "main"),
+            ("ContentType", " "),
+            ("CacheControl", ""),
+        ])
+        .expect("accepted");
+        assert_eq!(info.bucket, None);
+        assert!(info.representation.is_empty());
+
+        // Refused: the record keeps none of the choices, valid ones included.
+        for (sent, error) in [
+            (("Bucket", "elsewhere"), "BucketNotAllowed"),
+            (("ContentType", "video"), "InvalidStorageChoice"),
+            (
+                ("ContentType", "video/mp4\r\nX-Evil: 1"),
+                "InvalidStorageChoice",
+            ),
+            (
+                ("ContentDisposition", "inline\nX: y"),
+                "InvalidStorageChoice",
+            ),
+            (
+                ("ContentDisposition", "; filename=a"),
+                "InvalidStorageChoice",
+            ),
+            (("CacheControl", "no-cache\r\n"), "InvalidStorageChoice"),
+            (("CacheControl", "max-age=60 ü"), "InvalidStorageChoice"),
+        ] {
+            let mut info = UploadInfo::new(UploadId::generate(), None, 0);
+            let before = info.clone();
+            let mut choices = storage(&[("ContentType", "video/mp4"), ("Bucket", "media")]);
+            choices.insert(sent.0.to_owned(), sent.1.to_owned());
+            let got = match apply_storage_choices(&buckets, &mut info, &choices) {
+                Err(UploadError::BucketNotAllowed(_)) => "BucketNotAllowed",
+                Err(UploadError::InvalidStorageChoice(_)) => "InvalidStorageChoice",
+                other => panic!("{sent:?}: {other:?}"),
+            };
+            assert_eq!(got, error, "{sent:?}");
+            assert_eq!(info, before, "{sent:?}: the record changed");
+        }
+        // Local files have no buckets.
+        let mut info = UploadInfo::new(UploadId::generate(), None, 0);
+        assert!(matches!(
+            apply_storage_choices(&files, &mut info, &storage(&[("Bucket", "main")])),
+            Err(UploadError::BucketNotAllowed(_))
+        ));
+    }
 
     #[test]
     fn destinations() {

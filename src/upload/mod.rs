@@ -123,6 +123,14 @@ pub enum UploadError {
     InvalidDestination(String),
     #[error("destination {0:?} is taken by another upload")]
     DestinationTaken(String),
+    /// A pre-create hook named a bucket not among `--s3-allowed-buckets`
+    /// (or any bucket with storage that has none).
+    #[error("the pre-create hook chose bucket {0:?}, which is not allowed")]
+    BucketNotAllowed(String),
+    /// A pre-create hook set a storage value that is not a safe header
+    /// value of its kind (`ContentType`, `ContentDisposition`, `CacheControl`).
+    #[error("the pre-create hook set an invalid {0}")]
+    InvalidStorageChoice(String),
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error(transparent)]
@@ -393,12 +401,15 @@ impl Engine {
                     .filter(|m| !m.is_empty());
             }
             if let Some(storage) = change.storage {
+                // Everything is checked before the destination is claimed.
+                hooks::apply_storage_choices(self.data.as_ref(), &mut info, &storage)?;
                 if let Some(dest) = storage.get("Key").or_else(|| storage.get("Path")) {
-                    let dest = validate_destination(dest)?;
-                    if !self.meta.claim_destination(&dest, &info.id).await? {
-                        return Err(UploadError::DestinationTaken(dest));
+                    info.destination = Some(validate_destination(dest)?);
+                    if let Some(claim) = info.destination_claim() {
+                        if !self.meta.claim_destination(&claim, &info.id).await? {
+                            return Err(UploadError::DestinationTaken(claim));
+                        }
                     }
-                    info.destination = Some(dest);
                 }
             }
         }
@@ -447,8 +458,8 @@ impl Engine {
                 Ok((created, held))
             }
             Err(e) => {
-                if let Some(dest) = &info.destination {
-                    if let Err(release) = self.meta.release_destination(dest, &info.id).await {
+                if let Some(claim) = info.destination_claim() {
+                    if let Err(release) = self.meta.release_destination(&claim, &info.id).await {
                         tracing::warn!(error = %release, "releasing destination failed");
                     }
                 }
@@ -601,8 +612,8 @@ impl Engine {
                 if let Concat::Final { parts } = &info.concat {
                     meta.remove_concat_waiters(&info.id, parts).await?;
                 }
-                if let Some(dest) = &info.destination {
-                    meta.release_destination(dest, &info.id).await?;
+                if let Some(claim) = info.destination_claim() {
+                    meta.release_destination(&claim, &info.id).await?;
                 }
                 Ok::<_, UploadError>(())
             })

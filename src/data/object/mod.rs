@@ -17,7 +17,10 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::signer::Signer;
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
@@ -26,7 +29,10 @@ use tokio::sync::Semaphore;
 
 use super::tail_cache::{SegmentId, TailCache};
 
+mod attributes;
+mod buckets;
 mod writer;
+pub use buckets::Buckets;
 use writer::ObjectWriter;
 
 /// Smallest non-last part S3 accepts.
@@ -79,6 +85,8 @@ pub struct ObjectData {
     tuning: ObjectTuning,
     memory: Arc<Semaphore>,
     tails: Arc<TailCache>,
+    /// Presigns download URLs (`--download-redirect`), where the backend can.
+    signer: Option<Arc<dyn Signer>>,
 }
 
 /// Persisted per-upload state.
@@ -227,7 +235,34 @@ impl ObjectData {
             memory: Arc::new(Semaphore::new(permits)),
             tails: Arc::new(TailCache::new(tuning.buffer_memory / 4)),
             tuning,
+            signer: None,
         }
+    }
+
+    /// Presigns download URLs with `signer` (the same backend's).
+    pub fn with_signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// The same store on another backend (another bucket), sharing the
+    /// buffer-memory budget and the tail cache.
+    pub fn on(&self, store: Arc<dyn Backend>, signer: Option<Arc<dyn Signer>>) -> Self {
+        ObjectData {
+            store,
+            signer,
+            ..self.clone()
+        }
+    }
+
+    /// The object's attributes for `info` (headers and user metadata),
+    /// logging the metadata keys that had to be left out.
+    fn attributes(&self, info: &UploadInfo) -> object_store::Attributes {
+        let (attributes, dropped) = attributes::attributes(info, self.kind);
+        if !dropped.is_empty() {
+            tracing::warn!(upload = %info.id, keys = ?dropped, "metadata keys not stored as object metadata (unsupported key or value, or past the 2 KiB limit)");
+        }
+        attributes
     }
 
     /// The part size for an upload of `length` bytes (or unknown length).
@@ -334,6 +369,29 @@ impl ObjectData {
             Err(e) => Err(convert(e)),
         }
     }
+
+    /// Builds `target`'s object from `parts`, each read from its own
+    /// store (parts may sit in other buckets), by streaming them through a
+    /// writer of the target: parts are cut and uploaded as usual, so
+    /// memory stays bounded. Returns the sealed target's state.
+    pub(super) async fn assemble(
+        &self,
+        target: &UploadInfo,
+        parts: &[(&ObjectData, &UploadInfo)],
+    ) -> Result<serde_json::Value, DataError> {
+        let mut writer = self.writer(target, IoPermit::unshared()).await?;
+        for (store, part) in parts {
+            let mut stream = store.read(part, 0, part.offset).await?;
+            while let Some(chunk) = stream.next().await {
+                writer.write(chunk?).await?;
+            }
+        }
+        let durable = writer.sync().await?;
+        let mut sealed = target.clone();
+        sealed.offset = durable.offset;
+        sealed.storage = durable.storage;
+        self.finish(&sealed).await
+    }
 }
 
 #[async_trait]
@@ -355,11 +413,27 @@ impl DataStore for ObjectData {
                 Err(e) => return Err(convert(e)),
             }
         }
-        let multipart_id = retry(&self.tuning, "create multipart", || {
-            self.store.create_multipart(&path)
+        let options = PutMultipartOptions {
+            attributes: self.attributes(info),
+            ..PutMultipartOptions::default()
+        };
+        let created = retry(&self.tuning, "create multipart", || {
+            self.store.create_multipart_opts(&path, options.clone())
         })
-        .await
-        .map_err(convert)?;
+        .await;
+        let multipart_id = match created {
+            Ok(id) => id,
+            // Azure's multipart uploads take no attributes: the object
+            // gets them only when it is written with one PUT (at finish).
+            Err(object_store::Error::NotSupported { .. }) => {
+                retry(&self.tuning, "create multipart", || {
+                    self.store.create_multipart(&path)
+                })
+                .await
+                .map_err(convert)?
+            }
+            Err(e) => return Err(convert(e)),
+        };
         Ok(State {
             key,
             multipart_id,
@@ -430,8 +504,13 @@ impl DataStore for ObjectData {
         let tail = PutPayload::from_iter(tail);
         if state.parts.is_empty() {
             // Fits in one request: a plain PUT, and the multipart upload goes.
+            let options = PutOptions {
+                // Keys left out were logged at creation.
+                attributes: attributes::attributes(info, self.kind).0,
+                ..PutOptions::default()
+            };
             retry(&self.tuning, "put object", || {
-                self.store.put(&path, tail.clone())
+                self.store.put_opts(&path, tail.clone(), options.clone())
             })
             .await
             .map_err(convert)?;
@@ -519,20 +598,8 @@ impl DataStore for ObjectData {
         target: &UploadInfo,
         parts: &[UploadInfo],
     ) -> Result<serde_json::Value, DataError> {
-        // Stream every part through a writer of the target: parts are cut
-        // and uploaded as usual, so memory stays bounded.
-        let mut writer = self.writer(target, IoPermit::unshared()).await?;
-        for part in parts {
-            let mut stream = self.read(part, 0, part.offset).await?;
-            while let Some(chunk) = stream.next().await {
-                writer.write(chunk?).await?;
-            }
-        }
-        let durable = writer.sync().await?;
-        let mut sealed = target.clone();
-        sealed.offset = durable.offset;
-        sealed.storage = durable.storage;
-        self.finish(&sealed).await
+        let parts: Vec<_> = parts.iter().map(|p| (self, p)).collect();
+        self.assemble(target, &parts).await
     }
 
     fn describe(&self, info: &UploadInfo) -> std::collections::BTreeMap<String, String> {
@@ -543,6 +610,29 @@ impl DataStore for ObjectData {
             out.insert("MultipartUpload".to_owned(), state.multipart_id);
         }
         out
+    }
+
+    async fn download_url(
+        &self,
+        info: &UploadInfo,
+        ttl: Duration,
+    ) -> Result<Option<String>, DataError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let state = State::load(info)?;
+        if !state.completed {
+            return Err(DataError::Backend(format!(
+                "upload {} is not assembled into an object yet",
+                info.id
+            )));
+        }
+        let path = Path::from(state.key.as_str());
+        let url = signer
+            .signed_url(object_store::signer::Method::GET, &path, ttl)
+            .await
+            .map_err(convert)?;
+        Ok(Some(url.to_string()))
     }
 
     async fn ping(&self) -> Result<(), DataError> {
