@@ -44,8 +44,7 @@ pub fn admit(req: &mut ServiceRequest) -> Result<(), ApiError> {
                 limit.admit(ip, crate::model::now_secs()).map_err(|wait| {
                     tracing::info!(client = %ip, "creation rate limit reached");
                     ApiError::new(
-                        actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-                        "ERR_TOO_MANY_CREATIONS",
+                        super::code::TOO_MANY_CREATIONS,
                         "too many uploads created from this client; retry later",
                     )
                     .with_header("retry-after", wait)

@@ -3,6 +3,7 @@
 //! upload logic in `upload`.
 
 pub mod admission;
+pub mod code;
 pub mod demo;
 pub mod download;
 pub mod error;
@@ -292,9 +293,5 @@ pub fn service(
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        actix_web::http::StatusCode::NOT_FOUND,
-        "ERR_NOT_FOUND",
-        "no such endpoint",
-    ))
+    Err(ApiError::new(code::NOT_FOUND, "no such endpoint"))
 }

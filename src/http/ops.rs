@@ -2,7 +2,7 @@
 //! `/metrics`, the request-id / access-log / metrics middleware, and the
 //! limits on requests that stream into uploads (body size, concurrency).
 
-use super::{ApiError, AppState};
+use super::{code, ApiError, AppState};
 use crate::config::ForwardedHeaders;
 use crate::telemetry;
 use crate::upload::UploadError;
@@ -149,10 +149,10 @@ pub async fn healthz() -> HttpResponse {
 /// code otherwise, and while shutting down).
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let unready =
-        |code, message: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+        |c, message: String| ApiError::new(c, message).with_status(StatusCode::SERVICE_UNAVAILABLE);
     if state.engine.is_stopping() {
         return Err(unready(
-            "ERR_SHUTTING_DOWN",
+            code::SHUTTING_DOWN,
             "server is shutting down".into(),
         ));
     }
@@ -160,15 +160,13 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         Ok(Ok(())) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body("ready\n")),
-        Ok(Err(UploadError::Meta(e))) => {
-            Err(unready(super::error::META_UNAVAILABLE, e.to_string()))
-        }
+        Ok(Err(UploadError::Meta(e))) => Err(unready(code::META_STORE_UNAVAILABLE, e.to_string())),
         Ok(Err(e @ UploadError::BelowReserve { .. })) => {
-            Err(unready("ERR_INSUFFICIENT_STORAGE", e.to_string()))
+            Err(unready(code::INSUFFICIENT_STORAGE, e.to_string()))
         }
-        Ok(Err(e)) => Err(unready("ERR_DATA_STORE_UNAVAILABLE", e.to_string())),
+        Ok(Err(e)) => Err(unready(code::DATA_STORE_UNAVAILABLE, e.to_string())),
         Err(_) => Err(unready(
-            "ERR_READINESS_TIMEOUT",
+            code::READINESS_TIMEOUT,
             format!("stores did not answer within {}s", READY_TIMEOUT.as_secs()),
         )),
     }
@@ -347,12 +345,10 @@ impl Drop for UploadSlot {
 /// its `Content-Length` exceeds `--max-body-size`.
 pub fn begin_upload(state: &AppState, req: &HttpRequest) -> Result<UploadSlot, ApiError> {
     if state.engine.is_stopping() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ERR_SHUTTING_DOWN",
-            "server is shutting down; retry later",
-        )
-        .with_header("retry-after", 5));
+        return Err(
+            ApiError::new(code::SHUTTING_DOWN, "server is shutting down; retry later")
+                .with_header("retry-after", 5),
+        );
     }
     if let Some(max) = state.settings.max_body_size {
         let declared = req
@@ -372,8 +368,7 @@ pub fn begin_upload(state: &AppState, req: &HttpRequest) -> Result<UploadSlot, A
             Some(ip) => Some(slots.acquire(ip).ok_or_else(|| {
                 tracing::debug!(client = %ip, "per-client upload limit reached");
                 ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "ERR_TOO_MANY_UPLOADS_FROM_CLIENT",
+                    code::TOO_MANY_UPLOADS_FROM_CLIENT,
                     "too many uploads in progress from this client; retry later",
                 )
                 .with_header("retry-after", 2)
@@ -384,8 +379,7 @@ pub fn begin_upload(state: &AppState, req: &HttpRequest) -> Result<UploadSlot, A
         None => None,
         Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ERR_TOO_MANY_UPLOADS",
+                code::TOO_MANY_UPLOADS,
                 "too many uploads in progress; retry later",
             )
             .with_header("retry-after", 2)
@@ -400,8 +394,7 @@ pub fn begin_upload(state: &AppState, req: &HttpRequest) -> Result<UploadSlot, A
 
 fn body_too_large(max: u64) -> ApiError {
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "ERR_REQUEST_BODY_TOO_LARGE",
+        code::REQUEST_BODY_TOO_LARGE,
         format!("a request body may carry at most {max} bytes; send smaller chunks"),
     )
 }
@@ -448,8 +441,8 @@ impl BodyLimit {
     pub fn error(&self, e: UploadError) -> ApiError {
         match (self.tripped.load(Ordering::Relaxed), self.limit) {
             (true, Some(max)) => body_too_large(max),
-            _ if self.malformed.load(Ordering::Relaxed) => ApiError::bad_request(
-                "ERR_MALFORMED_BODY",
+            _ if self.malformed.load(Ordering::Relaxed) => ApiError::new(
+                code::MALFORMED_BODY,
                 "the request body's chunked framing is malformed",
             ),
             _ => e.into(),
