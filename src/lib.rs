@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod data;
+pub mod error;
 pub mod events;
 pub mod hooks;
 pub mod http;

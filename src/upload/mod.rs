@@ -138,7 +138,7 @@ impl From<lock::LockError> for UploadError {
                 UploadError::Meta(MetaError::Unavailable(cause))
             }
             lock::LockError::Lease(e @ LeaseError::Backend(_)) => {
-                UploadError::Meta(MetaError::Backend(e.to_string()))
+                UploadError::Meta(MetaError::Backend(Box::new(e)))
             }
         }
     }
@@ -607,7 +607,7 @@ impl Engine {
                 Ok::<_, UploadError>(())
             })
             .await
-            .map_err(|e| MetaError::Backend(format!("removal task failed: {e}")))??;
+            .map_err(|e| MetaError::Backend(crate::error::caused("removal task failed", e)))??;
         self.forget_hook_state(&id);
         Ok(())
     }

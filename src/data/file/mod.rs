@@ -166,7 +166,7 @@ impl FileStore {
             ))
         })
         .await
-        .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))?
+        .map_err(|e| DataError::Backend(crate::error::caused("blocking task failed", e)))?
         .map_err(missing(info))?;
         if ahead {
             dir = None;
@@ -187,7 +187,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, DataError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))?
+        .map_err(|e| DataError::Backend(crate::error::caused("blocking task failed", e)))?
         .map_err(DataError::from)
 }
 
