@@ -268,10 +268,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         client_slots: config
             .max_uploads_per_client
-            .map(|n| Arc::new(http::ops::ClientSlots::new(n))),
+            .map(|n| Arc::new(http::slots::ClientSlots::new(n))),
         creation_limit: config
             .max_creations_per_client
-            .map(|n| Arc::new(http::ops::CreationLimit::new(n))),
+            .map(|n| Arc::new(http::admission::CreationLimit::new(n))),
         auth: verifier,
     });
     let listeners = bind(&config.listen)?;

@@ -128,8 +128,8 @@ pub async fn create(
     let length = upload_length.or(if complete { body_length } else { None });
     // Limits (shutdown, concurrent uploads, body size) as for tus; checked
     // synchronously so the 104 still goes out before any await.
-    let slot = super::ops::begin_upload(&state, &req)?;
-    let (body, body_limit) = super::ops::limit_body(
+    let slot = super::slots::begin_upload(&state, &req)?;
+    let (body, body_limit) = super::body_limit::limit_body(
         super::interim::continue_on_read(&req, body),
         state.settings.max_body_size,
     );
@@ -247,8 +247,8 @@ pub async fn append(
         content_length: content_length(hdrs)?,
         complete,
     };
-    let slot = super::ops::begin_upload(&state, &req)?;
-    let (body, body_limit) = super::ops::limit_body(
+    let slot = super::slots::begin_upload(&state, &req)?;
+    let (body, body_limit) = super::body_limit::limit_body(
         super::interim::continue_on_read(&req, body),
         state.settings.max_body_size,
     );

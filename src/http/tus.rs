@@ -4,7 +4,7 @@ use super::request::{
     concat_ids, content_length, has_body, has_offset_content_type, header, request_info,
     require_tus, u64_header, upload_id, upload_path, upload_url,
 };
-use super::{code, ops, ApiError, AppState};
+use super::{body_limit, code, slots, ApiError, AppState};
 use crate::model::{Concat, UploadInfo};
 use crate::protocol::{self, checksum, headers, Checksum, Metadata, UploadConcat};
 use crate::upload::{AppendRequest, NewConcat, NewUpload};
@@ -110,7 +110,7 @@ pub async fn create(
     let content_length = content_length(hdrs)?;
     // Limits (body size, concurrent uploads) apply before anything is created.
     let slot = with_body
-        .then(|| ops::begin_upload(&state, &req))
+        .then(|| slots::begin_upload(&state, &req))
         .transpose()?;
     let ctx = request_info(&req);
     let info = if with_body {
@@ -121,7 +121,7 @@ pub async fn create(
             content_length,
             complete: false,
         };
-        let (body, _) = ops::limit_body(
+        let (body, _) = body_limit::limit_body(
             super::interim::continue_on_read(&req, body),
             state.settings.max_body_size,
         );
@@ -217,8 +217,8 @@ pub async fn patch(
         content_length: content_length(hdrs)?,
         complete: false,
     };
-    let slot = ops::begin_upload(&state, &req)?;
-    let (body, limit) = ops::limit_body(
+    let slot = slots::begin_upload(&state, &req)?;
+    let (body, limit) = body_limit::limit_body(
         super::interim::continue_on_read(&req, body),
         state.settings.max_body_size,
     );
