@@ -1,6 +1,7 @@
 //! Appending a request body to an upload (PATCH, creation-with-upload).
 
-use super::lock::{Contend, UploadLock};
+use super::entry::{Entered, Entry};
+use super::lock::UploadLock;
 use super::persist::{checkpointed, Behind};
 use super::{Engine, Held, Hold, NewUpload, UploadError};
 use crate::data::{IoPermit, UploadWriter};
@@ -96,12 +97,8 @@ impl Engine {
         E: Display,
     {
         self.check_access(id, ctx).await?;
-        let lock = self.lock(id, Contend::StopHolder).await?;
-        // Before the offset is read: a write or save left running by a
-        // dropped request on this upload must end first.
-        let permit = self.io_gate(id).await?;
-        let info = self.load(id).await?;
-        self.append_held(lock, permit, info, req, body, ctx).await
+        let entered = self.enter(id, Entry::Request).await?;
+        self.append_held(entered, req, body, ctx).await
     }
 
     /// Creates an upload and appends the creation request's body to it
@@ -138,9 +135,8 @@ impl Engine {
         };
         let appended = async {
             self.check_access(&info.id, ctx).await?;
-            let permit = self.io_gate(&info.id).await?;
-            self.append_held(lock, permit, info.clone(), req, body, ctx)
-                .await
+            let entered = self.enter_created(lock, info.clone()).await?;
+            self.append_held(entered, req, body, ctx).await
         }
         .await;
         // An append that acknowledges bytes saved the record after it was
@@ -152,13 +148,10 @@ impl Engine {
         Ok((info, appended))
     }
 
-    /// The rest of an append, with the upload's lock and I/O gate held and
-    /// its current record in hand.
+    /// The rest of an append, the upload entered.
     async fn append_held<S, E>(
         &self,
-        lock: UploadLock<'_>,
-        permit: IoPermit,
-        info: UploadInfo,
+        entered: Entered<'_>,
         req: AppendRequest,
         body: S,
         ctx: &RequestInfo,
@@ -167,6 +160,7 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
+        let Entered { lock, permit, info } = entered;
         if self.take_stop_request(&info.id) {
             return self.stop_by_hook(&info, ctx, &permit).await;
         }

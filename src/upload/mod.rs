@@ -4,6 +4,7 @@
 
 mod append;
 mod concat;
+mod entry;
 mod events;
 pub mod expiry;
 mod hooks;
@@ -15,6 +16,7 @@ use crate::hooks::{HookHttpResponse, HookType, RequestInfo};
 use crate::meta::{Lookup, MetaError, MetaStore};
 use crate::model::{now_secs, Concat, UploadInfo};
 use crate::protocol::UploadId;
+use entry::{Entered, Entry};
 use lock::{Contend, Locker, Locks};
 use std::sync::Arc;
 use std::time::Duration;
@@ -504,9 +506,11 @@ impl Engine {
     pub async fn head(&self, id: &UploadId, ctx: &RequestInfo) -> Result<UploadInfo, UploadError> {
         self.check_access(id, ctx).await?;
         let (info, sealed) = {
-            let _lock = self.lock(id, Contend::StopHolder).await?;
-            let permit = self.io_gate(id).await?;
-            let mut info = self.load(id).await?;
+            let Entered {
+                lock: _lock,
+                permit,
+                mut info,
+            } = self.enter(id, Entry::Request).await?;
             let unsealed = info.is_complete() && !info.finished && !info.is_final();
             if unsealed {
                 // Every byte arrived but sealing did not happen (a crash, or
@@ -555,11 +559,13 @@ impl Engine {
         // Asked before the lock is taken: a slow receiver holds up nobody.
         self.pre_hook(HookType::PreTerminate, &before, ctx).await?;
         let info = {
-            let _lock = self.lock(id, Contend::StopHolder).await?;
             // Work a dropped request left running (a write, a save, a
             // finish) ends first: none of it may land after the removal.
-            let permit = self.io_gate(id).await?;
-            let info = self.load(id).await?;
+            let Entered {
+                lock: _lock,
+                permit,
+                info,
+            } = self.enter(id, Entry::Request).await?;
             let owed = self.owe_terminate_event(&info, ctx).await?;
             let removed = self.remove(&info, &permit).await;
             self.settle_terminate_event(owed, removed.is_ok()).await;
@@ -610,14 +616,6 @@ impl Engine {
             .map_err(|e| MetaError::Backend(crate::error::caused("removal task failed", e)))??;
         self.forget_hook_state(&id);
         Ok(())
-    }
-
-    /// Waits (up to the lock timeout) until work left running by an
-    /// earlier request on `id` is over; the caller holds the upload's lock.
-    pub(crate) async fn io_gate(&self, id: &UploadId) -> Result<IoPermit, UploadError> {
-        tokio::time::timeout(self.config.lock_timeout, self.gates.acquire(id.as_str()))
-            .await
-            .map_err(|_| UploadError::Locked)
     }
 
     pub(crate) async fn lock(
