@@ -7,7 +7,7 @@ mod concat;
 mod entry;
 mod events;
 pub mod expiry;
-mod hooks;
+mod hook_dispatch;
 pub mod lock;
 mod persist;
 
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use append::AppendRequest;
-pub use hooks::{validate_destination, ThreadInit};
+pub use hook_dispatch::{validate_destination, ThreadInit};
 
 /// Final uploads assembled at once unless configured otherwise.
 pub const DEFAULT_ASSEMBLIES: usize = 2;
@@ -176,7 +176,7 @@ pub struct Engine {
     /// The in-process locks plus cross-instance leases (shared meta store).
     pub(crate) locker: Locker,
     pub(crate) config: EngineConfig,
-    pub(crate) hooks: Option<Arc<hooks::HookState>>,
+    pub(crate) hooks: Option<Arc<hook_dispatch::HookState>>,
     /// Broker event sinks (`--events-*`).
     pub(crate) events: Option<Arc<events::EventState>>,
     /// Per-upload I/O gates: work left running by a dropped request ends
