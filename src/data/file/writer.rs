@@ -274,7 +274,7 @@ impl UploadWriter for FileWriter {
         self.settle().await?;
         let written = self.written();
         if self.durable.load(Ordering::Acquire) != written {
-            // The last bytes and the fdatasync in one trip to the pool.
+            // The last bytes and the fdatasync in one trip to the blocking pool.
             self.submit(Extent::Durable).await?;
             self.settle().await?;
             self.dir = None;
