@@ -438,6 +438,19 @@ impl Engine {
                 _ => self.create_plain(info.clone(), deferred).await,
             },
         };
+        let created = self.created(result, &info, ctx).await?;
+        Ok((created, held))
+    }
+
+    /// After a creation: its post-create (and, for an empty upload,
+    /// post-finish) hooks; or, when it failed, the destination it claimed
+    /// goes back.
+    async fn created(
+        &self,
+        result: Result<UploadInfo, UploadError>,
+        info: &UploadInfo,
+        ctx: &RequestInfo,
+    ) -> Result<UploadInfo, UploadError> {
         match result {
             Ok(created) => {
                 // metrics
@@ -446,7 +459,7 @@ impl Engine {
                 if created.finished {
                     self.deliver_finish_hook(&created, ctx, false);
                 }
-                Ok((created, held))
+                Ok(created)
             }
             Err(e) => {
                 if let Some(dest) = &info.destination {
