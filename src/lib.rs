@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod data;
+pub mod error;
 pub mod events;
 pub mod hooks;
 pub mod http;
@@ -179,6 +180,64 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             "--download-redirect needs object storage (s3://, gs:// or az://)".into(),
         )));
     }
+    let metrics = telemetry::Metrics::new();
+    let leases = meta.leases();
+    let engine = Arc::new(build_engine(
+        &config,
+        &meta,
+        data,
+        &metrics,
+        leases.as_ref(),
+    )?);
+    let cluster = match &leases {
+        Some(leases) => cluster_tasks(&engine, leases).await?,
+        None => Vec::new(),
+    };
+    match engine.resume_finish_hooks().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "re-delivering owed post-finish hooks"),
+        Err(e) => tracing::error!(error = %e, "listing owed post-finish hooks failed"),
+    }
+    let state = app_state(&config, engine.clone(), metrics.clone(), verifier);
+    let (server, addrs) = serve(&config, state, &metrics)?;
+    let sweeper = tokio::task::spawn_local(metrics.instrument(upload::expiry::run_sweeper(
+        engine.clone(),
+        config.sweep_interval,
+    )));
+    let upkeep = tokio::task::spawn_local(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            metrics.upkeep();
+        }
+    });
+    for addr in &addrs {
+        tracing::info!(%addr, base_path = %config.base_path, data_dir = %config.data_dir.display(), "tusker listening");
+        if config.demo_dir.is_some() {
+            tracing::info!(url = %format!("http://{addr}{}/", http::demo::PREFIX), "demo page");
+        }
+    }
+    Ok(RunningServer {
+        addrs,
+        handle: server.handle(),
+        server,
+        sweeper,
+        upkeep,
+        cluster,
+        meta,
+        engine,
+    })
+}
+
+/// The engine for `config` on the opened stores, with its hooks, event
+/// sinks and, for a shared meta store, leases.
+fn build_engine(
+    config: &Config,
+    meta: &meta::OpenedMeta,
+    data: Arc<dyn data::DataStore>,
+    metrics: &telemetry::Metrics,
+    leases: Option<&Arc<dyn meta::LeaseStore>>,
+) -> Result<Engine, StartError> {
     let mut engine = Engine::new(
         meta.store(),
         data,
@@ -194,7 +253,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             checkpoint_bytes: config.checkpoint_size,
         },
     );
-    let metrics = telemetry::Metrics::new();
     if let Some(hooks) = &config.hooks {
         tracing::info!(url = %hooks.url, events = ?hooks.enabled, "hooks enabled");
         let hook_metrics = metrics.clone();
@@ -217,46 +275,56 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         let init: upload::ThreadInit = Arc::new(move || event_metrics.install_on_current_thread());
         engine = engine.with_events(Arc::new(events::Events::start(events, Some(init))?));
     }
-    let leases = meta.leases();
-    if let Some(leases) = &leases {
+    if let Some(leases) = leases {
         tracing::info!(
             instance = leases.instance(),
             "shared meta store: cross-instance leases on"
         );
         engine = engine.with_leases(leases.clone());
     }
-    let engine = Arc::new(engine);
+    Ok(engine)
+}
+
+/// With a shared meta store: the tasks that take stop requests from other
+/// instances and take over the owed post-finish hooks of crashed ones.
+async fn cluster_tasks(
+    engine: &Arc<Engine>,
+    leases: &Arc<dyn meta::LeaseStore>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
     let mut cluster = Vec::new();
-    if let Some(leases) = &leases {
-        // Other instances ask this one to stop a request through here.
-        let mut stops = leases.stop_requests().await?;
-        let target = engine.clone();
-        cluster.push(tokio::task::spawn_local(async move {
-            while let Some(id) = stops.recv().await {
-                tracing::debug!(upload = %id, "another instance asks to stop a request");
-                target.signal_stop(&id);
-            }
-        }));
-        // Owed post-finish hooks of crashed instances are taken over.
-        let outbox = engine.clone();
-        cluster.push(tokio::task::spawn_local(async move {
-            let mut tick = tokio::time::interval(OUTBOX_INTERVAL);
+    // Other instances ask this one to stop a request through here.
+    let mut stops = leases.stop_requests().await?;
+    let target = engine.clone();
+    cluster.push(tokio::task::spawn_local(async move {
+        while let Some(id) = stops.recv().await {
+            tracing::debug!(upload = %id, "another instance asks to stop a request");
+            target.signal_stop(&id);
+        }
+    }));
+    // Owed post-finish hooks of crashed instances are taken over.
+    let outbox = engine.clone();
+    cluster.push(tokio::task::spawn_local(async move {
+        let mut tick = tokio::time::interval(OUTBOX_INTERVAL);
+        tick.tick().await;
+        loop {
             tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = outbox.resume_finish_hooks().await {
-                    tracing::warn!(error = %e, "outbox pass failed");
-                }
+            if let Err(e) = outbox.resume_finish_hooks().await {
+                tracing::warn!(error = %e, "outbox pass failed");
             }
-        }));
-    }
-    match engine.resume_finish_hooks().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(count = n, "re-delivering owed post-finish hooks"),
-        Err(e) => tracing::error!(error = %e, "listing owed post-finish hooks failed"),
-    }
-    let state = web::Data::new(http::AppState {
-        engine: engine.clone(),
+        }
+    }));
+    Ok(cluster)
+}
+
+/// What every worker's handlers share.
+fn app_state(
+    config: &Config,
+    engine: Arc<Engine>,
+    metrics: telemetry::Metrics,
+    verifier: Option<Arc<auth::Verifier>>,
+) -> web::Data<http::AppState> {
+    web::Data::new(http::AppState {
+        engine,
         settings: http::HttpSettings {
             base_path: config.base_path.clone(),
             behind_proxy: config.behind_proxy,
@@ -267,18 +335,26 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             demo_dir: config.demo_dir.clone(),
             download_redirect: config.download_redirect,
         },
-        metrics: metrics.clone(),
+        metrics,
         upload_slots: config
             .max_concurrent_uploads
             .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         client_slots: config
             .max_uploads_per_client
-            .map(|n| Arc::new(http::ops::ClientSlots::new(n))),
+            .map(|n| Arc::new(http::slots::ClientSlots::new(n))),
         creation_limit: config
             .max_creations_per_client
-            .map(|n| Arc::new(http::ops::CreationLimit::new(n))),
+            .map(|n| Arc::new(http::admission::CreationLimit::new(n))),
         auth: verifier,
-    });
+    })
+}
+
+/// Binds the listeners and starts the HTTP server on them.
+fn serve(
+    config: &Config,
+    state: web::Data<http::AppState>,
+    metrics: &telemetry::Metrics,
+) -> Result<(actix_web::dev::Server, Vec<SocketAddr>), StartError> {
     let listeners = bind(&config.listen)?;
     let addrs: Vec<SocketAddr> = listeners
         .iter()
@@ -315,32 +391,5 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 source,
             })?;
     }
-    let server = builder.run();
-    let sweeper = tokio::task::spawn_local(metrics.instrument(upload::expiry::run_sweeper(
-        engine.clone(),
-        config.sweep_interval,
-    )));
-    let upkeep = tokio::task::spawn_local(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            metrics.upkeep();
-        }
-    });
-    for addr in &addrs {
-        tracing::info!(%addr, base_path = %config.base_path, data_dir = %config.data_dir.display(), "tusker listening");
-        if config.demo_dir.is_some() {
-            tracing::info!(url = %format!("http://{addr}{}/", http::demo::PREFIX), "demo page");
-        }
-    }
-    Ok(RunningServer {
-        addrs,
-        handle: server.handle(),
-        server,
-        sweeper,
-        upkeep,
-        cluster,
-        meta,
-        engine,
-    })
+    Ok((builder.run(), addrs))
 }

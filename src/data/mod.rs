@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
+pub use crate::error::BoxError;
 pub use file::FileStore;
 pub use gate::{IoGates, IoPermit};
 
@@ -36,9 +37,9 @@ pub enum DataError {
     Missing(String),
     /// A transient backend failure; the client should retry later.
     #[error("storage temporarily unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
     #[error("storage backend: {0}")]
-    Backend(String),
+    Backend(#[source] BoxError),
     /// The upload outgrew what the backend can hold (e.g. 10,000 parts).
     #[error("storage limit exceeded: {0}")]
     LimitExceeded(String),

@@ -94,7 +94,7 @@ fn no_retries() -> RetryConfig {
 }
 
 fn backend_err(e: object_store::Error) -> DataError {
-    DataError::Backend(e.to_string())
+    DataError::Backend(Box::new(e))
 }
 
 /// Builds the data store for `url`; a relative `file://` path is taken as is,
@@ -105,7 +105,7 @@ pub fn open(
     options: &StorageOptions,
 ) -> Result<Arc<dyn DataStore>, DataError> {
     let url = match url {
-        Some(u) => StorageUrl::parse(u).map_err(DataError::Backend)?,
+        Some(u) => StorageUrl::parse(u).map_err(|e| DataError::Backend(e.into()))?,
         None => StorageUrl::File(data_dir.join("uploads")),
     };
     if !options.s3_allowed_buckets.is_empty() && !matches!(url, StorageUrl::S3 { .. }) {

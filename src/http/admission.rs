@@ -3,11 +3,15 @@
 //! the creation rate per client. A refused request reaches no handler, so
 //! it reveals and changes nothing.
 
+use super::forwarded::client_ip_of;
+use super::health::{HEALTHZ, READYZ};
+use super::prometheus::METRICS;
 use super::request::{duplicate, repeated_header, Verified};
-use super::{ops, ApiError, AppState};
+use super::{code, ApiError, AppState};
 use actix_web::dev::ServiceRequest;
 use actix_web::http::Method;
 use actix_web::{web, HttpMessage};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Runs every check; `Err` is answered instead of routing the request.
@@ -39,13 +43,12 @@ pub fn admit(req: &mut ServiceRequest) -> Result<(), ApiError> {
     }
     if let Some(limit) = &state.creation_limit {
         if is_creation(&state.settings.base_path, req) {
-            let client = ops::client_ip_of(req.headers(), req.peer_addr(), &state.settings);
+            let client = client_ip_of(req.headers(), req.peer_addr(), &state.settings);
             if let Some(ip) = client {
                 limit.admit(ip, crate::model::now_secs()).map_err(|wait| {
                     tracing::info!(client = %ip, "creation rate limit reached");
                     ApiError::new(
-                        actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-                        "ERR_TOO_MANY_CREATIONS",
+                        code::TOO_MANY_CREATIONS,
                         "too many uploads created from this client; retry later",
                     )
                     .with_header("retry-after", wait)
@@ -73,8 +76,7 @@ fn method_override(req: &mut ServiceRequest) {
 /// The upload collection and the uploads under it; the operations
 /// endpoints and the demo page (routed first) are not.
 fn is_upload_path(base: &str, path: &str) -> bool {
-    let ops = matches!(path, ops::HEALTHZ | ops::READYZ | ops::METRICS)
-        || path.starts_with(super::demo::PREFIX);
+    let ops = matches!(path, HEALTHZ | READYZ | METRICS) || path.starts_with(super::demo::PREFIX);
     !ops && (path.starts_with(base) || path == base.trim_end_matches('/'))
 }
 
@@ -138,6 +140,41 @@ fn query_token(query: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Uploads created per client address in the current minute
+/// (`--max-creations-per-client`). Windows are fixed minutes; the map is
+/// emptied when a new minute starts, so it holds at most the clients of
+/// one minute.
+#[derive(Debug)]
+pub struct CreationLimit {
+    per_minute: u32,
+    window: std::sync::Mutex<(u64, std::collections::HashMap<IpAddr, u32>)>,
+}
+
+impl CreationLimit {
+    pub fn new(per_minute: u32) -> Self {
+        CreationLimit {
+            per_minute: per_minute.max(1),
+            window: Default::default(),
+        }
+    }
+
+    /// Counts one creation by `client` at unix second `now`; `Err` with the
+    /// seconds until the next minute when the client is over its limit.
+    pub fn admit(&self, client: IpAddr, now: u64) -> Result<(), u64> {
+        let minute = now / 60;
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if window.0 != minute {
+            *window = (minute, Default::default());
+        }
+        let n = window.1.entry(client).or_insert(0);
+        if *n >= self.per_minute {
+            return Err(60 - now % 60);
+        }
+        *n += 1;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +193,17 @@ mod tests {
         assert_eq!(query_token("a=1&access_token=x.y.z"), Some("x.y.z".into()));
         assert_eq!(query_token("access_token="), None);
         assert_eq!(query_token(""), None);
+    }
+
+    #[test]
+    fn creations_are_limited_per_client_and_minute() {
+        let limit = CreationLimit::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "::1".parse().unwrap());
+        assert_eq!(limit.admit(a, 600), Ok(()));
+        assert_eq!(limit.admit(a, 610), Ok(()));
+        assert_eq!(limit.admit(a, 620), Err(40));
+        assert_eq!(limit.admit(b, 620), Ok(()));
+        // A new minute starts over.
+        assert_eq!(limit.admit(a, 660), Ok(()));
     }
 }

@@ -7,7 +7,7 @@
 //! (`npm ci --prefix demo`); nothing third-party is vendored. The routes
 //! live outside the upload base path and are registered before it.
 
-use super::AppState;
+use super::{code, AppState};
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use actix_web::{web, HttpResponse};
 use std::path::{Path, PathBuf};
@@ -111,7 +111,7 @@ async fn file(state: web::Data<AppState>, rest: web::Path<String>) -> HttpRespon
     let Some(&(_, relative, media_type)) = FILES.iter().find(|(path, _, _)| *path == *rest) else {
         return HttpResponse::NotFound()
             .content_type("text/plain; charset=utf-8")
-            .body("ERR_NOT_FOUND: no such demo file");
+            .body(format!("{}: no such demo file", code::NOT_FOUND.name));
     };
     let path = dir.join(relative);
     match tokio::fs::read(&path).await {
@@ -124,7 +124,10 @@ async fn file(state: web::Data<AppState>, rest: web::Path<String>) -> HttpRespon
             tracing::warn!(path = %path.display(), error = %e, "demo file unreadable");
             HttpResponse::NotFound()
                 .content_type("text/plain; charset=utf-8")
-                .body("ERR_NOT_FOUND: demo file missing on the server")
+                .body(format!(
+                    "{}: demo file missing on the server",
+                    code::NOT_FOUND.name
+                ))
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::range::{self, RangeOutcome};
 use super::request::{has_body, request_info, upload_id};
-use super::{ApiError, AppState};
+use super::{code, ApiError, AppState};
 use crate::model::UploadInfo;
 use crate::protocol::representation::{content_disposition, served_type};
 use crate::protocol::Metadata;
@@ -49,8 +49,8 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     // download starts: otherwise actix drains the unread body while the
     // response streams, and a framing error in it cuts the response short.
     if has_body(req.headers()) {
-        return Err(ApiError::bad_request(
-            "ERR_UNEXPECTED_BODY",
+        return Err(ApiError::new(
+            code::UNEXPECTED_BODY,
             "a GET request carries no body",
         ));
     }
@@ -105,8 +105,7 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         RangeOutcome::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
         RangeOutcome::Unsatisfiable => {
             return Err(ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "ERR_RANGE_NOT_SATISFIABLE",
+                code::RANGE_NOT_SATISFIABLE,
                 format!("the upload has {len} bytes"),
             )
             .with_header("content-range", format!("bytes */{len}")));

@@ -2,20 +2,16 @@
 //! error code and a plain-text body (`ERR_CODE: message`), or an RFC 9457
 //! problem-details body for the IETF draft's problem types.
 
+use super::code::{self, Code};
 use crate::data::DataError;
 use crate::meta::MetaError;
+use crate::protocol::ietf::{IetfError, InteropVersion, Problem};
 use crate::protocol::{ProtocolError, TUS_VERSION};
 use crate::upload::UploadError;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use std::fmt;
-
-/// tus checksum extension: the body did not match `Upload-Checksum`.
-pub const CHECKSUM_MISMATCH: u16 = 460;
-
-/// The meta store cannot be reached (requests and `/readyz`).
-pub const META_UNAVAILABLE: &str = "ERR_META_STORE_UNAVAILABLE";
 
 /// A body replacing the plain-text one.
 #[derive(Debug)]
@@ -41,14 +37,21 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error answered with `code` and its status.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         ApiError {
-            status,
-            code,
+            status: StatusCode::from_u16(code.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: code.name,
             message: message.into(),
             headers: Vec::new(),
             body: None,
         }
+    }
+
+    /// Answers with `status` instead of the code's own (see [`Code::status`]).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl ToString) -> Self {
@@ -64,15 +67,10 @@ impl ApiError {
         self
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
     /// 412: missing or unsupported `Tus-Resumable`.
     pub fn unsupported_version() -> Self {
         Self::new(
-            StatusCode::PRECONDITION_FAILED,
-            "ERR_UNSUPPORTED_VERSION",
+            code::UNSUPPORTED_VERSION,
             format!("Tus-Resumable must be {TUS_VERSION}"),
         )
         .with_header("tus-version", TUS_VERSION)
@@ -80,18 +78,13 @@ impl ApiError {
 
     pub fn unsupported_media_type() -> Self {
         Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "ERR_INVALID_CONTENT_TYPE",
+            code::INVALID_CONTENT_TYPE,
             "Content-Type must be application/offset+octet-stream",
         )
     }
 
     pub fn not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "ERR_UPLOAD_NOT_FOUND",
-            "upload not found",
-        )
+        Self::new(code::UPLOAD_NOT_FOUND, "upload not found")
     }
 
     /// 401 for a request without a valid token: `WWW-Authenticate: Bearer`
@@ -103,16 +96,11 @@ impl ApiError {
                 format!("Bearer realm=\"tusker\", error=\"{code}\", error_description=\"{description}\"")
             }
         };
-        let status = match error {
-            Some(("invalid_request", _)) => StatusCode::BAD_REQUEST,
-            _ => StatusCode::UNAUTHORIZED,
-        };
-        let mut err = Self::new(
-            status,
-            "ERR_UNAUTHORIZED",
-            "a valid bearer token is required",
-        )
-        .with_header("www-authenticate", challenge);
+        let mut err = Self::new(code::UNAUTHORIZED, "a valid bearer token is required")
+            .with_header("www-authenticate", challenge);
+        if let Some(("invalid_request", _)) = error {
+            err = err.with_status(StatusCode::BAD_REQUEST);
+        }
         err.body = Some(Box::new(ErrorBody::Raw(String::new())));
         err
     }
@@ -120,22 +108,17 @@ impl ApiError {
     /// 403 for a valid token of a subject that does not own the upload:
     /// nothing about the upload, and an empty body.
     pub fn forbidden() -> Self {
-        let mut err = Self::new(StatusCode::FORBIDDEN, "ERR_FORBIDDEN", "access denied")
-            .with_header(
-                "www-authenticate",
-                "Bearer realm=\"tusker\", error=\"insufficient_scope\"",
-            );
+        let mut err = Self::new(code::FORBIDDEN, "access denied").with_header(
+            "www-authenticate",
+            "Bearer realm=\"tusker\", error=\"insufficient_scope\"",
+        );
         err.body = Some(Box::new(ErrorBody::Raw(String::new())));
         err
     }
 
-    fn internal(code: &'static str, err: &dyn fmt::Display) -> Self {
-        tracing::error!(error = %err, code, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            code,
-            "internal server error; see the server log",
-        )
+    fn internal(code: Code, err: &dyn fmt::Display) -> Self {
+        tracing::error!(error = %err, code = code.name, "internal error");
+        Self::new(code, "internal server error; see the server log")
     }
 }
 
@@ -143,16 +126,14 @@ impl ApiError {
     /// The response a hook asked for when it rejected a request (default
     /// 403 with a stable code when it gave none).
     fn from_hook(answer: &crate::hooks::HookHttpResponse) -> Self {
-        let status = answer
+        let mut err = ApiError::new(code::REJECTED_BY_HOOK, "rejected by the application");
+        if let Some(status) = answer
             .status_code
             .and_then(|s| StatusCode::from_u16(s).ok())
             .filter(|s| s.is_client_error() || s.is_server_error())
-            .unwrap_or(StatusCode::FORBIDDEN);
-        let mut err = ApiError::new(
-            status,
-            "ERR_REJECTED_BY_HOOK",
-            "rejected by the application",
-        );
+        {
+            err = err.with_status(status);
+        }
         err.body = answer.body.clone().map(|b| Box::new(ErrorBody::Raw(b)));
         for (name, value) in answer.header.iter().flatten() {
             if let (Ok(n), Ok(v)) = (
@@ -205,34 +186,42 @@ impl ResponseError for ApiError {
 }
 
 impl From<ProtocolError> for ApiError {
+    /// tus request headers.
     fn from(e: ProtocolError) -> Self {
         let code = match &e {
             ProtocolError::InvalidInteger { header, .. }
                 if header.eq_ignore_ascii_case("upload-length") =>
             {
-                "ERR_INVALID_UPLOAD_LENGTH"
+                code::INVALID_UPLOAD_LENGTH
             }
             ProtocolError::InvalidInteger { header, .. }
                 if header.eq_ignore_ascii_case("upload-offset") =>
             {
-                "ERR_INVALID_UPLOAD_OFFSET"
+                code::INVALID_UPLOAD_OFFSET
             }
-            ProtocolError::InvalidInteger { .. } => "ERR_INVALID_HEADER",
-            ProtocolError::InvalidDeferLength => "ERR_INVALID_UPLOAD_DEFER_LENGTH",
-            ProtocolError::InvalidMetadata(_) => "ERR_INVALID_METADATA",
-            ProtocolError::MetadataTooLarge(_) => {
-                return ApiError::new(
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "ERR_METADATA_TOO_LARGE",
-                    e.to_string(),
-                )
-            }
-            ProtocolError::InvalidChecksum(_) => "ERR_INVALID_CHECKSUM",
-            ProtocolError::UnsupportedChecksumAlgorithm(_) => "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM",
-            ProtocolError::InvalidConcat(_) => "ERR_INVALID_CONCAT",
+            ProtocolError::InvalidInteger { .. } => code::INVALID_HEADER,
+            ProtocolError::InvalidDeferLength => code::INVALID_UPLOAD_DEFER_LENGTH,
+            ProtocolError::InvalidMetadata(_) => code::INVALID_METADATA,
+            ProtocolError::MetadataTooLarge(_) => code::METADATA_TOO_LARGE,
+            ProtocolError::InvalidChecksum(_) => code::INVALID_CHECKSUM,
+            ProtocolError::UnsupportedChecksumAlgorithm(_) => code::UNSUPPORTED_CHECKSUM_ALGORITHM,
+            ProtocolError::InvalidConcat(_) => code::INVALID_CONCAT,
             ProtocolError::InvalidId => return ApiError::not_found(),
         };
-        ApiError::bad_request(code, e.to_string())
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<IetfError> for ApiError {
+    /// IETF draft request headers.
+    fn from(e: IetfError) -> Self {
+        let code = match &e {
+            IetfError::UnsupportedVersion(_) => code::UNSUPPORTED_INTEROP_VERSION,
+            IetfError::Missing("Upload-Offset") => code::MISSING_UPLOAD_OFFSET,
+            IetfError::Missing(_) => code::MISSING_HEADER,
+            IetfError::Syntax { .. } | IetfError::Type { .. } => code::INVALID_HEADER,
+        };
+        ApiError::new(code, e.to_string())
     }
 }
 
@@ -248,79 +237,59 @@ fn warn_rate_limited(e: &UploadError) {
 }
 
 impl From<UploadError> for ApiError {
+    /// Engine errors as tus answers them; [`ietf_engine_error`] maps the
+    /// few the draft words differently.
     fn from(e: UploadError) -> Self {
         use UploadError as E;
-        let (status, code) = match &e {
+        let code = match &e {
             E::NotFound => return ApiError::not_found(),
-            E::Gone => (StatusCode::GONE, "ERR_UPLOAD_GONE"),
+            E::Gone => code::UPLOAD_GONE,
             E::OffsetMismatch { current, .. } => {
-                return ApiError::new(StatusCode::CONFLICT, "ERR_MISMATCHED_OFFSET", e.to_string())
+                return ApiError::new(code::MISMATCHED_OFFSET, e.to_string())
                     .with_header("upload-offset", current)
             }
             E::Locked => {
-                return ApiError::new(StatusCode::LOCKED, "ERR_UPLOAD_LOCKED", e.to_string())
+                return ApiError::new(code::UPLOAD_LOCKED, e.to_string())
                     .with_header("retry-after", 1)
             }
-            E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "ERR_MAX_SIZE_EXCEEDED"),
-            E::ExceedsLength { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "ERR_UPLOAD_LENGTH_EXCEEDED")
-            }
-            E::LengthImmutable(_) => (StatusCode::BAD_REQUEST, "ERR_UPLOAD_LENGTH_IMMUTABLE"),
-            E::LengthBelowOffset { .. } => (StatusCode::BAD_REQUEST, "ERR_INVALID_UPLOAD_LENGTH"),
-            E::InconsistentLength { .. } => {
-                (StatusCode::BAD_REQUEST, "ERR_INCONSISTENT_UPLOAD_LENGTH")
-            }
-            E::ChecksumMismatch => (
-                StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
-                "ERR_CHECKSUM_MISMATCH",
-            ),
-            E::FinalNotPatchable => (StatusCode::FORBIDDEN, "ERR_FINAL_UPLOAD_IMMUTABLE"),
-            E::NotFinished => (StatusCode::CONFLICT, "ERR_UPLOAD_NOT_FINISHED"),
-            E::PartNotFound(_) => (StatusCode::BAD_REQUEST, "ERR_CONCAT_PART_NOT_FOUND"),
-            E::PartNotPartial(_) => (StatusCode::BAD_REQUEST, "ERR_CONCAT_PART_NOT_PARTIAL"),
+            E::TooLarge { .. } => code::MAX_SIZE_EXCEEDED,
+            E::ExceedsLength { .. } => code::UPLOAD_LENGTH_EXCEEDED,
+            E::LengthImmutable(_) => code::UPLOAD_LENGTH_IMMUTABLE,
+            E::LengthBelowOffset { .. } => code::INVALID_UPLOAD_LENGTH,
+            E::InconsistentLength { .. } => code::INCONSISTENT_UPLOAD_LENGTH,
+            E::ChecksumMismatch => code::CHECKSUM_MISMATCH,
+            E::FinalNotPatchable => code::FINAL_UPLOAD_IMMUTABLE,
+            E::NotFinished => code::UPLOAD_NOT_FINISHED,
+            E::PartNotFound(_) => code::CONCAT_PART_NOT_FOUND,
+            E::PartNotPartial(_) => code::CONCAT_PART_NOT_PARTIAL,
             E::Body(_) => {
                 // Usually the client is gone; if not, a 5xx makes it resume.
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ERR_BODY_INCOMPLETE",
-                    e.to_string(),
-                )
-                .with_header("retry-after", 1);
+                return ApiError::new(code::BODY_INCOMPLETE, e.to_string())
+                    .with_header("retry-after", 1);
             }
             E::HookRejected(answer) => return ApiError::from_hook(answer),
             E::HookFailed(_) => {
                 // The receiver's URL and error stay in the log.
                 tracing::error!(error = %e, "hook failed");
                 return ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "ERR_HOOK_FAILED",
+                    code::HOOK_FAILED,
                     "the application's hook receiver failed; see the server log",
                 );
             }
             E::Forbidden => return ApiError::forbidden(),
-            E::DuplicatePart(_) => (StatusCode::BAD_REQUEST, "ERR_CONCAT_DUPLICATE_PART"),
-            E::StoppedByHook => (StatusCode::BAD_REQUEST, "ERR_UPLOAD_STOPPED"),
-            E::InvalidDestination(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ERR_HOOK_INVALID_DESTINATION",
-            ),
-            E::BucketNotAllowed(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ERR_HOOK_BUCKET_NOT_ALLOWED",
-            ),
-            E::InvalidStorageChoice(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ERR_HOOK_INVALID_STORAGE",
-            ),
+            E::DuplicatePart(_) => code::CONCAT_DUPLICATE_PART,
+            E::StoppedByHook => code::UPLOAD_STOPPED,
+            E::InvalidDestination(_) => code::HOOK_INVALID_DESTINATION,
+            E::BucketNotAllowed(_) => code::HOOK_BUCKET_NOT_ALLOWED,
+            E::InvalidStorageChoice(_) => code::HOOK_INVALID_STORAGE,
             E::DestinationTaken(_) | E::Data(DataError::AlreadyExists(_)) => {
-                (StatusCode::CONFLICT, "ERR_DESTINATION_TAKEN")
+                code::DESTINATION_TAKEN
             }
-            E::Meta(MetaError::AlreadyExists(_)) => (StatusCode::CONFLICT, "ERR_UPLOAD_ID_TAKEN"),
+            E::Meta(MetaError::AlreadyExists(_)) => code::UPLOAD_ID_TAKEN,
             E::Meta(MetaError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "meta store unavailable");
                 return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    META_UNAVAILABLE,
+                    code::META_STORE_UNAVAILABLE,
                     "upload state temporarily unavailable; retry later",
                 )
                 .with_header(RETRY_AFTER.as_str(), 5);
@@ -328,13 +297,12 @@ impl From<UploadError> for ApiError {
             // Another request (here or on another instance) took the upload
             // over and wrote first: nothing of this one was recorded; the
             // client resumes from HEAD.
-            E::Meta(MetaError::Stale(_)) => (StatusCode::CONFLICT, "ERR_UPLOAD_TAKEN_OVER"),
-            E::Meta(err) => return ApiError::internal("ERR_META_STORE", err),
+            E::Meta(MetaError::Stale(_)) => code::UPLOAD_TAKEN_OVER,
+            E::Meta(err) => return ApiError::internal(code::META_STORE, err),
             E::Data(DataError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "storage unavailable");
                 return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ERR_STORAGE_UNAVAILABLE",
+                    code::STORAGE_UNAVAILABLE,
                     "storage temporarily unavailable; retry later",
                 )
                 .with_header(RETRY_AFTER.as_str(), 5);
@@ -344,29 +312,88 @@ impl From<UploadError> for ApiError {
             | E::BelowReserve { .. } => {
                 tracing::warn!(error = %e, "storage full");
                 // tus clients retry 5xx: they resume once space is back.
-                return ApiError::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "ERR_INSUFFICIENT_STORAGE",
-                    e.to_string(),
-                )
-                .with_header(RETRY_AFTER.as_str(), 60);
+                return ApiError::new(code::INSUFFICIENT_STORAGE, e.to_string())
+                    .with_header(RETRY_AFTER.as_str(), 60);
             }
             E::Data(DataError::NoDescriptors(_)) => {
                 metrics::counter!(crate::telemetry::DESCRIPTORS_EXHAUSTED).increment(1);
                 warn_rate_limited(&e);
                 return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ERR_OUT_OF_DESCRIPTORS",
+                    code::OUT_OF_DESCRIPTORS,
                     "the server is out of file descriptors; retry later",
                 )
                 .with_header(RETRY_AFTER.as_str(), 1);
             }
-            E::Data(DataError::LimitExceeded(_)) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "ERR_STORAGE_LIMIT_EXCEEDED")
-            }
-            E::Data(DataError::Missing(_)) => return ApiError::internal("ERR_DATA_MISSING", &e),
-            E::Data(err) => return ApiError::internal("ERR_STORAGE", err),
+            E::Data(DataError::LimitExceeded(_)) => code::STORAGE_LIMIT_EXCEEDED,
+            E::Data(DataError::Missing(_)) => return ApiError::internal(code::DATA_MISSING, &e),
+            E::Data(err) => return ApiError::internal(code::STORAGE, err),
         };
-        ApiError::new(status, code, e.to_string())
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// The code of each IETF problem type.
+fn problem_code(p: &Problem) -> Code {
+    match p {
+        Problem::MismatchingOffset { .. } => code::MISMATCHED_OFFSET,
+        Problem::CompletedUpload => code::UPLOAD_COMPLETED,
+        Problem::InconsistentLength => code::INCONSISTENT_UPLOAD_LENGTH,
+    }
+}
+
+/// The IETF problem `p`, as problem details from interop version 6 and as
+/// the plain error (same status) before.
+pub fn ietf_problem(v: InteropVersion, p: Problem, message: String) -> ApiError {
+    let err = ApiError::new(problem_code(&p), message);
+    let err = match p {
+        Problem::MismatchingOffset { expected, .. } => err.with_header("upload-offset", expected),
+        _ => err,
+    };
+    if v.is_v6_or_later() {
+        err.with_problem(p.body())
+    } else {
+        err
+    }
+}
+
+/// Engine errors in the IETF draft's terms; everything else maps as for
+/// tus ([`From<UploadError>`]).
+pub fn ietf_engine_error(v: InteropVersion, e: UploadError) -> ApiError {
+    match e {
+        UploadError::OffsetMismatch { requested, current } => ietf_problem(
+            v,
+            Problem::MismatchingOffset {
+                expected: current,
+                provided: requested,
+            },
+            e.to_string(),
+        ),
+        UploadError::InconsistentLength { .. }
+        | UploadError::LengthImmutable(_)
+        | UploadError::LengthBelowOffset { .. }
+        | UploadError::ExceedsLength { .. } => {
+            ietf_problem(v, Problem::InconsistentLength, e.to_string())
+        }
+        e => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A problem's status in the draft is the status of its code.
+    #[test]
+    fn problem_statuses_match_their_codes() {
+        for p in [
+            Problem::MismatchingOffset {
+                expected: 1,
+                provided: 2,
+            },
+            Problem::CompletedUpload,
+            Problem::InconsistentLength,
+        ] {
+            assert_eq!(p.status(), problem_code(&p).status, "{p:?}");
+        }
     }
 }

@@ -2,9 +2,10 @@
 //! the same engine, uploads and locks as tus 1.0. Requests reach them when
 //! they carry `Upload-Draft-Interop-Version` (see `http::app`).
 
+use super::error::{ietf_engine_error as engine_error, ietf_problem};
 use super::interim::Interim;
 use super::request::{content_length, has_body, header, request_info, upload_id, upload_url};
-use super::{ApiError, AppState};
+use super::{code, ApiError, AppState};
 use crate::model::{now_secs, UploadInfo};
 use crate::protocol::ietf::{self, IetfError, InteropVersion, Problem, UploadLimit};
 use crate::protocol::UploadId;
@@ -16,18 +17,6 @@ use actix_web::http::header::{
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use base64::Engine as _;
-
-impl From<IetfError> for ApiError {
-    fn from(e: IetfError) -> Self {
-        let code = match &e {
-            IetfError::UnsupportedVersion(_) => "ERR_UNSUPPORTED_INTEROP_VERSION",
-            IetfError::Missing("Upload-Offset") => "ERR_MISSING_UPLOAD_OFFSET",
-            IetfError::Missing(_) => "ERR_MISSING_HEADER",
-            IetfError::Syntax { .. } | IetfError::Type { .. } => "ERR_INVALID_HEADER",
-        };
-        ApiError::bad_request(code, e.to_string())
-    }
-}
 
 /// The interop version of the request (the routing guard saw the header).
 fn version(req: &HttpRequest) -> Result<InteropVersion, ApiError> {
@@ -48,49 +37,8 @@ fn completes(v: InteropVersion, hdrs: &HeaderMap) -> Result<bool, ApiError> {
     )?)
 }
 
-/// The problem `p`, as problem details from version 6 and as the plain
-/// error (same status) before.
-fn problem(v: InteropVersion, p: Problem, code: &'static str, message: String) -> ApiError {
-    let status = StatusCode::from_u16(p.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let err = ApiError::new(status, code, message);
-    let err = match p {
-        Problem::MismatchingOffset { expected, .. } => err.with_header("upload-offset", expected),
-        _ => err,
-    };
-    if v.is_v6_or_later() {
-        err.with_problem(p.body())
-    } else {
-        err
-    }
-}
-
 fn inconsistent(v: InteropVersion, message: String) -> ApiError {
-    problem(
-        v,
-        Problem::InconsistentLength,
-        "ERR_INCONSISTENT_UPLOAD_LENGTH",
-        message,
-    )
-}
-
-/// Engine errors in the draft's terms; everything else maps as for tus.
-fn engine_error(v: InteropVersion, e: UploadError) -> ApiError {
-    match e {
-        UploadError::OffsetMismatch { requested, current } => problem(
-            v,
-            Problem::MismatchingOffset {
-                expected: current,
-                provided: requested,
-            },
-            "ERR_MISMATCHED_OFFSET",
-            e.to_string(),
-        ),
-        UploadError::InconsistentLength { .. }
-        | UploadError::LengthImmutable(_)
-        | UploadError::LengthBelowOffset { .. }
-        | UploadError::ExceedsLength { .. } => inconsistent(v, e.to_string()),
-        e => e.into(),
-    }
+    ietf_problem(v, Problem::InconsistentLength, message)
 }
 
 fn limit(state: &AppState, info: Option<&UploadInfo>) -> UploadLimit {
@@ -238,8 +186,8 @@ async fn creation(
     let length = upload_length.or(if complete { body_length } else { None });
     // Limits (shutdown, concurrent uploads, body size) as for tus; checked
     // synchronously so the 104 still goes out before any await.
-    let slot = super::ops::begin_upload(state, req)?;
-    let (body, body_limit) = super::ops::limit_body(
+    let slot = super::slots::begin_upload(state, req)?;
+    let (body, body_limit) = super::body_limit::limit_body(
         super::interim::continue_on_read(req, body),
         state.settings.max_body_size,
     );
@@ -310,8 +258,8 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
             // As for downloads: a GET declaring a body is refused, or
             // actix would drain it behind the response.
             if has_body(req.headers()) {
-                return Err(ApiError::bad_request(
-                    "ERR_UNEXPECTED_BODY",
+                return Err(ApiError::new(
+                    code::UNEXPECTED_BODY,
                     "a GET request carries no body",
                 ));
             }
@@ -363,8 +311,7 @@ async fn appending(
     let hdrs = req.headers();
     if v.is_v6_or_later() && !header(hdrs, "content-type")?.is_some_and(ietf::is_partial_upload) {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "ERR_INVALID_CONTENT_TYPE",
+            code::INVALID_CONTENT_TYPE,
             "Content-Type must be application/partial-upload",
         ));
     }
@@ -394,10 +341,9 @@ async fn appending(
                 "the upload is already complete; no more bytes can be appended".into(),
             )
         } else {
-            problem(
+            ietf_problem(
                 v,
                 Problem::CompletedUpload,
-                "ERR_UPLOAD_COMPLETED",
                 "the upload is already complete".into(),
             )
         };
@@ -410,8 +356,8 @@ async fn appending(
         content_length: content_length(hdrs)?,
         complete,
     };
-    let slot = super::ops::begin_upload(state, req)?;
-    let (body, body_limit) = super::ops::limit_body(
+    let slot = super::slots::begin_upload(state, req)?;
+    let (body, body_limit) = super::body_limit::limit_body(
         super::interim::continue_on_read(req, body),
         state.settings.max_body_size,
     );

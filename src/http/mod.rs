@@ -2,15 +2,21 @@
 //! the mapping of errors to responses. Protocol logic lives in `protocol`,
 //! upload logic in `upload`.
 
+pub mod access_log;
 pub mod admission;
+pub mod body_limit;
+pub mod code;
 pub mod demo;
 pub mod download;
 pub mod error;
+pub mod forwarded;
+pub mod health;
 pub mod ietf;
 pub mod interim;
-pub mod ops;
+pub mod prometheus;
 pub mod range;
 pub mod request;
+pub mod slots;
 pub mod tus;
 
 use crate::upload::Engine;
@@ -71,9 +77,9 @@ pub struct AppState {
     pub upload_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// Per-client caps on requests streaming into uploads
     /// (`--max-uploads-per-client`).
-    pub client_slots: Option<Arc<ops::ClientSlots>>,
+    pub client_slots: Option<Arc<slots::ClientSlots>>,
     /// Creations per client and minute (`--max-creations-per-client`).
-    pub creation_limit: Option<Arc<ops::CreationLimit>>,
+    pub creation_limit: Option<Arc<admission::CreationLimit>>,
     /// JWT verification (`--auth-jwt-*`).
     pub auth: Option<Arc<crate::auth::Verifier>>,
 }
@@ -186,20 +192,20 @@ pub fn app(
                     HeaderValue::from_static("nosniff"),
                 )),
         )
-        .wrap_fn(ops::observe)
+        .wrap_fn(access_log::observe)
         // Operations endpoints first: with base path `/` the upload routes
         // would take these paths as upload ids.
         .service(
-            web::resource(ops::HEALTHZ)
-                .route(web::get().to(ops::healthz))
-                .route(web::head().to(ops::healthz)),
+            web::resource(health::HEALTHZ)
+                .route(web::get().to(health::healthz))
+                .route(web::head().to(health::healthz)),
         )
         .service(
-            web::resource(ops::READYZ)
-                .route(web::get().to(ops::readyz))
-                .route(web::head().to(ops::readyz)),
+            web::resource(health::READYZ)
+                .route(web::get().to(health::readyz))
+                .route(web::head().to(health::readyz)),
         )
-        .route(ops::METRICS, web::get().to(ops::metrics))
+        .route(prometheus::METRICS, web::get().to(prometheus::metrics))
         // The demo page, also outside the base path and before it.
         .configure(|cfg| demo::configure(cfg, demo_dir.as_deref()))
         .service(
@@ -296,9 +302,5 @@ pub fn service(
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        actix_web::http::StatusCode::NOT_FOUND,
-        "ERR_NOT_FOUND",
-        "no such endpoint",
-    ))
+    Err(ApiError::new(code::NOT_FOUND, "no such endpoint"))
 }

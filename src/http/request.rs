@@ -1,7 +1,7 @@
 //! Reading typed values out of requests: tus headers, upload ids, and the
 //! absolute URL of an upload.
 
-use super::{ApiError, HttpSettings};
+use super::{code, ApiError, HttpSettings};
 use crate::hooks::RequestInfo;
 use crate::protocol::{self, concat, headers, UploadId};
 use actix_web::http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
@@ -18,15 +18,15 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&
     if values.next().is_some() {
         return Err(duplicate(name));
     }
-    v.to_str().map(Some).map_err(|_| {
-        ApiError::bad_request("ERR_INVALID_HEADER", format!("{name} is not valid ASCII"))
-    })
+    v.to_str()
+        .map(Some)
+        .map_err(|_| ApiError::new(code::INVALID_HEADER, format!("{name} is not valid ASCII")))
 }
 
 /// 400 for a single-value header sent more than once.
 pub fn duplicate(name: &str) -> ApiError {
-    ApiError::bad_request(
-        "ERR_DUPLICATE_HEADER",
+    ApiError::new(
+        code::DUPLICATE_HEADER,
         format!("{name} may appear only once"),
     )
 }
@@ -242,8 +242,8 @@ pub fn concat_ids(settings: &HttpSettings, urls: &[String]) -> Result<Vec<Upload
         .map(|url| {
             let path = concat::url_path(url)?;
             let invalid = || {
-                ApiError::bad_request(
-                    "ERR_INVALID_CONCAT",
+                ApiError::new(
+                    code::INVALID_CONCAT,
                     format!("{url:?} is not an upload URL of this server"),
                 )
             };

@@ -4,12 +4,11 @@ use super::request::{
     concat_ids, content_length, has_body, has_offset_content_type, header, request_info,
     require_tus, u64_header, upload_id, upload_path, upload_url,
 };
-use super::{ops, ApiError, AppState};
+use super::{body_limit, code, slots, ApiError, AppState};
 use crate::model::{Concat, UploadInfo};
 use crate::protocol::{self, checksum, headers, Checksum, Metadata, UploadConcat};
 use crate::upload::{AppendRequest, NewConcat, NewUpload};
 use actix_web::http::header::{CACHE_CONTROL, LOCATION};
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
 /// OPTIONS: what this server supports. No `Tus-Resumable` needed.
@@ -65,15 +64,14 @@ pub async fn create(
         Some(UploadConcat::Final(urls)) => {
             if with_body {
                 return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "ERR_FINAL_UPLOAD_IMMUTABLE",
+                    code::FINAL_UPLOAD_IMMUTABLE,
                     "a final upload cannot carry data",
                 ));
             }
             // Its length is the sum of its parts; the client must not send one.
             if hdrs.contains_key("upload-length") {
-                return Err(ApiError::bad_request(
-                    "ERR_INVALID_UPLOAD_LENGTH",
+                return Err(ApiError::new(
+                    code::INVALID_UPLOAD_LENGTH,
                     "a final upload takes its length from its parts; send no Upload-Length",
                 ));
             }
@@ -92,14 +90,14 @@ pub async fn create(
                 .is_some();
             match (length, deferred) {
                 (Some(_), true) => {
-                    return Err(ApiError::bad_request(
-                        "ERR_INVALID_UPLOAD_LENGTH",
+                    return Err(ApiError::new(
+                        code::INVALID_UPLOAD_LENGTH,
                         "send either Upload-Length or Upload-Defer-Length, not both",
                     ))
                 }
                 (None, false) => {
-                    return Err(ApiError::bad_request(
-                        "ERR_MISSING_UPLOAD_LENGTH",
+                    return Err(ApiError::new(
+                        code::MISSING_UPLOAD_LENGTH,
                         "Upload-Length or Upload-Defer-Length: 1 is required",
                     ))
                 }
@@ -119,7 +117,7 @@ pub async fn create(
     let content_length = content_length(hdrs)?;
     // Limits (body size, concurrent uploads) apply before anything is created.
     let slot = with_body
-        .then(|| ops::begin_upload(&state, &req))
+        .then(|| slots::begin_upload(&state, &req))
         .transpose()?;
     let ctx = request_info(&req);
     let info = if with_body {
@@ -130,7 +128,7 @@ pub async fn create(
             content_length,
             complete: false,
         };
-        let (body, _) = ops::limit_body(
+        let (body, _) = body_limit::limit_body(
             super::interim::continue_on_read(&req, body),
             state.settings.max_body_size,
         );
@@ -217,9 +215,8 @@ pub async fn patch(
     if !has_offset_content_type(hdrs) {
         return Err(ApiError::unsupported_media_type());
     }
-    let offset = u64_header(hdrs, "upload-offset")?.ok_or_else(|| {
-        ApiError::bad_request("ERR_MISSING_UPLOAD_OFFSET", "Upload-Offset is required")
-    })?;
+    let offset = u64_header(hdrs, "upload-offset")?
+        .ok_or_else(|| ApiError::new(code::MISSING_UPLOAD_OFFSET, "Upload-Offset is required"))?;
     let append = AppendRequest {
         offset,
         length: u64_header(hdrs, "upload-length")?,
@@ -227,8 +224,8 @@ pub async fn patch(
         content_length: content_length(hdrs)?,
         complete: false,
     };
-    let slot = ops::begin_upload(&state, &req)?;
-    let (body, limit) = ops::limit_body(
+    let slot = slots::begin_upload(&state, &req)?;
+    let (body, limit) = body_limit::limit_body(
         super::interim::continue_on_read(&req, body),
         state.settings.max_body_size,
     );

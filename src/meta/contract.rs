@@ -414,6 +414,7 @@ mod shared {
     /// An owed event is delivered by the instance that added it, or, once
     /// that claim lapses, by one other instance at a time.
     #[tokio::test]
+    #[ignore = "needs TUSKER_TEST_POSTGRES_URL"]
     async fn owed_events_are_claimed_by_one_instance() {
         on_postgres(|_, url| async move {
             let short = std::time::Duration::from_secs(1);

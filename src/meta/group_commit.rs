@@ -70,7 +70,7 @@ impl GroupCommit {
                 if last.covered >= ticket {
                     return match last.error {
                         None => Ok(()),
-                        Some(e) => Err(MetaError::Backend(e)),
+                        Some(e) => Err(MetaError::Backend(e.into())),
                     };
                 }
                 if state.running {

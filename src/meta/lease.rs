@@ -11,7 +11,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("lease backend: {0}")]
-    Backend(String),
+    Backend(#[source] super::BoxError),
     /// The backend could not be reached or did not answer in time.
     #[error("lease store unavailable: {0}")]
     Unavailable(#[source] super::BoxError),

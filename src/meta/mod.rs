@@ -31,7 +31,7 @@ pub enum MetaError {
     #[error("corrupt record for {key}: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("meta store backend: {0}")]
-    Backend(String),
+    Backend(#[source] BoxError),
     /// The backend could not be reached or did not answer in time; the
     /// same request may succeed later.
     #[error("meta store unavailable: {0}")]
@@ -40,9 +40,7 @@ pub enum MetaError {
     Config(String),
 }
 
-/// The cause of an [`MetaError::Unavailable`] or
-/// [`LeaseError::Unavailable`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::error::BoxError;
 
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,12 +1,14 @@
 //! Appending a request body to an upload (PATCH, creation-with-upload).
 
-use super::lock::{Contend, UploadLock};
+use super::entry::{Entered, Entry};
+use super::lock::UploadLock;
 use super::persist::{checkpointed, Behind};
 use super::{Engine, Held, Hold, NewUpload, UploadError};
 use crate::data::{IoPermit, UploadWriter};
 use crate::hooks::{HookType, RequestInfo};
 use crate::meta::MetaError;
 use crate::model::UploadInfo;
+use crate::protocol::checksum::Hasher;
 use crate::protocol::{Checksum, UploadId};
 use bytes::Bytes;
 use futures_util::future::OptionFuture;
@@ -70,6 +72,109 @@ impl SlowBody {
     }
 }
 
+/// Most bytes an upload may hold after an append.
+struct Limit {
+    /// Its length, else the size limit (`None`: no limit).
+    bytes: Option<u64>,
+    max_size: Option<u64>,
+}
+
+impl Limit {
+    /// The error for a body that runs past [`Limit::bytes`].
+    fn exceeded(&self, info: &UploadInfo) -> UploadError {
+        match (info.length, self.max_size) {
+            (Some(length), _) => UploadError::ExceedsLength { length },
+            (None, Some(max)) => UploadError::TooLarge { max },
+            (None, None) => UploadError::TooLarge { max: u64::MAX },
+        }
+    }
+}
+
+/// One append's body as it is written.
+struct Chunks {
+    limit: Limit,
+    hasher: Option<Hasher>,
+    writer: Option<Box<dyn UploadWriter>>,
+    position: u64,
+    /// Where a body of known length ends: no checkpoint there, the
+    /// closing persist follows at once.
+    body_end: Option<u64>,
+    since_checkpoint: u64,
+    /// A checkpoint running behind the body (its data sync, then its
+    /// meta save), where the writer can sync while writing goes on.
+    behind: Option<Behind>,
+    /// The metrics handle, looked up once per request.
+    received: metrics::Counter,
+}
+
+impl Chunks {
+    fn new(info: &UploadInfo, req: &AppendRequest, limit: Limit) -> Self {
+        Chunks {
+            limit,
+            hasher: req.checksum.as_ref().map(|c| c.algorithm.hasher()),
+            writer: None,
+            position: info.offset,
+            body_end: req.content_length.map(|cl| info.offset.saturating_add(cl)),
+            since_checkpoint: 0,
+            behind: None,
+            received: metrics::counter!(crate::telemetry::BYTES_RECEIVED),
+        }
+    }
+
+    /// Waits for a checkpoint still running behind the body.
+    async fn catch_up(&mut self, info: &mut UploadInfo) -> Result<(), UploadError> {
+        if let Some(task) = self.behind.take() {
+            checkpointed(info, task.await)?;
+            if let Some(w) = self.writer.as_mut() {
+                w.committed().await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn discard(&mut self) -> Result<(), UploadError> {
+        if let Some(mut w) = self.writer.take() {
+            w.discard().await?;
+        }
+        Ok(())
+    }
+
+    /// Drops what cannot count: a body past the limit, one that fails its
+    /// checksum, or an unverifiable one (stopped or broken with a
+    /// checksum). `Ok(false)`: stopped that way, nothing to record.
+    async fn verify(
+        &mut self,
+        end: &End,
+        info: &UploadInfo,
+        req: &AppendRequest,
+    ) -> Result<bool, UploadError> {
+        match end {
+            End::TooMuch => {
+                self.discard().await?;
+                Err(self.limit.exceeded(info))
+            }
+            End::Complete => {
+                if let (Some(h), Some(expected)) = (self.hasher.take(), req.checksum.as_ref()) {
+                    if h.finalize() != expected.digest {
+                        self.discard().await?;
+                        return Err(UploadError::ChecksumMismatch);
+                    }
+                }
+                Ok(true)
+            }
+            End::Stopped | End::Broken(_) if self.hasher.is_some() => {
+                // Bytes that cannot be verified never count.
+                self.discard().await?;
+                match end {
+                    End::Broken(e) => Err(UploadError::Body(e.clone())),
+                    _ => Ok(false),
+                }
+            }
+            End::Stopped | End::Broken(_) => Ok(true),
+        }
+    }
+}
+
 /// How the body loop ended.
 enum End {
     Complete,
@@ -96,12 +201,8 @@ impl Engine {
         E: Display,
     {
         self.check_access(id, ctx).await?;
-        let lock = self.lock(id, Contend::StopHolder).await?;
-        // Before the offset is read: a write or save left running by a
-        // dropped request on this upload must end first.
-        let permit = self.io_gate(id).await?;
-        let info = self.load(id).await?;
-        self.append_held(lock, permit, info, req, body, ctx).await
+        let entered = self.enter(id, Entry::Request).await?;
+        self.append_held(entered, req, body, ctx).await
     }
 
     /// Creates an upload and appends the creation request's body to it
@@ -138,9 +239,8 @@ impl Engine {
         };
         let appended = async {
             self.check_access(&info.id, ctx).await?;
-            let permit = self.io_gate(&info.id).await?;
-            self.append_held(lock, permit, info.clone(), req, body, ctx)
-                .await
+            let entered = self.enter_created(lock, info.clone()).await?;
+            self.append_held(entered, req, body, ctx).await
         }
         .await;
         // An append that acknowledges bytes saved the record after it was
@@ -152,13 +252,10 @@ impl Engine {
         Ok((info, appended))
     }
 
-    /// The rest of an append, with the upload's lock and I/O gate held and
-    /// its current record in hand.
+    /// The rest of an append, the upload entered.
     async fn append_held<S, E>(
         &self,
-        lock: UploadLock<'_>,
-        permit: IoPermit,
-        info: UploadInfo,
+        entered: Entered<'_>,
         req: AppendRequest,
         body: S,
         ctx: &RequestInfo,
@@ -167,6 +264,7 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
+        let Entered { lock, permit, info } = entered;
         if self.take_stop_request(&info.id) {
             return self.stop_by_hook(&info, ctx, &permit).await;
         }
@@ -181,6 +279,10 @@ impl Engine {
         Ok(info)
     }
 
+    /// An append with the upload entered, in the steps of a PATCH: check
+    /// the request against the record, write the body chunk by chunk, then
+    /// keep or drop what arrived, record it, and finish the upload if it is
+    /// complete.
     async fn append_locked<S, E>(
         &self,
         lock: &UploadLock<'_>,
@@ -194,6 +296,30 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
+        let limit = self.check_append(&mut info, &req, ctx)?;
+        let mut chunks = Chunks::new(&info, &req, limit);
+        let end = self
+            .receive(lock, permit, &mut info, &mut chunks, &mut body, ctx)
+            .await?;
+        // Every later sync, discard and save comes after the checkpoint's.
+        chunks.catch_up(&mut info).await?;
+        if !chunks.verify(&end, &info, &req).await? {
+            return Ok(info);
+        }
+        self.record_body(&end, &mut chunks, &mut info, &req, permit, ctx)
+            .await?;
+        self.finish_append(end, info, &req, permit, ctx).await
+    }
+
+    /// Checks the request against the record before any byte is read, and
+    /// takes the length it sets: the offset, a length sent with a deferred
+    /// upload, a completing body's length, and the size limits.
+    fn check_append(
+        &self,
+        info: &mut UploadInfo,
+        req: &AppendRequest,
+        ctx: &RequestInfo,
+    ) -> Result<Limit, UploadError> {
         if info.is_final() {
             return Err(UploadError::FinalNotPatchable);
         }
@@ -236,40 +362,43 @@ impl Engine {
                 }
             }
         }
-        // Most bytes this upload may hold in total.
         let max_size = self.size_limit(ctx);
-        let limit = info.length.or(max_size);
-        let too_much = |info: &UploadInfo| match (info.length, max_size) {
-            (Some(length), _) => UploadError::ExceedsLength { length },
-            (None, Some(max)) => UploadError::TooLarge { max },
-            (None, None) => UploadError::TooLarge { max: u64::MAX },
+        let limit = Limit {
+            bytes: info.length.or(max_size),
+            max_size,
         };
-        if let (Some(cl), Some(limit)) = (req.content_length, limit) {
-            if info.offset.saturating_add(cl) > limit {
-                return Err(too_much(&info));
+        if let (Some(cl), Some(most)) = (req.content_length, limit.bytes) {
+            if info.offset.saturating_add(cl) > most {
+                return Err(limit.exceeded(info));
             }
         }
+        Ok(limit)
+    }
 
-        let mut hasher = req.checksum.as_ref().map(|c| c.algorithm.hasher());
-        let mut writer: Option<Box<dyn UploadWriter>> = None;
-        let mut position = info.offset;
-        // Where a body of known length ends: no checkpoint there, the
-        // closing persist follows at once.
-        let body_end = req.content_length.map(|cl| info.offset.saturating_add(cl));
-        let mut since_checkpoint = 0u64;
-        // A checkpoint running behind the body (its data sync, then its
-        // meta save), where the writer can sync while writing goes on.
-        let mut behind: Option<Behind> = None;
+    /// Reads the body until it ends, breaks, stalls, runs too slowly or
+    /// past the limit, or another request asks this one to stop. Finished
+    /// background checkpoints are taken in as they end.
+    async fn receive<S, E>(
+        &self,
+        lock: &UploadLock<'_>,
+        permit: &IoPermit,
+        info: &mut UploadInfo,
+        chunks: &mut Chunks,
+        body: &mut S,
+        ctx: &RequestInfo,
+    ) -> Result<End, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
         let idle = self.config.body_idle_timeout;
-        // Set up once, not per chunk: the stop signal, the idle timer (moved
-        // only when it fires, from the time of the last chunk) and the
-        // metrics handle.
+        // Set up once, not per chunk: the stop signal and the idle timer
+        // (moved only when it fires, from the time of the last chunk).
         let stop = lock.stop_requested();
         tokio::pin!(stop);
         let mut last_data = tokio::time::Instant::now();
         let idle_timer = tokio::time::sleep_until(last_data + idle);
         tokio::pin!(idle_timer);
-        let received = metrics::counter!(crate::telemetry::BYTES_RECEIVED);
         // The slowest body allowed: time spent waiting for the client (not
         // for storage) and the bytes it brought, checked per idle timeout.
         let mut slow = self.config.min_body_rate.map(|rate| SlowBody {
@@ -280,15 +409,15 @@ impl Engine {
         });
 
         let mut waiting_since = tokio::time::Instant::now();
-        let end = loop {
+        loop {
             let next = tokio::select! {
                 biased;
-                _ = &mut stop => break End::Stopped,
+                _ = &mut stop => return Ok(End::Stopped),
                 // Before the body: a fast body would otherwise hide it.
-                Some(done) = OptionFuture::from(behind.as_mut()), if behind.is_some() => {
-                    behind = None;
-                    checkpointed(&mut info, done)?;
-                    if let Some(w) = writer.as_mut() {
+                Some(done) = OptionFuture::from(chunks.behind.as_mut()), if chunks.behind.is_some() => {
+                    chunks.behind = None;
+                    checkpointed(info, done)?;
+                    if let Some(w) = chunks.writer.as_mut() {
                         w.committed().await;
                     }
                     continue;
@@ -297,20 +426,20 @@ impl Engine {
                 _ = &mut idle_timer => {
                     let deadline = last_data + idle;
                     if deadline <= tokio::time::Instant::now() {
-                        break End::Broken(format!("no data for {}s", idle.as_secs()));
+                        return Ok(End::Broken(format!("no data for {}s", idle.as_secs())));
                     }
                     idle_timer.as_mut().reset(deadline);
                     continue;
                 }
             };
             let chunk = match next {
-                None => break End::Complete,
-                Some(Err(e)) => break End::Broken(e.to_string()),
+                None => return Ok(End::Complete),
+                Some(Err(e)) => return Ok(End::Broken(e.to_string())),
                 Some(Ok(chunk)) => chunk,
             };
             if let Some(slow) = slow.as_mut() {
                 if let Err(e) = slow.arrived(waiting_since.elapsed(), chunk.len() as u64) {
-                    break End::Broken(e);
+                    return Ok(End::Broken(e));
                 }
             }
             waiting_since = tokio::time::Instant::now();
@@ -318,110 +447,108 @@ impl Engine {
                 continue;
             }
             let len = chunk.len() as u64;
-            if limit.is_some_and(|limit| position.saturating_add(len) > limit) {
-                break End::TooMuch;
-            }
-            if let Some(h) = hasher.as_mut() {
-                h.update(&chunk);
-            }
-            let w = match writer.as_mut() {
-                Some(w) => w,
-                None => writer.insert(self.data.writer(&info, permit.clone()).await?),
-            };
-            if let Err(e) = w.write(chunk).await {
-                // The checkpoint may record bytes `discard` would cut off;
-                // once saved, what it made redundant can go, as on the
-                // other paths.
-                if let Some(task) = behind.take() {
-                    checkpointed(&mut info, task.await)?;
-                    w.committed().await;
-                }
-                let checksummed = hasher.is_some();
-                return Err(self
-                    .keep_what_landed(&mut info, w.as_mut(), permit, e.into(), checksummed)
-                    .await);
-            }
-            position += len;
-            since_checkpoint += len;
-            self.progress(&info, position, ctx);
-            received.increment(len);
-            // One checkpoint at a time: a slow one defers the next.
-            if hasher.is_none()
-                && since_checkpoint >= self.config.checkpoint_bytes
-                && behind.is_none()
-                && body_end != Some(position)
+            if chunks
+                .limit
+                .bytes
+                .is_some_and(|most| chunks.position.saturating_add(len) > most)
             {
-                since_checkpoint = 0;
-                match w.checkpoint().await {
-                    Ok(Some(sync)) => behind = Some(self.save_behind(&info, sync, permit)),
-                    Ok(None) => self.persist(&mut info, w.as_mut(), permit).await?,
-                    Err(e) => {
-                        return Err(self
-                            .keep_what_landed(&mut info, w.as_mut(), permit, e.into(), false)
-                            .await)
-                    }
-                }
+                return Ok(End::TooMuch);
             }
+            self.write_chunk(info, chunks, chunk, permit, ctx).await?;
             // Idle time counts from here: a slow disk is not an idle client.
             last_data = tokio::time::Instant::now();
             waiting_since = last_data;
-        };
+        }
+    }
 
-        // Every later sync, discard and save comes after the checkpoint's.
-        if let Some(task) = behind.take() {
-            checkpointed(&mut info, task.await)?;
-            if let Some(w) = writer.as_mut() {
+    /// Writes one chunk, and starts a checkpoint behind the body when
+    /// enough bytes arrived since the last one. A write that fails keeps
+    /// what landed whole where it can (a full disk).
+    async fn write_chunk(
+        &self,
+        info: &mut UploadInfo,
+        chunks: &mut Chunks,
+        chunk: Bytes,
+        permit: &IoPermit,
+        ctx: &RequestInfo,
+    ) -> Result<(), UploadError> {
+        let len = chunk.len() as u64;
+        if let Some(h) = chunks.hasher.as_mut() {
+            h.update(&chunk);
+        }
+        let w = match chunks.writer.as_mut() {
+            Some(w) => w,
+            None => chunks
+                .writer
+                .insert(self.data.writer(info, permit.clone()).await?),
+        };
+        if let Err(e) = w.write(chunk).await {
+            // The checkpoint may record bytes `discard` would cut off;
+            // once saved, what it made redundant can go, as on the
+            // other paths.
+            if let Some(task) = chunks.behind.take() {
+                checkpointed(info, task.await)?;
                 w.committed().await;
             }
+            let checksummed = chunks.hasher.is_some();
+            return Err(self
+                .keep_what_landed(info, w.as_mut(), permit, e.into(), checksummed)
+                .await);
         }
-        let discard = |writer: Option<Box<dyn UploadWriter>>| async move {
-            if let Some(mut w) = writer {
-                w.discard().await?;
-            }
-            Ok::<(), UploadError>(())
-        };
-        match end {
-            End::TooMuch => {
-                discard(writer).await?;
-                return Err(too_much(&info));
-            }
-            End::Complete => {
-                if let (Some(h), Some(expected)) = (hasher.take(), req.checksum.as_ref()) {
-                    if h.finalize() != expected.digest {
-                        discard(writer).await?;
-                        return Err(UploadError::ChecksumMismatch);
-                    }
+        chunks.position += len;
+        chunks.since_checkpoint += len;
+        self.progress(info, chunks.position, ctx);
+        chunks.received.increment(len);
+        // One checkpoint at a time: a slow one defers the next.
+        if chunks.hasher.is_none()
+            && chunks.since_checkpoint >= self.config.checkpoint_bytes
+            && chunks.behind.is_none()
+            && chunks.body_end != Some(chunks.position)
+        {
+            chunks.since_checkpoint = 0;
+            match w.checkpoint().await {
+                Ok(Some(sync)) => chunks.behind = Some(self.save_behind(info, sync, permit)),
+                Ok(None) => self.persist(info, w.as_mut(), permit).await?,
+                Err(e) => {
+                    return Err(self
+                        .keep_what_landed(info, w.as_mut(), permit, e.into(), false)
+                        .await)
                 }
             }
-            End::Stopped | End::Broken(_) if hasher.is_some() => {
-                // Bytes that cannot be verified never count.
-                discard(writer).await?;
-                return match end {
-                    End::Broken(e) => Err(UploadError::Body(e)),
-                    _ => Ok(info),
-                };
-            }
-            End::Stopped | End::Broken(_) => {}
         }
+        Ok(())
+    }
 
-        // A sync that fails because the disk filled up keeps what landed.
-        if let Some(w) = writer.as_mut() {
-            if let Err(e) = self.make_durable(&mut info, w.as_mut()).await {
+    /// Makes what the body brought durable and records it; the last bytes
+    /// of an upload that seals in the meta store alone are sealed in the
+    /// same save. A sync that fails because the disk filled up keeps what
+    /// landed.
+    async fn record_body(
+        &self,
+        end: &End,
+        chunks: &mut Chunks,
+        info: &mut UploadInfo,
+        req: &AppendRequest,
+        permit: &IoPermit,
+        ctx: &RequestInfo,
+    ) -> Result<(), UploadError> {
+        if let Some(w) = chunks.writer.as_mut() {
+            if let Err(e) = self.make_durable(info, w.as_mut()).await {
                 return Err(self
-                    .keep_what_landed(&mut info, w.as_mut(), permit, e, false)
+                    .keep_what_landed(info, w.as_mut(), permit, e, false)
                     .await);
             }
         }
-        let closing = match writer.as_mut() {
+        let closing = match chunks.writer.as_mut() {
             Some(w) if matches!(end, End::Complete) && !req.complete => {
                 async {
-                    if info.is_complete() && !info.finished && self.seals_in_meta_only(&info) {
+                    if info.is_complete() && !info.finished && self.seals_in_meta_only(info) {
                         // The last bytes, and sealing touches nothing but
                         // the meta store: one save records the offset and
                         // the seal.
-                        self.seal(&mut info, ctx, permit).await?;
+                        self.seal(info, ctx, permit).await?;
                     } else {
-                        self.save_progress(&mut info, permit).await?;
+                        self.save_progress(info, permit).await?;
                     }
                     w.committed().await;
                     Ok(())
@@ -430,22 +557,37 @@ impl Engine {
             }
             Some(w) => {
                 async {
-                    self.save_progress(&mut info, permit).await?;
+                    self.save_progress(info, permit).await?;
                     w.committed().await;
                     Ok(())
                 }
                 .await
             }
-            None => self.save_progress(&mut info, permit).await,
+            None => self.save_progress(info, permit).await,
         };
         if let Err(e) = closing {
-            if let (UploadError::Meta(MetaError::Stale(_)), Some(w)) = (&e, writer.as_mut()) {
+            if let (UploadError::Meta(MetaError::Stale(_)), Some(w)) = (&e, chunks.writer.as_mut())
+            {
                 // Another writer recorded first: what this one staged for
                 // its refused state is nobody's.
                 w.abandon().await;
             }
             return Err(e);
         }
+        Ok(())
+    }
+
+    /// After the body is recorded: a stop a hook asked for, the length a
+    /// completing body fixes, the seal of a complete upload, and the answer
+    /// for how the body ended.
+    async fn finish_append(
+        &self,
+        end: End,
+        mut info: UploadInfo,
+        req: &AppendRequest,
+        permit: &IoPermit,
+        ctx: &RequestInfo,
+    ) -> Result<UploadInfo, UploadError> {
         if matches!(end, End::Stopped) && self.take_stop_request(&info.id) {
             return self.stop_by_hook(&info, ctx, permit).await;
         }

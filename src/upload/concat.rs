@@ -1,9 +1,8 @@
 //! The concatenation extension: final uploads built from partial uploads,
 //! possibly before those are finished (concatenation-unfinished).
 
-use super::lock::Contend;
+use super::entry::{Entered, Entry};
 use super::{Engine, UploadError};
-use crate::data::IoPermit;
 use crate::hooks::RequestInfo;
 use crate::model::{Concat, UploadInfo};
 use crate::protocol::UploadId;
@@ -76,8 +75,13 @@ impl Engine {
         &self,
         id: &UploadId,
     ) -> Result<Option<UploadInfo>, UploadError> {
-        let _lock = self.lock(id, Contend::Wait).await?;
-        let mut info = self.load(id).await?;
+        // With the gate too: a removal a dropped DELETE left running on
+        // this final upload ends before its record is read.
+        let Entered {
+            lock: _lock,
+            permit: _permit,
+            mut info,
+        } = self.enter(id, Entry::Follow).await?;
         if info.finished {
             return Ok(Some(info));
         }
@@ -161,12 +165,9 @@ impl Engine {
         };
         for final_id in finals {
             let result = async {
-                let _lock = self.lock(&final_id, Contend::Wait).await?;
-                let info = self.load(&final_id).await?;
-                if !info.finished {
-                    // A final upload takes no PATCH: nothing of a
-                    // dropped request can be left running on it.
-                    self.remove(&info, &IoPermit::unshared()).await?;
+                let entered = self.enter(&final_id, Entry::Follow).await?;
+                if !entered.info.finished {
+                    self.remove(&entered.info, &entered.permit).await?;
                 }
                 Ok::<_, UploadError>(())
             }

@@ -134,7 +134,7 @@ impl Engine {
             tokio::spawn(async move {
                 if claimed || matches!(meta.claim_finish_hook(&id).await, Ok(true)) {
                     if let Err(e) =
-                        super::hooks::clear_finish_debt(&*meta, &locker, &id, wait).await
+                        super::hook_dispatch::clear_finish_debt(&*meta, &locker, &id, wait).await
                     {
                         tracing::error!(upload = %id, error = %e, "dropping an unwanted post-finish debt failed");
                     }
@@ -147,8 +147,8 @@ impl Engine {
         }
         let runner = state.clone();
         runner.events.spawn(async move {
-            if super::hooks::claim(&*meta, &id, claimed).await && publish_owed(owed).await {
-                if let Err(e) = super::hooks::clear_finish_debt(&*meta, &locker, &id, wait).await {
+            if super::hook_dispatch::claim(&*meta, &id, claimed).await && publish_owed(owed).await {
+                if let Err(e) = super::hook_dispatch::clear_finish_debt(&*meta, &locker, &id, wait).await {
                     tracing::error!(upload = %id, error = %e, "recording post-finish delivery failed");
                 }
             }

@@ -1,10 +1,10 @@
 //! Background removal of expired unfinished uploads, and, once at start,
 //! of what a crash left of creations that were never recorded.
 
-use super::lock::Contend;
+use super::entry::{Entered, Entry};
 use super::{Engine, UploadError};
 use crate::model::now_secs;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,20 +24,14 @@ impl Engine {
         let now = now_secs();
         let mut removed = 0;
         for id in self.meta.expired(now, BATCH).await? {
-            let Ok(lock) = self
-                .locker
-                .acquire(&id, Duration::ZERO, Contend::Wait)
-                .await
-            else {
-                continue;
-            };
-            // Work left running by a dropped request: next sweep.
-            let Some(permit) = self.gates.acquire(id.as_str()).now_or_never() else {
-                continue;
-            };
-            let info = match self.meta.get(&id).await? {
-                Some(crate::meta::Lookup::Live(info)) if info.is_expired(now) => *info,
-                _ => continue,
+            let Entered { lock, permit, info } = match self.enter(&id, Entry::Sweep).await {
+                Ok(entered) if entered.info.is_expired(now) => entered,
+                // Renewed by a write since it was listed, or removed.
+                Ok(_) | Err(UploadError::NotFound | UploadError::Gone) => continue,
+                // Busy with a request, or with work a dropped request left
+                // running: next sweep.
+                Err(UploadError::Locked) => continue,
+                Err(e) => return Err(e),
             };
             if let Err(e) = self.remove(&info, &permit).await {
                 tracing::warn!(upload = %id, error = %e, "removing expired upload failed; retried next sweep");

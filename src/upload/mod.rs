@@ -4,9 +4,10 @@
 
 mod append;
 mod concat;
+mod entry;
 mod events;
 pub mod expiry;
-mod hooks;
+mod hook_dispatch;
 pub mod lock;
 mod persist;
 
@@ -15,12 +16,13 @@ use crate::hooks::{HookHttpResponse, HookType, RequestInfo};
 use crate::meta::{Lookup, MetaError, MetaStore};
 use crate::model::{now_secs, Concat, UploadInfo};
 use crate::protocol::UploadId;
+use entry::{Entered, Entry};
 use lock::{Contend, Locker, Locks};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use append::AppendRequest;
-pub use hooks::{validate_destination, ThreadInit};
+pub use hook_dispatch::{validate_destination, ThreadInit};
 
 /// Final uploads assembled at once unless configured otherwise.
 pub const DEFAULT_ASSEMBLIES: usize = 2;
@@ -146,7 +148,7 @@ impl From<lock::LockError> for UploadError {
                 UploadError::Meta(MetaError::Unavailable(cause))
             }
             lock::LockError::Lease(e @ LeaseError::Backend(_)) => {
-                UploadError::Meta(MetaError::Backend(e.to_string()))
+                UploadError::Meta(MetaError::Backend(Box::new(e)))
             }
         }
     }
@@ -182,7 +184,7 @@ pub struct Engine {
     /// The in-process locks plus cross-instance leases (shared meta store).
     pub(crate) locker: Locker,
     pub(crate) config: EngineConfig,
-    pub(crate) hooks: Option<Arc<hooks::HookState>>,
+    pub(crate) hooks: Option<Arc<hook_dispatch::HookState>>,
     /// Broker event sinks (`--events-*`).
     pub(crate) events: Option<Arc<events::EventState>>,
     /// Per-upload I/O gates: work left running by a dropped request ends
@@ -402,7 +404,7 @@ impl Engine {
             }
             if let Some(storage) = change.storage {
                 // Everything is checked before the destination is claimed.
-                hooks::apply_storage_choices(self.data.as_ref(), &mut info, &storage)?;
+                hook_dispatch::apply_storage_choices(self.data.as_ref(), &mut info, &storage)?;
                 if let Some(dest) = storage.get("Key").or_else(|| storage.get("Path")) {
                     info.destination = Some(validate_destination(dest)?);
                     if let Some(claim) = info.destination_claim() {
@@ -447,6 +449,19 @@ impl Engine {
                 _ => self.create_plain(info.clone(), deferred).await,
             },
         };
+        let created = self.created(result, &info, ctx).await?;
+        Ok((created, held))
+    }
+
+    /// After a creation: its post-create (and, for an empty upload,
+    /// post-finish) hooks; or, when it failed, the destination it claimed
+    /// goes back.
+    async fn created(
+        &self,
+        result: Result<UploadInfo, UploadError>,
+        info: &UploadInfo,
+        ctx: &RequestInfo,
+    ) -> Result<UploadInfo, UploadError> {
         match result {
             Ok(created) => {
                 // metrics
@@ -455,7 +470,7 @@ impl Engine {
                 if created.finished {
                     self.deliver_finish_hook(&created, ctx, false);
                 }
-                Ok((created, held))
+                Ok(created)
             }
             Err(e) => {
                 if let Some(claim) = info.destination_claim() {
@@ -515,9 +530,11 @@ impl Engine {
     pub async fn head(&self, id: &UploadId, ctx: &RequestInfo) -> Result<UploadInfo, UploadError> {
         self.check_access(id, ctx).await?;
         let (info, sealed) = {
-            let _lock = self.lock(id, Contend::StopHolder).await?;
-            let permit = self.io_gate(id).await?;
-            let mut info = self.load(id).await?;
+            let Entered {
+                lock: _lock,
+                permit,
+                mut info,
+            } = self.enter(id, Entry::Request).await?;
             let unsealed = info.is_complete() && !info.finished && !info.is_final();
             if unsealed {
                 // Every byte arrived but sealing did not happen (a crash, or
@@ -566,11 +583,13 @@ impl Engine {
         // Asked before the lock is taken: a slow receiver holds up nobody.
         self.pre_hook(HookType::PreTerminate, &before, ctx).await?;
         let info = {
-            let _lock = self.lock(id, Contend::StopHolder).await?;
             // Work a dropped request left running (a write, a save, a
             // finish) ends first: none of it may land after the removal.
-            let permit = self.io_gate(id).await?;
-            let info = self.load(id).await?;
+            let Entered {
+                lock: _lock,
+                permit,
+                info,
+            } = self.enter(id, Entry::Request).await?;
             let owed = self.owe_terminate_event(&info, ctx).await?;
             let removed = self.remove(&info, &permit).await;
             self.settle_terminate_event(owed, removed.is_ok()).await;
@@ -618,17 +637,9 @@ impl Engine {
                 Ok::<_, UploadError>(())
             })
             .await
-            .map_err(|e| MetaError::Backend(format!("removal task failed: {e}")))??;
+            .map_err(|e| MetaError::Backend(crate::error::caused("removal task failed", e)))??;
         self.forget_hook_state(&id);
         Ok(())
-    }
-
-    /// Waits (up to the lock timeout) until work left running by an
-    /// earlier request on `id` is over; the caller holds the upload's lock.
-    pub(crate) async fn io_gate(&self, id: &UploadId) -> Result<IoPermit, UploadError> {
-        tokio::time::timeout(self.config.lock_timeout, self.gates.acquire(id.as_str()))
-            .await
-            .map_err(|_| UploadError::Locked)
     }
 
     pub(crate) async fn lock(
@@ -713,150 +724,4 @@ impl Drop for Lent<'_> {
 mod fencing_tests;
 
 #[cfg(test)]
-mod removal_tests {
-    use super::*;
-    use crate::data::{ByteStream, FileStore, UploadWriter};
-    use crate::meta::SledMetaStore;
-    use std::collections::BTreeMap;
-    use tokio::sync::Notify;
-
-    /// A file store whose `delete` waits for a go-ahead once it began.
-    struct HeldDelete {
-        inner: FileStore,
-        entered: Notify,
-        release: Notify,
-    }
-
-    #[async_trait::async_trait]
-    impl DataStore for HeldDelete {
-        fn kind(&self) -> &'static str {
-            self.inner.kind()
-        }
-        async fn create(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
-            self.inner.create(info).await
-        }
-        async fn writer(
-            &self,
-            info: &UploadInfo,
-            permit: IoPermit,
-        ) -> Result<Box<dyn UploadWriter>, DataError> {
-            self.inner.writer(info, permit).await
-        }
-        async fn finish(&self, info: &UploadInfo) -> Result<serde_json::Value, DataError> {
-            self.inner.finish(info).await
-        }
-        async fn read(
-            &self,
-            info: &UploadInfo,
-            start: u64,
-            end: u64,
-        ) -> Result<ByteStream, DataError> {
-            self.inner.read(info, start, end).await
-        }
-        async fn delete(&self, info: &UploadInfo) -> Result<(), DataError> {
-            self.entered.notify_one();
-            self.release.notified().await;
-            self.inner.delete(info).await
-        }
-        async fn concatenate(
-            &self,
-            target: &UploadInfo,
-            parts: &[UploadInfo],
-        ) -> Result<serde_json::Value, DataError> {
-            self.inner.concatenate(target, parts).await
-        }
-        async fn ping(&self) -> Result<(), DataError> {
-            self.inner.ping().await
-        }
-        fn describe(&self, info: &UploadInfo) -> BTreeMap<String, String> {
-            self.inner.describe(info)
-        }
-    }
-
-    /// A remover whose view is stale (an expiry sweep or DELETE that
-    /// stalled while another request took the upload over and wrote) is
-    /// refused before it touches the bytes: the upload stays whole.
-    #[tokio::test]
-    async fn a_stale_removal_leaves_the_upload_whole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let meta = Arc::new(SledMetaStore::open(&dir.path().join("meta")).expect("meta"));
-        let data = Arc::new(FileStore::open(dir.path().join("data")).expect("data"));
-        let engine = Engine::new(meta.clone(), data.clone(), EngineConfig::default());
-        let ctx = RequestInfo::default();
-        let new = NewUpload {
-            length: Some(10),
-            ..NewUpload::default()
-        };
-        let created = engine.create(new, &ctx).await.expect("create");
-        let stale = engine.load(&created.id).await.expect("load");
-
-        let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
-            bytes::Bytes::from_static(b"hello"),
-        )]);
-        let req = AppendRequest::default();
-        let current = engine
-            .append(&created.id, req, body, &ctx)
-            .await
-            .expect("append");
-        assert_eq!(current.offset, 5);
-
-        let permit = engine.io_gate(&created.id).await.expect("gate");
-        let removed = engine.remove(&stale, &permit).await;
-        drop(permit);
-        assert!(
-            matches!(removed, Err(UploadError::Meta(MetaError::Stale(_)))),
-            "{removed:?}"
-        );
-        let info = engine.head(&created.id, &ctx).await.expect("head");
-        assert_eq!(info.offset, 5);
-        assert_eq!(std::fs::read(data.path(&info)).expect("read"), b"hello");
-    }
-
-    /// A client hanging up on its DELETE while the bytes are being deleted
-    /// must not leave the record behind (it would name bytes that are gone).
-    #[tokio::test]
-    async fn a_dropped_terminate_still_removes_the_record() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let meta = Arc::new(SledMetaStore::open(&dir.path().join("meta")).expect("meta"));
-        let data = Arc::new(HeldDelete {
-            inner: FileStore::open(dir.path().join("data")).expect("data"),
-            entered: Notify::new(),
-            release: Notify::new(),
-        });
-        let engine = Engine::new(meta.clone(), data.clone(), EngineConfig::default());
-        let ctx = RequestInfo::default();
-        let info = engine
-            .create(
-                NewUpload {
-                    length: Some(10),
-                    ..NewUpload::default()
-                },
-                &ctx,
-            )
-            .await
-            .expect("create");
-
-        {
-            let terminate = engine.terminate(&info.id, &ctx);
-            tokio::pin!(terminate);
-            tokio::select! {
-                r = &mut terminate => panic!("terminate ended before deleting: {r:?}"),
-                _ = data.entered.notified() => {}
-            }
-            // The request is dropped here, in the middle of the deletion.
-        }
-        data.release.notify_one();
-        // The removal finishes on its own; the next request waits for it
-        // at the upload's gate, then finds the upload gone.
-        let permit = engine.io_gate(&info.id).await.expect("gate");
-        drop(permit);
-        assert!(
-            matches!(meta.get(&info.id).await.expect("get"), Some(Lookup::Gone)),
-            "the record outlived its bytes"
-        );
-        assert!(matches!(
-            engine.head(&info.id, &ctx).await,
-            Err(UploadError::Gone)
-        ));
-    }
-}
+mod removal_tests;

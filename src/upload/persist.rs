@@ -18,7 +18,8 @@ pub(super) fn checkpointed(
     info: &mut UploadInfo,
     done: Result<Result<UploadInfo, UploadError>, tokio::task::JoinError>,
 ) -> Result<(), UploadError> {
-    let saved = done.map_err(|e| DataError::Backend(format!("checkpoint task failed: {e}")))??;
+    let saved =
+        done.map_err(|e| DataError::Backend(crate::error::caused("checkpoint task failed", e)))??;
     info.offset = saved.offset;
     info.storage = saved.storage;
     info.expires_at = saved.expires_at;
@@ -154,7 +155,7 @@ impl Engine {
         let storage = permit
             .run_detached(async move { data.finish(&info).await })
             .await
-            .map_err(|e| DataError::Backend(format!("finish task failed: {e}")))??;
+            .map_err(|e| DataError::Backend(crate::error::caused("finish task failed", e)))??;
         Ok(storage)
     }
 
@@ -171,7 +172,7 @@ impl Engine {
         info.version = permit
             .run_detached(async move { meta.save(&mut saved).await.map(|()| saved.version) })
             .await
-            .map_err(|e| MetaError::Backend(format!("meta save task failed: {e}")))??;
+            .map_err(|e| MetaError::Backend(crate::error::caused("meta save task failed", e)))??;
         Ok(())
     }
 

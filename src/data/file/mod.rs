@@ -4,7 +4,7 @@
 //! [`staged`]) and `fdatasync`ed before an offset is acknowledged.
 
 mod pending;
-mod pool;
+mod prepared;
 mod read;
 mod staged;
 mod writer;
@@ -13,7 +13,7 @@ use super::{ByteStream, DataError, DataStore, IoPermit, UploadWriter};
 use crate::model::UploadInfo;
 use crate::protocol::UploadId;
 use async_trait::async_trait;
-use pool::{Ahead, Pool};
+use prepared::{Ahead, Prepared};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -43,8 +43,8 @@ pub struct FileStore {
     modes: Arc<Modes>,
     /// Writers alive now: they share the budget of pending bytes.
     writers: Arc<AtomicUsize>,
-    /// Files made ahead of use, for new uploads (see [`pool`]).
-    pool: Arc<Pool>,
+    /// Files made ahead of use, for new uploads (see [`prepared`]).
+    prepared: Arc<Prepared>,
     /// Runs on the blocking pool before each batch is written (tests hold
     /// a write there).
     #[cfg(test)]
@@ -55,15 +55,15 @@ pub struct FileStore {
 
 impl FileStore {
     /// Uses (and creates) `root`. Removes the files an earlier run made
-    /// ahead of use and never gave an upload bytes (see [`pool`]).
+    /// ahead of use and never gave an upload bytes (see [`prepared`]).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, DataError> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        let pool = Arc::new(Pool::open(&root));
+        let prepared = Arc::new(Prepared::open(&root));
         // The first uploads after a start find files made already.
-        pool.refill();
+        prepared.refill();
         Ok(FileStore {
-            pool,
+            prepared,
             root,
             modes: Arc::new(Modes {
                 direct: AtomicBool::new(false),
@@ -166,7 +166,7 @@ impl FileStore {
             ))
         })
         .await
-        .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))?
+        .map_err(|e| DataError::Backend(crate::error::caused("blocking task failed", e)))?
         .map_err(missing(info))?;
         if ahead {
             dir = None;
@@ -187,7 +187,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, DataError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))?
+        .map_err(|e| DataError::Backend(crate::error::caused("blocking task failed", e)))?
         .map_err(DataError::from)
 }
 
@@ -253,20 +253,20 @@ impl DataStore for FileStore {
     }
 
     fn fresh_id(&self) -> Option<UploadId> {
-        self.pool.take()
+        self.prepared.take()
     }
 
     fn give_back(&self, id: UploadId) {
-        self.pool.give_back(id);
+        self.prepared.give_back(id);
     }
 
     fn unrecorded(&self) -> Vec<UploadId> {
-        self.pool.unchecked()
+        self.prepared.unchecked()
     }
 
     async fn remove_unrecorded(&self, orphans: &[UploadId]) -> Result<usize, DataError> {
-        let (pool, orphans) = (self.pool.clone(), orphans.to_vec());
-        blocking(move || pool.remove_unchecked(&orphans)).await
+        let (prepared, orphans) = (self.prepared.clone(), orphans.to_vec());
+        blocking(move || prepared.remove_unchecked(&orphans)).await
     }
 
     async fn writer(
@@ -285,7 +285,7 @@ impl DataStore for FileStore {
         // A file made ahead of use already has a durable directory entry;
         // the most recently handed out are open already.
         let ahead = match info.offset {
-            0 => self.pool.opening(&info.id),
+            0 => self.prepared.opening(&info.id),
             _ => None,
         };
         let direct = self.modes.direct.load(std::sync::atomic::Ordering::Relaxed);
@@ -310,9 +310,10 @@ impl DataStore for FileStore {
             if info.offset == 0 && info.storage.get("path").is_none() {
                 // No writer ever synced this file (see `create`), and an
                 // empty file made ahead of use would be removed at start.
-                let (path, pool, id) = (self.path(info), self.pool.clone(), info.id.clone());
+                let (path, prepared, id) =
+                    (self.path(info), self.prepared.clone(), info.id.clone());
                 blocking(move || {
-                    pool.keep(&id)?;
+                    prepared.keep(&id)?;
                     make_durable_empty(&path)
                 })
                 .await?;
@@ -376,7 +377,7 @@ impl DataStore for FileStore {
     }
 
     async fn delete(&self, info: &UploadInfo) -> Result<(), DataError> {
-        self.pool.forget(&info.id);
+        self.prepared.forget(&info.id);
         match tokio::fs::remove_file(self.path(info)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -392,11 +393,11 @@ impl DataStore for FileStore {
         let target_path = self.path(target);
         let sources: Vec<PathBuf> = parts.iter().map(|p| self.path(p)).collect();
         let root = self.root.clone();
-        let (pool, id) = (self.pool.clone(), target.id.clone());
+        let (prepared, id) = (self.prepared.clone(), target.id.clone());
         blocking(move || {
             // The target may be an empty file made ahead of use, and may
             // stay empty.
-            pool.keep(&id)?;
+            prepared.keep(&id)?;
             let mut out = OpenOptions::new()
                 .write(true)
                 .create(true)

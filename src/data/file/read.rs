@@ -77,7 +77,7 @@ pub(super) fn stream(file: File, start: u64, end: u64) -> ByteStream {
             Ok(Ok(chunk)) => chunk,
             Ok(Err(e)) => return Some((Err(DataError::from(e)), (cursor.stop(), None))),
             Err(e) => {
-                let e = DataError::Backend(format!("blocking task failed: {e}"));
+                let e = DataError::Backend(crate::error::caused("blocking task failed", e));
                 return Some((Err(e), (cursor.stop(), None)));
             }
         };

@@ -237,15 +237,15 @@ async fn a_file_lost_before_its_first_byte_counts_as_empty() {
     assert_eq!(std::fs::read(store.path(&empty)).expect("read"), b"");
 }
 
-/// An id from the store's pool, once its first batch is made.
-async fn pooled_id(store: &FileStore) -> UploadId {
+/// An id from the store's prepared files, once its first batch is made.
+async fn prepared_id(store: &FileStore) -> UploadId {
     for _ in 0..500 {
         if let Some(id) = store.fresh_id() {
             return id;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    panic!("the pool made no batch");
+    panic!("no batch of prepared files was made");
 }
 
 /// Writes `bytes` at offset 0 through a new writer and syncs them.
@@ -263,35 +263,35 @@ async fn files_made_ahead_of_use_take_bytes_and_only_empty_ones_go_at_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = FileStore::open(dir.path()).expect("store");
 
-    // The first writer of a pooled id gets the file open.
-    let open = info(&pooled_id(&store).await);
+    // The first writer of a prepared id gets the file open.
+    let open = info(&prepared_id(&store).await);
     assert_eq!(std::fs::metadata(store.path(&open)).expect("made").len(), 0);
     write_all(&store, &open, b"open").await;
 
     // More handed out than keep their file open: opened by path.
     let mut handed = Vec::new();
-    for _ in 0..super::pool::OPEN_HANDED + 2 {
-        handed.push(info(&pooled_id(&store).await));
+    for _ in 0..super::prepared::OPEN_HANDED + 2 {
+        handed.push(info(&prepared_id(&store).await));
     }
     write_all(&store, &handed[0], b"by path").await;
 
-    // A pooled file removed behind the store's back is made again.
+    // A prepared file removed behind the store's back is made again.
     std::fs::remove_file(store.path(&handed[1])).expect("remove");
     write_all(&store, &handed[1], b"made again").await;
 
     // An upload sealed with no bytes keeps its empty file.
-    let mut empty = info(&pooled_id(&store).await);
+    let mut empty = info(&prepared_id(&store).await);
     empty.length = Some(0);
     store.finish(&empty).await.expect("finish");
 
     // Given back: ready for the next creation, and empty.
-    let back = pooled_id(&store).await;
+    let back = prepared_id(&store).await;
     store.give_back(back.clone());
     assert_eq!(store.fresh_id().as_ref(), Some(&back));
     store.give_back(back.clone());
-    // A batch being made holds the pool, and so its manifest's lock.
+    // A batch being made holds the prepared files, and so its manifest's lock.
     for _ in 0..500 {
-        if !store.pool.refilling() {
+        if !store.prepared.refilling() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -185,9 +185,9 @@ impl FileWriter {
     /// Waits for the write in flight, if any.
     async fn settle(&mut self) -> Result<(), DataError> {
         if let Some((task, upto)) = self.in_flight.take() {
-            let done = task
-                .await
-                .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))??;
+            let done = task.await.map_err(|e| {
+                DataError::Backend(crate::error::caused("blocking task failed", e))
+            })??;
             self.spare = Some(done);
             self.landed = self.landed.max(upto);
         }
@@ -274,7 +274,7 @@ impl UploadWriter for FileWriter {
         self.settle().await?;
         let written = self.written();
         if self.durable.load(Ordering::Acquire) != written {
-            // The last bytes and the fdatasync in one trip to the pool.
+            // The last bytes and the fdatasync in one trip to the blocking pool.
             self.submit(Extent::Durable).await?;
             self.settle().await?;
             self.dir = None;
@@ -379,8 +379,9 @@ impl UploadWriter for FileWriter {
             Ok(())
         });
         Ok(Some(Box::pin(async move {
-            task.await
-                .map_err(|e| DataError::Backend(format!("blocking task failed: {e}")))??;
+            task.await.map_err(|e| {
+                DataError::Backend(crate::error::caused("blocking task failed", e))
+            })??;
             Ok(Durable {
                 offset: upto,
                 storage,

@@ -46,10 +46,13 @@ impl Buckets {
             None => Ok(&self.default),
             Some(b) if b == self.name => Ok(&self.default),
             Some(b) => self.others.get(b).ok_or_else(|| {
-                DataError::Backend(format!(
-                    "upload {} is in bucket {b:?}, which is not among --s3-allowed-buckets",
-                    info.id
-                ))
+                DataError::Backend(
+                    format!(
+                        "upload {} is in bucket {b:?}, which is not among --s3-allowed-buckets",
+                        info.id
+                    )
+                    .into(),
+                )
             }),
         }
     }

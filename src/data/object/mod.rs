@@ -130,8 +130,12 @@ impl State {
     }
 
     fn load(info: &UploadInfo) -> Result<State, DataError> {
-        serde_json::from_value(info.storage.clone())
-            .map_err(|e| DataError::Backend(format!("bad object-store state of {}: {e}", info.id)))
+        serde_json::from_value(info.storage.clone()).map_err(|e| {
+            DataError::Backend(crate::error::caused(
+                format!("bad object-store state of {}", info.id),
+                e,
+            ))
+        })
     }
 
     fn to_value(&self) -> serde_json::Value {
@@ -163,8 +167,8 @@ fn http_status(message: &str) -> Option<u16> {
 fn convert(e: object_store::Error) -> DataError {
     match e {
         object_store::Error::NotFound { path, .. } => DataError::Missing(path),
-        e if is_transient(&e) => DataError::Unavailable(e.to_string()),
-        e => DataError::Backend(e.to_string()),
+        e if is_transient(&e) => DataError::Unavailable(Box::new(e)),
+        e => DataError::Backend(Box::new(e)),
     }
 }
 
@@ -302,12 +306,15 @@ impl ObjectData {
             .await
             .map_err(convert)?;
             if bytes.len() as u64 != s.len {
-                return Err(DataError::Backend(format!(
-                    "staged segment {} has {} bytes, expected {}",
-                    s.key,
-                    bytes.len(),
-                    s.len
-                )));
+                return Err(DataError::Backend(
+                    format!(
+                        "staged segment {} has {} bytes, expected {}",
+                        s.key,
+                        bytes.len(),
+                        s.len
+                    )
+                    .into(),
+                ));
             }
             out.push(bytes);
         }
@@ -452,12 +459,15 @@ impl DataStore for ObjectData {
     ) -> Result<Box<dyn UploadWriter>, DataError> {
         let state = State::load(info)?;
         if state.offset() != info.offset {
-            return Err(DataError::Backend(format!(
-                "object-store state of {} covers {} bytes, the record says {}",
-                info.id,
-                state.offset(),
-                info.offset
-            )));
+            return Err(DataError::Backend(
+                format!(
+                    "object-store state of {} covers {} bytes, the record says {}",
+                    info.id,
+                    state.offset(),
+                    info.offset
+                )
+                .into(),
+            ));
         }
         let staging = self.staging_prefix(info);
         let tail = if state.segments.is_empty() {
@@ -622,10 +632,9 @@ impl DataStore for ObjectData {
         };
         let state = State::load(info)?;
         if !state.completed {
-            return Err(DataError::Backend(format!(
-                "upload {} is not assembled into an object yet",
-                info.id
-            )));
+            return Err(DataError::Backend(
+                format!("upload {} is not assembled into an object yet", info.id).into(),
+            ));
         }
         let path = Path::from(state.key.as_str());
         let url = signer

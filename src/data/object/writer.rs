@@ -195,8 +195,8 @@ impl ObjectWriter {
         &mut self,
         joined: Result<PartResult, tokio::task::JoinError>,
     ) -> Result<(), DataError> {
-        let (idx, result) =
-            joined.map_err(|e| DataError::Backend(format!("part upload task failed: {e}")))?;
+        let (idx, result) = joined
+            .map_err(|e| DataError::Backend(crate::error::caused("part upload task failed", e)))?;
         let part = result.map_err(convert)?;
         let slot = idx - self.current.parts.len();
         self.completed[slot] = Some(part.content_id);

@@ -7,7 +7,7 @@ use sqlx::postgres::PgListener;
 fn lease_err(e: MetaError) -> LeaseError {
     match e {
         MetaError::Unavailable(cause) => LeaseError::Unavailable(cause),
-        e => LeaseError::Backend(e.to_string()),
+        e => LeaseError::Backend(Box::new(e)),
     }
 }
 

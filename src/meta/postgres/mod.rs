@@ -83,8 +83,8 @@ pub fn with_database(url: &str, name: &str) -> String {
     out
 }
 
-fn backend(e: impl std::fmt::Display) -> MetaError {
-    MetaError::Backend(e.to_string())
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> MetaError {
+    MetaError::Backend(Box::new(e))
 }
 
 /// A call that did not finish within the store's query timeout.
@@ -161,7 +161,9 @@ impl PgMetaStore {
             })
             .await
             .map_err(backend)?
-            .map_err(|e| MetaError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
+            .map_err(|e| {
+                MetaError::Backend(crate::error::caused("cannot connect to PostgreSQL", e))
+            })?;
         Ok(PgMetaStore {
             inner: Arc::new(Inner {
                 pool,
@@ -211,7 +213,7 @@ impl PgMetaStore {
         .await
         .map_err(|e| match e {
             MetaError::Unavailable(_) => e,
-            e => MetaError::Backend(format!("migrating the schema: {e}")),
+            e => MetaError::Backend(crate::error::caused("migrating the schema", e)),
         })
     }
 
@@ -247,7 +249,7 @@ impl PgMetaStore {
         self.handle()?
             .spawn(async move { tokio::time::timeout(limit, query).await })
             .await
-            .map_err(|e| MetaError::Backend(format!("query task failed: {e}")))?
+            .map_err(|e| MetaError::Backend(crate::error::caused("query task failed", e)))?
             .map_err(|_| MetaError::Unavailable(Box::new(TimedOut(limit))))?
             .map_err(classify)
     }

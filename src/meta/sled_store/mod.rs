@@ -68,18 +68,23 @@ impl SledMetaStore {
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
             Some(v) => {
-                return Err(MetaError::Backend(format!(
+                return Err(MetaError::Backend(
+                    format!(
                 "meta database at {} has schema version {:?}, this build expects {SCHEMA_VERSION}",
                 dir.display(),
                 v.as_ref()
-            )))
+            )
+                    .into(),
+                ))
             }
         }
         // sled keeps its log in `<dir>/db`; any descriptor of the file can
         // make it durable.
         let log = std::fs::File::open(dir.join("db"))
             .map(Arc::new)
-            .map_err(|e| MetaError::Backend(format!("opening sled's log for syncing: {e}")))?;
+            .map_err(|e| {
+                MetaError::Backend(crate::error::caused("opening sled's log for syncing", e))
+            })?;
         Ok(SledMetaStore {
             log,
             commits: Arc::default(),
@@ -125,7 +130,7 @@ impl SledMetaStore {
         let me = self.clone();
         tokio::task::spawn_blocking(move || f(me))
             .await
-            .map_err(|e| MetaError::Backend(format!("blocking task failed: {e}")))?
+            .map_err(|e| MetaError::Backend(crate::error::caused("blocking task failed", e)))?
     }
 }
 
@@ -214,8 +219,8 @@ fn open_waiting_for_lock(dir: &Path, cache_bytes: u64) -> Result<sled::Db, MetaE
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> MetaError {
-    MetaError::Backend(e.to_string())
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> MetaError {
+    MetaError::Backend(Box::new(e))
 }
 
 fn expiry_key(at: u64, id: &UploadId) -> Vec<u8> {

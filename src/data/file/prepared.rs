@@ -17,7 +17,7 @@
 //! creation's first bytes and the flush of its record leaves bytes nobody
 //! was told of (`Hold::LockDeferred` in the upload layer): such a manifest
 //! stays, locked, until the engine has asked the meta store which of those
-//! ids have no record ([`Pool::unchecked`], [`Pool::remove_unchecked`]).
+//! ids have no record ([`Prepared::unchecked`], [`Prepared::remove_unchecked`]).
 
 use super::sync_dir;
 use crate::protocol::UploadId;
@@ -50,7 +50,7 @@ const KEEP: char = '+';
 
 /// The ids ready for new uploads, and the manifest that covers them.
 #[derive(Debug)]
-pub(super) struct Pool {
+pub(super) struct Prepared {
     root: PathBuf,
     /// Ids whose files exist with durable directory entries, each with
     /// its file open.
@@ -120,8 +120,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Pool {
-    /// A pool for the files under `root`, after removing what ended stores
+impl Prepared {
+    /// The prepared files under `root`, after removing what ended stores
     /// left (see the module docs).
     /// Failing that cleanup only leaves files behind: it is logged.
     pub(super) fn open(root: &Path) -> Self {
@@ -133,7 +133,7 @@ impl Pool {
                 Dead::default()
             }
         };
-        Pool {
+        Prepared {
             dead: Mutex::new(dead),
             root: root.to_path_buf(),
             ready: Mutex::default(),
@@ -159,7 +159,7 @@ impl Pool {
         Some(id)
     }
 
-    /// Gives back an id from [`Pool::take`] that no upload got.
+    /// Gives back an id from [`Prepared::take`] that no upload got.
     pub(super) fn give_back(&self, id: UploadId) {
         let handed = lock(&self.handed).ids.remove(&id);
         if let Some(Some(file)) = handed {
@@ -167,7 +167,7 @@ impl Pool {
         }
     }
 
-    /// `Some` if `id` came from this pool and its first writer is opening
+    /// `Some` if `id` came from these prepared files and its first writer is opening
     /// it now: its file needs no directory sync. Once per id.
     pub(super) fn opening(&self, id: &UploadId) -> Option<Ahead> {
         let handed = lock(&self.handed).ids.remove(id)?;
@@ -197,7 +197,7 @@ impl Pool {
         lock(&self.dead).unchecked.clone()
     }
 
-    /// Removes the files of `orphans` (ids from [`Pool::unchecked`] that
+    /// Removes the files of `orphans` (ids from [`Prepared::unchecked`] that
     /// have no record), then the manifests that listed them. Returns how
     /// many files were removed.
     pub(super) fn remove_unchecked(&self, orphans: &[UploadId]) -> std::io::Result<usize> {
@@ -235,14 +235,14 @@ impl Pool {
         if self.refilling.swap(true, Ordering::AcqRel) {
             return;
         }
-        let pool = self.clone();
+        let prepared = self.clone();
         runtime.spawn_blocking(move || {
-            let made = pool.make_batch();
+            let made = prepared.make_batch();
             if let Err(e) = &made {
                 tracing::warn!(error = %e, "making upload files ahead of use failed; new uploads sync their directory themselves");
-                *lock(&pool.retry_at) = Some(Instant::now() + RETRY_AFTER);
+                *lock(&prepared.retry_at) = Some(Instant::now() + RETRY_AFTER);
             }
-            pool.refilling.store(false, Ordering::Release);
+            prepared.refilling.store(false, Ordering::Release);
         });
     }
 
@@ -439,17 +439,17 @@ mod tests {
     #[test]
     fn a_batch_makes_empty_files_for_its_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = Arc::new(Pool::open(dir.path()));
-        pool.make_batch().unwrap();
+        let prepared = Arc::new(Prepared::open(dir.path()));
+        prepared.make_batch().unwrap();
         assert_eq!(files(dir.path()).len(), BATCH);
-        let id = pool.take().unwrap();
+        let id = prepared.take().unwrap();
         let meta = std::fs::metadata(dir.path().join(id.as_str())).unwrap();
         assert_eq!(meta.len(), 0);
         assert!(
-            matches!(pool.opening(&id), Some(Ahead::Open(_))),
-            "first writer of a pooled id"
+            matches!(prepared.opening(&id), Some(Ahead::Open(_))),
+            "first writer of a prepared id"
         );
-        assert!(pool.opening(&id).is_none(), "only once");
+        assert!(prepared.opening(&id).is_none(), "only once");
     }
 
     #[test]
@@ -457,20 +457,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (written, kept, unused, recorded_empty) = {
-            let pool = Arc::new(Pool::open(root));
-            pool.make_batch().unwrap();
-            let written = pool.take().unwrap();
+            let prepared = Arc::new(Prepared::open(root));
+            prepared.make_batch().unwrap();
+            let written = prepared.take().unwrap();
             std::fs::write(root.join(written.as_str()), b"acknowledged bytes").unwrap();
-            let kept = pool.take().unwrap();
-            pool.keep(&kept).unwrap();
-            let recorded_empty = pool.take().unwrap();
-            let unused = pool.take().unwrap();
-            pool.give_back(unused.clone());
+            let kept = prepared.take().unwrap();
+            prepared.keep(&kept).unwrap();
+            let recorded_empty = prepared.take().unwrap();
+            let unused = prepared.take().unwrap();
+            prepared.give_back(unused.clone());
             (written, kept, unused, recorded_empty)
         };
         // Someone else's file, never listed, stays even when empty.
         std::fs::write(root.join("other"), b"").unwrap();
-        let pool = Pool::open(root);
+        let prepared = Prepared::open(root);
         let left = files(root);
         assert!(left.contains(&written.to_string()));
         assert!(left.contains(&kept.to_string()));
@@ -481,15 +481,15 @@ mod tests {
         assert_eq!(left.len(), 3, "{left:?}");
         // The file with bytes is left to the meta store's say; its manifest
         // stays until then.
-        assert_eq!(pool.unchecked(), vec![written.clone()]);
+        assert_eq!(prepared.unchecked(), vec![written.clone()]);
         assert_eq!(std::fs::read_dir(root.join(DIR)).unwrap().count(), 1);
         // A second store meanwhile leaves it alone.
-        assert!(Pool::open(root).unchecked().is_empty());
+        assert!(Prepared::open(root).unchecked().is_empty());
         // Recorded (not an orphan): it stays, the manifest goes.
-        assert_eq!(pool.remove_unchecked(&[]).unwrap(), 0);
+        assert_eq!(prepared.remove_unchecked(&[]).unwrap(), 0);
         assert!(files(root).contains(&written.to_string()));
         assert_eq!(std::fs::read_dir(root.join(DIR)).unwrap().count(), 0);
-        assert!(pool.unchecked().is_empty());
+        assert!(prepared.unchecked().is_empty());
     }
 
     #[test]
@@ -497,15 +497,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (orphan, upload) = {
-            let pool = Arc::new(Pool::open(root));
-            pool.make_batch().unwrap();
-            let (orphan, upload) = (pool.take().unwrap(), pool.take().unwrap());
+            let prepared = Arc::new(Prepared::open(root));
+            prepared.make_batch().unwrap();
+            let (orphan, upload) = (prepared.take().unwrap(), prepared.take().unwrap());
             std::fs::write(root.join(orphan.as_str()), b"never acknowledged").unwrap();
             std::fs::write(root.join(upload.as_str()), b"acknowledged").unwrap();
             (orphan, upload)
         };
-        let pool = Pool::open(root);
-        let mut unchecked = pool.unchecked();
+        let prepared = Prepared::open(root);
+        let mut unchecked = prepared.unchecked();
         unchecked.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         let mut both = vec![orphan.clone(), upload.clone()];
         both.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -513,7 +513,7 @@ mod tests {
         // Only ids it listed are removed, whatever the caller passes.
         let stranger = UploadId::generate();
         std::fs::write(root.join(stranger.as_str()), b"x").unwrap();
-        let removed = pool
+        let removed = prepared
             .remove_unchecked(&[orphan.clone(), stranger.clone()])
             .unwrap();
         assert_eq!(removed, 1);
@@ -523,18 +523,18 @@ mod tests {
         assert!(left.contains(&stranger.to_string()));
         assert_eq!(std::fs::read_dir(root.join(DIR)).unwrap().count(), 0);
         // A later start has nothing left to check.
-        assert!(Pool::open(root).unchecked().is_empty());
+        assert!(Prepared::open(root).unchecked().is_empty());
     }
 
     #[test]
     fn a_live_stores_manifest_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Arc::new(Pool::open(dir.path()));
+        let first = Arc::new(Prepared::open(dir.path()));
         first.make_batch().unwrap();
-        let _second = Pool::open(dir.path());
+        let _second = Prepared::open(dir.path());
         assert_eq!(files(dir.path()).len(), BATCH);
         drop(first);
-        let _third = Pool::open(dir.path());
+        let _third = Prepared::open(dir.path());
         assert!(files(dir.path()).is_empty());
     }
 
@@ -543,18 +543,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let handed = {
-            let pool = Arc::new(Pool::open(root));
-            pool.make_batch().unwrap();
-            let handed = pool.take().unwrap();
+            let prepared = Arc::new(Prepared::open(root));
+            prepared.make_batch().unwrap();
+            let handed = prepared.take().unwrap();
             std::fs::write(root.join(handed.as_str()), b"bytes of a creation in flight").unwrap();
-            lock(&pool.manifest).as_mut().unwrap().lines = ROTATE_AFTER;
-            pool.make_batch().unwrap();
+            lock(&prepared.manifest).as_mut().unwrap().lines = ROTATE_AFTER;
+            prepared.make_batch().unwrap();
             assert_eq!(std::fs::read_dir(root.join(DIR)).unwrap().count(), 1);
-            assert_eq!(lock(&pool.manifest).as_ref().unwrap().lines, 2 * BATCH);
+            assert_eq!(lock(&prepared.manifest).as_ref().unwrap().lines, 2 * BATCH);
             handed
         };
-        let pool = Pool::open(root);
+        let prepared = Prepared::open(root);
         assert_eq!(files(root), vec![handed.to_string()]);
-        assert_eq!(pool.unchecked(), vec![handed]);
+        assert_eq!(prepared.unchecked(), vec![handed]);
     }
 }
