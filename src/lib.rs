@@ -13,6 +13,7 @@ pub mod http;
 pub mod meta;
 pub mod model;
 pub mod protocol;
+pub mod sys;
 pub mod telemetry;
 pub mod upload;
 

@@ -321,7 +321,6 @@ impl From<UploadError> for ApiError {
             // over and wrote first: nothing of this one was recorded; the
             // client resumes from HEAD.
             E::Meta(MetaError::Stale(_)) => (StatusCode::CONFLICT, "ERR_UPLOAD_TAKEN_OVER"),
-            E::Meta(err) => return ApiError::internal("ERR_META_STORE", err),
             E::Data(DataError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "storage unavailable");
                 return ApiError::new(
@@ -332,6 +331,7 @@ impl From<UploadError> for ApiError {
                 .with_header(RETRY_AFTER.as_str(), 5);
             }
             E::Data(DataError::NoSpace(_))
+            | E::Meta(MetaError::NoSpace(_))
             | E::InsufficientStorage { .. }
             | E::BelowReserve { .. } => {
                 tracing::warn!(error = %e, "storage full");
@@ -353,6 +353,7 @@ impl From<UploadError> for ApiError {
                 )
                 .with_header(RETRY_AFTER.as_str(), 1);
             }
+            E::Meta(err) => return ApiError::internal("ERR_META_STORE", err),
             E::Data(DataError::LimitExceeded(_)) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "ERR_STORAGE_LIMIT_EXCEEDED")
             }

@@ -4,6 +4,7 @@
 
 use super::{ApiError, AppState};
 use crate::config::ForwardedHeaders;
+use crate::meta::MetaError;
 use crate::telemetry;
 use crate::upload::UploadError;
 use actix_web::body::{BoxBody, MessageBody};
@@ -160,11 +161,11 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         Ok(Ok(())) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body("ready\n")),
+        Ok(Err(
+            e @ (UploadError::BelowReserve { .. } | UploadError::Meta(MetaError::NoSpace(_))),
+        )) => Err(unready("ERR_INSUFFICIENT_STORAGE", e.to_string())),
         Ok(Err(UploadError::Meta(e))) => {
             Err(unready(super::error::META_UNAVAILABLE, e.to_string()))
-        }
-        Ok(Err(e @ UploadError::BelowReserve { .. })) => {
-            Err(unready("ERR_INSUFFICIENT_STORAGE", e.to_string()))
         }
         Ok(Err(e)) => Err(unready("ERR_DATA_STORE_UNAVAILABLE", e.to_string())),
         Err(_) => Err(unready(
