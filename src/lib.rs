@@ -129,6 +129,10 @@ impl RunningServer {
 /// instance is delivering (a crashed instance's).
 const OUTBOX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// Blocking-pool threads per worker (file writes and syncs, meta store
+/// work off the request's thread).
+const BLOCKING_THREADS: usize = 32;
+
 /// Binds every address `listen` resolves to.
 fn bind(listen: &str) -> Result<Vec<std::net::TcpListener>, StartError> {
     use std::net::ToSocketAddrs;
@@ -289,6 +293,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     if let Some(n) = config.workers {
         builder = builder.workers(n.max(1));
     }
+    // actix-server's default is 512 blocking threads over all workers.
+    // With thousands of uploads finishing together every one of them was
+    // started, each with its stack and malloc state, while their syncs
+    // queue at the same disk anyway.
+    builder = builder.worker_max_blocking_threads(BLOCKING_THREADS);
     for listener in listeners {
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),
