@@ -64,7 +64,7 @@ for _ in $(seq "$REPS"); do
       @sink) sink limit "$name" $port; continue ;;
       @sink-dontcache) sink limit-dontcache "$name" $port; continue ;;
     esac
-    RUST_LOG=warn "$bin" --listen 127.0.0.1:$port --data-dir "$WORK/$name" >"$WORK/$name.log" 2>&1 &
+    RUST_LOG=warn "$bin" --listen 127.0.0.1:$port --data-dir "$WORK/$name" --max-creations-per-client 0 >"$WORK/$name.log" 2>&1 &
     PID=$!
     for _ in $(seq 100); do
       curl -s -o /dev/null -X OPTIONS "http://127.0.0.1:$port/files/" && break

@@ -114,9 +114,9 @@ start() { # name dir
   var=PORT_${name//-/_}; port=${!var}
   rm -rf "$dir"; mkdir -p "$dir"
   case $name in
-    tusker) RUST_LOG=warn "$TUSKER" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
-    tusker-baseline) RUST_LOG=warn "$TUSKER_BASELINE_BIN" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
-    tusker-variant) RUST_LOG=warn "$TUSKER_VARIANT_BIN" --listen 127.0.0.1:$port --data-dir "$dir" >"$LOGS/$name.log" 2>&1 & ;;
+    tusker) RUST_LOG=warn "$TUSKER" --listen 127.0.0.1:$port --data-dir "$dir" --max-creations-per-client 0 >"$LOGS/$name.log" 2>&1 & ;;
+    tusker-baseline) RUST_LOG=warn "$TUSKER_BASELINE_BIN" --listen 127.0.0.1:$port --data-dir "$dir" --max-creations-per-client 0 >"$LOGS/$name.log" 2>&1 & ;;
+    tusker-variant) RUST_LOG=warn "$TUSKER_VARIANT_BIN" --listen 127.0.0.1:$port --data-dir "$dir" --max-creations-per-client 0 >"$LOGS/$name.log" 2>&1 & ;;
     tus-node) node bench/peers/tus-node/server.mjs $port "$dir" >"$LOGS/$name.log" 2>&1 & ;;
     # fsync on, body cap raised: see bench/peers/rustus.sh.
     rustus) RUSTUS=$RUSTUS bench/peers/rustus.sh --listen 127.0.0.1:$port --data-dir "$dir" \

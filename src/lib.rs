@@ -14,6 +14,7 @@ pub mod http;
 pub mod meta;
 pub mod model;
 pub mod protocol;
+pub mod sys;
 pub mod telemetry;
 pub mod upload;
 
@@ -128,6 +129,10 @@ impl RunningServer {
 /// How often an instance of several looks for post-finish hooks that no
 /// instance is delivering (a crashed instance's).
 const OUTBOX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Blocking-pool threads per worker (file writes and syncs, meta store
+/// work off the request's thread).
+const BLOCKING_THREADS: usize = 32;
 
 /// Binds every address `listen` resolves to.
 fn bind(listen: &str) -> Result<Vec<std::net::TcpListener>, StartError> {
@@ -370,6 +375,11 @@ fn serve(
     if let Some(n) = config.workers {
         builder = builder.workers(n.max(1));
     }
+    // actix-server's default is 512 blocking threads over all workers.
+    // With thousands of uploads finishing together every one of them was
+    // started, each with its stack and malloc state, while their syncs
+    // queue at the same disk anyway.
+    builder = builder.worker_max_blocking_threads(BLOCKING_THREADS);
     for listener in listeners {
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),

@@ -132,6 +132,13 @@ async fn migrate_meta(from: String, to: String) -> Result<(), Box<dyn std::error
 ///
 /// Skipped when the operator sets either threshold through the environment
 /// (`GLIBC_TUNABLES`, `MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`).
+///
+/// glibc also gives every thread that allocates while the others hold
+/// theirs an arena (heap) of its own, up to 8 per core, and each arena
+/// keeps up to the trim threshold free. The blocking pool's threads
+/// (file writes, syncs, meta store reads) are many when thousands of
+/// uploads finish together, so the arenas are capped at [`ARENAS`],
+/// unless `MALLOC_ARENA_MAX` or the `arena_max` tunable says otherwise.
 /// Returns whether the settings were applied.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() -> bool {
@@ -142,16 +149,25 @@ fn tune_allocator() -> bool {
         .any(|t| tunables.contains(t))
         || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some()
         || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some();
-    if tuned_by_env {
-        return false;
-    }
+    let arenas_by_env =
+        tunables.contains("arena_max") || std::env::var_os("MALLOC_ARENA_MAX").is_some();
     // SAFETY: mallopt only changes allocator parameters; it runs before any
     // thread is started.
     unsafe {
+        if !arenas_by_env {
+            libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+        }
+        if tuned_by_env {
+            return false;
+        }
         libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20) == 1
             && libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20) == 1
     }
 }
+
+/// malloc arenas at most (see [`tune_allocator`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const ARENAS: libc::c_int = 2;
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() -> bool {

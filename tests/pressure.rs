@@ -285,3 +285,233 @@ async fn upload_retrying(
     }
     (None, statuses)
 }
+
+/// A server whose meta store (sled) is on a fresh `size_mib` MiB tmpfs of
+/// its own; its data directory stays on the ordinary disk. Returns the
+/// server and the tmpfs mount point (reached from outside the server's
+/// mount namespace through `/proc/PID/root`).
+async fn meta_on_small_disk(dir: &Path, size_mib: usize) -> (Tusker, std::path::PathBuf) {
+    let disk = dir.join("metadisk");
+    std::fs::create_dir_all(&disk).expect("mount point");
+    let script = format!("mount -t tmpfs -o size={size_mib}m tmpfs \"$0\" && exec \"$@\"");
+    let meta = format!("sled:{}", disk.join("meta").display());
+    let server = Spawn::new(&dir.join("data"), &dir.join("tusker.log"))
+        .wrapped(
+            "unshare",
+            [
+                "-rm".into(),
+                "sh".into(),
+                "-c".into(),
+                script,
+                disk.display().to_string(),
+            ],
+        )
+        .args(["--meta", meta.as_str()])
+        .start()
+        .await;
+    (server, disk)
+}
+
+/// `path` as the server (in its own mount namespace) sees it.
+fn seen_by(server: &Tusker, path: &Path) -> std::path::PathBuf {
+    let pid = server.pid().expect("running");
+    Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").expect("absolute"))
+}
+
+/// Writes `file` until its file system is full.
+fn fill(file: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(file).expect("filler");
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", file.display()),
+        }
+    }
+    // Whatever tmpfs still has for a partial page goes too.
+    while f.write(&[0u8; 512]).is_ok_and(|n| n > 0) {}
+}
+
+/// Copies directory `from` (flat, as sled's is, plus one level) to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("copy target");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The meta store's disk fills up: every write that cannot be recorded is
+/// answered 507 (never 500) and nothing acknowledged is lost; the store is
+/// never corrupt (a copy taken while full, as a crash would leave it,
+/// opens and holds every acknowledged offset); once space is back the
+/// same server resumes the upload to a byte-exact end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_meta_disk_answers_507_keeps_what_was_acknowledged_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, disk) = meta_on_small_disk(dir.path(), 16).await;
+    let c = client();
+    let endpoint = server.endpoint();
+    let chunk = 16 * 1024;
+    let data = bytes(4 * MIB, 3);
+    let url = create_with(&c, &endpoint, &[("upload-length", "4194304")]).await;
+    let res = Req::new("PATCH", &url)
+        .tus()
+        .octet()
+        .h("upload-offset", 0)
+        .body(data[..MIB].to_vec())
+        .send(&c)
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text());
+    let mut acked = MIB;
+
+    let filler = seen_by(&server, &disk.join("filler"));
+    fill(&filler);
+
+    // Small appends until the meta store's writes fail: each either
+    // recorded (204) or refused with 507, never a 500.
+    let mut refused = 0;
+    for _ in 0..400 {
+        let res = Req::new("PATCH", &url)
+            .tus()
+            .octet()
+            .h("upload-offset", acked)
+            .body(data[acked..acked + chunk].to_vec())
+            .send(&c)
+            .await;
+        match res.status {
+            204 => {
+                assert_eq!(res.offset(), Some((acked + chunk) as u64));
+                acked += chunk;
+                refused = 0;
+            }
+            507 => {
+                assert!(
+                    res.text().starts_with("ERR_INSUFFICIENT_STORAGE"),
+                    "{}",
+                    res.text()
+                );
+                assert!(
+                    res.header("retry-after").is_some(),
+                    "507 without Retry-After"
+                );
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+            // The offset moved on: an append answered 507 was recorded
+            // after all (its bytes are durable): resume from HEAD.
+            409 => {
+                let at = offset(&c, &url).await as usize;
+                assert!(
+                    at >= acked && at <= acked + chunk,
+                    "offset {at}, acknowledged {acked}"
+                );
+                acked = at;
+            }
+            other => panic!(
+                "PATCH on a full meta disk: {other} {}\n{}",
+                res.text(),
+                server.log_tail(20)
+            ),
+        }
+    }
+    assert_eq!(refused, 3, "the meta store never ran out of space");
+    assert!(acked < 4 * MIB, "the whole upload fit");
+
+    // While full: a creation is refused 507, HEAD shows no offset that was
+    // not recorded, and /readyz fails.
+    let res = Req::new("POST", &endpoint)
+        .tus()
+        .h("upload-length", 1000)
+        .send(&c)
+        .await;
+    assert_eq!(
+        res.status,
+        507,
+        "creation on a full meta disk: {}",
+        res.text()
+    );
+    let head = Req::new("HEAD", &url).tus().send(&c).await;
+    assert!(
+        head.status == 507 || head.status == 200,
+        "HEAD on a full meta disk: {}",
+        head.status
+    );
+    if head.status == 200 {
+        let at = head.offset().expect("offset") as usize;
+        assert!(
+            at >= acked && at <= acked + chunk,
+            "HEAD offset {at}, acknowledged {acked}"
+        );
+    }
+    let (status, body) = readyz(&c, &server).await;
+    assert_eq!(status, 503, "/readyz with the meta disk full: {body}");
+    assert!(body.starts_with("ERR_INSUFFICIENT_STORAGE"), "{body}");
+
+    // What a crash now would leave: the database as it is on the full
+    // disk, taken while the server is stopped.
+    let crashed = dir.path().join("crashed-meta");
+    server.signal("STOP");
+    copy_dir(&seen_by(&server, &disk.join("meta")), &crashed);
+    server.signal("CONT");
+
+    // Space comes back: the same server resumes and completes the upload.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let ready = eventually(Duration::from_secs(10), || async {
+        readyz(&c, &server).await.0 == 200
+    })
+    .await;
+    assert!(ready, "/readyz once space is back\n{}", server.log_tail(20));
+    let at = offset(&c, &url).await as usize;
+    assert!(
+        at >= acked && at <= acked + chunk,
+        "offset {at}, acknowledged {acked}"
+    );
+    let res = Req::new("PATCH", &url)
+        .tus()
+        .octet()
+        .h("upload-offset", at)
+        .body(data[at..].to_vec())
+        .send(&c)
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text());
+    assert!(
+        download(&c, &url).await == data,
+        "the upload is not byte-exact"
+    );
+    let res = Req::new("POST", &endpoint)
+        .tus()
+        .h("upload-length", 1000)
+        .send(&c)
+        .await;
+    assert_eq!(
+        res.status,
+        201,
+        "creation once space is back: {}",
+        res.text()
+    );
+    server.kill();
+
+    // The copy taken while full opens: every acknowledged offset is there.
+    let meta = format!("sled:{}", crashed.display());
+    let server = Spawn::new(&dir.path().join("data"), &dir.path().join("tusker2.log"))
+        .args(["--meta", meta.as_str()])
+        .start()
+        .await;
+    let url = server.url(&id_of(&url));
+    let at = offset(&c, &url).await as usize;
+    assert!(
+        at >= acked && at <= acked + chunk,
+        "after a crash on the full disk: offset {at}, acknowledged {acked}"
+    );
+}

@@ -298,7 +298,6 @@ impl From<UploadError> for ApiError {
             // over and wrote first: nothing of this one was recorded; the
             // client resumes from HEAD.
             E::Meta(MetaError::Stale(_)) => code::UPLOAD_TAKEN_OVER,
-            E::Meta(err) => return ApiError::internal(code::META_STORE, err),
             E::Data(DataError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "storage unavailable");
                 return ApiError::new(
@@ -308,6 +307,7 @@ impl From<UploadError> for ApiError {
                 .with_header(RETRY_AFTER.as_str(), 5);
             }
             E::Data(DataError::NoSpace(_))
+            | E::Meta(MetaError::NoSpace(_))
             | E::InsufficientStorage { .. }
             | E::BelowReserve { .. } => {
                 tracing::warn!(error = %e, "storage full");
@@ -326,6 +326,7 @@ impl From<UploadError> for ApiError {
             }
             E::Data(DataError::LimitExceeded(_)) => code::STORAGE_LIMIT_EXCEEDED,
             E::Data(DataError::Missing(_)) => return ApiError::internal(code::DATA_MISSING, &e),
+            E::Meta(err) => return ApiError::internal(code::META_STORE, err),
             E::Data(err) => return ApiError::internal(code::STORAGE, err),
         };
         ApiError::new(code, e.to_string())

@@ -1,6 +1,7 @@
 //! `/healthz` (the process serves) and `/readyz` (both stores answer).
 
 use super::{code, ApiError, AppState};
+use crate::meta::MetaError;
 use crate::upload::UploadError;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -36,10 +37,10 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         Ok(Ok(())) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body("ready\n")),
+        Ok(Err(
+            e @ (UploadError::BelowReserve { .. } | UploadError::Meta(MetaError::NoSpace(_))),
+        )) => Err(unready(code::INSUFFICIENT_STORAGE, e.to_string())),
         Ok(Err(UploadError::Meta(e))) => Err(unready(code::META_STORE_UNAVAILABLE, e.to_string())),
-        Ok(Err(e @ UploadError::BelowReserve { .. })) => {
-            Err(unready(code::INSUFFICIENT_STORAGE, e.to_string()))
-        }
         Ok(Err(e)) => Err(unready(code::DATA_STORE_UNAVAILABLE, e.to_string())),
         Err(_) => Err(unready(
             code::READINESS_TIMEOUT,

@@ -30,7 +30,31 @@ struct State {
 #[derive(Clone, Default)]
 struct Outcome {
     covered: u64,
-    error: Option<String>,
+    error: Option<Failure>,
+}
+
+/// A failed flush, as told to the callers it covered besides its leader.
+#[derive(Clone)]
+enum Failure {
+    /// [`MetaError::NoSpace`]: they wait for space as the leader does.
+    NoSpace(String),
+    Other(String),
+}
+
+impl Failure {
+    fn of(e: &MetaError) -> Failure {
+        match e {
+            MetaError::NoSpace(_) => Failure::NoSpace(e.to_string()),
+            _ => Failure::Other(e.to_string()),
+        }
+    }
+
+    fn error(self) -> MetaError {
+        match self {
+            Failure::NoSpace(m) => MetaError::NoSpace(m.into()),
+            Failure::Other(m) => MetaError::Backend(m.into()),
+        }
+    }
 }
 
 /// Shares flushes between concurrent callers (see the module docs).
@@ -70,7 +94,7 @@ impl GroupCommit {
                 if last.covered >= ticket {
                     return match last.error {
                         None => Ok(()),
-                        Some(e) => Err(MetaError::Backend(e.into())),
+                        Some(e) => Err(e.error()),
                     };
                 }
                 if state.running {
@@ -103,7 +127,7 @@ impl GroupCommit {
             done: false,
         };
         let result = flush().await;
-        let error = result.as_ref().err().map(|e| e.to_string());
+        let error = result.as_ref().err().map(Failure::of);
         {
             let mut state = self.lock();
             state.running = false;
@@ -219,6 +243,36 @@ mod tests {
         assert!(err.to_string().contains("disk full"), "{err}");
         // The next caller is not covered by the failed flush: it runs its own.
         group.flush(|| async { Ok(()) }).await.unwrap();
+    }
+
+    /// Callers covered by a flush that met a full disk are told so, not
+    /// of a backend failure.
+    #[tokio::test]
+    async fn a_full_disk_reaches_every_caller_it_covered() {
+        let group = Arc::new(GroupCommit::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (release, hold) = tokio::sync::oneshot::channel::<()>();
+        let first = caller(&group, &runs, async {
+            let _ = hold.await;
+        });
+        first_flush_started(&runs).await;
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let group = group.clone();
+                tokio::spawn(async move {
+                    group
+                        .flush(|| async { Err(MetaError::NoSpace("disk full".into())) })
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for w in waiters {
+            let e = w.await.unwrap().unwrap_err();
+            assert!(matches!(e, MetaError::NoSpace(_)), "{e:?}");
+        }
     }
 
     #[tokio::test]

@@ -32,6 +32,11 @@ pub enum MetaError {
     Corrupt { key: String, reason: String },
     #[error("meta store backend: {0}")]
     Backend(#[source] BoxError),
+    /// The disk (or the quota) holding the store is full: sled's ENOSPC
+    /// or EDQUOT, PostgreSQL's class 53100. The write that met it was not
+    /// recorded; the same request may succeed once space is back.
+    #[error("meta store is out of space: {0}")]
+    NoSpace(#[source] BoxError),
     /// The backend could not be reached or did not answer in time; the
     /// same request may succeed later.
     #[error("meta store unavailable: {0}")]

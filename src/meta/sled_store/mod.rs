@@ -11,21 +11,52 @@ use crate::protocol::UploadId;
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use std::path::Path;
-use std::sync::Arc;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// Bumped when the on-disk layout changes incompatibly.
 const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// Sled-backed meta store (the embedded default).
+///
+/// After a failed write of its log (the disk filled up), sled 0.34 refuses
+/// every later write of that database while its cache still answers reads,
+/// with records that may never have reached the disk. So a write that
+/// meets a full disk closes the database: requests get
+/// [`MetaError::NoSpace`] until it opens again, recovered from what is on
+/// disk (durable writes only), which the next request tries once
+/// [`REOPEN_AFTER`] has passed.
 #[derive(Clone)]
 pub struct SledMetaStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    cache_bytes: u64,
+    /// The open database, or since when it is closed.
+    state: RwLock<State>,
+    /// Held while opening again.
+    reopening: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+enum State {
+    Open(Arc<Open>),
+    /// A write met a full disk at this time (or opening again failed).
+    Closed(Instant),
+}
+
+/// One opening of the database.
+pub(super) struct Open {
     db: sled::Db,
     /// sled's log file, synced after every flush (see [`SledMetaStore::flush`]).
-    log: Arc<std::fs::File>,
-    /// Shares one flush between concurrent writers.
-    commits: Arc<GroupCommit>,
+    log: std::fs::File,
+    /// Shares one flush between concurrent writers of this opening.
+    commits: GroupCommit,
     /// id → UploadInfo (JSON)
     uploads: sled::Tree,
     /// expires_at (u64 BE) ++ id → ()
@@ -49,6 +80,14 @@ pub struct SledMetaStore {
 /// after 120,000 creations, 16 MiB levelled off near 120 MiB).
 pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Free space below which the store is not ready: two of sled's log
+/// segments.
+const MIN_FREE: u64 = 1024 * 1024;
+
+/// How long a store closed by a full disk waits between attempts to open
+/// again (each recovers the database from disk).
+pub const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
 impl SledMetaStore {
     /// Opens (or creates) the database in `dir` with the default cache.
     pub fn open(dir: &Path) -> Result<Self, MetaError> {
@@ -59,12 +98,108 @@ impl SledMetaStore {
     /// by `cache_bytes` (sled's own accounting; resident memory runs
     /// somewhat above it).
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, MetaError> {
+        let open = Open::start(dir, cache_bytes)?;
+        Ok(SledMetaStore {
+            shared: Arc::new(Shared {
+                dir: dir.to_owned(),
+                cache_bytes,
+                state: RwLock::new(State::Open(Arc::new(open))),
+                reopening: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The open database, opening it again if a full disk closed it at
+    /// least [`REOPEN_AFTER`] ago.
+    async fn current(&self) -> Result<Arc<Open>, MetaError> {
+        let closed = || {
+            MetaError::NoSpace(
+                "the meta database is closed after its disk filled up; it opens again once there is space".into(),
+            )
+        };
+        match self.state() {
+            State::Open(open) => return Ok(open),
+            State::Closed(at) if at.elapsed() < REOPEN_AFTER => return Err(closed()),
+            State::Closed(_) => {}
+        }
+        let _reopening = self.shared.reopening.lock().await;
+        match self.state() {
+            State::Open(open) => return Ok(open), // opened while this one waited
+            State::Closed(at) if at.elapsed() < REOPEN_AFTER => return Err(closed()),
+            State::Closed(_) => {}
+        }
+        let (dir, cache) = (self.shared.dir.clone(), self.shared.cache_bytes);
+        let opened = tokio::task::spawn_blocking(move || Open::start(&dir, cache))
+            .await
+            .map_err(|e| MetaError::Backend(crate::error::caused("blocking task failed", e)))?;
+        match opened {
+            Ok(open) => {
+                let open = Arc::new(open);
+                *self.write_state() = State::Open(open.clone());
+                tracing::info!(dir = %self.shared.dir.display(), "meta database opened again after its disk filled up");
+                Ok(open)
+            }
+            Err(e) => {
+                *self.write_state() = State::Closed(Instant::now());
+                tracing::warn!(error = %e, dir = %self.shared.dir.display(), "opening the meta database again failed");
+                Err(e)
+            }
+        }
+    }
+
+    fn state(&self) -> State {
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        // One value replaced in single statements: a panic elsewhere
+        // cannot leave it half-changed.
+        self.shared.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Passes on an operation's result; a full disk met through `open`
+    /// closes that opening (see [`SledMetaStore`]).
+    fn settle<T>(&self, open: &Arc<Open>, result: Result<T, MetaError>) -> Result<T, MetaError> {
+        if let Err(e @ MetaError::NoSpace(_)) = &result {
+            let mut state = self.write_state();
+            if matches!(&*state, State::Open(current) if Arc::ptr_eq(current, open)) {
+                tracing::warn!(error = %e, dir = %self.shared.dir.display(), "the meta database's disk is full: closed until it opens again");
+                *state = State::Closed(Instant::now());
+            }
+        }
+        result
+    }
+
+    /// Runs `op` on the open database and settles its result.
+    async fn with<T, F, Fut>(&self, op: F) -> Result<T, MetaError>
+    where
+        F: FnOnce(Arc<Open>) -> Fut,
+        Fut: Future<Output = Result<T, MetaError>>,
+    {
+        let open = self.current().await?;
+        let result = op(open.clone()).await;
+        self.settle(&open, result)
+    }
+
+    /// Waits until every write so far is on disk. Concurrent callers share
+    /// flushes ([`GroupCommit`]).
+    pub async fn flush(&self) -> Result<(), MetaError> {
+        self.with(|s| async move { s.flush().await }).await
+    }
+}
+
+impl Open {
+    fn start(dir: &Path, cache_bytes: u64) -> Result<Open, MetaError> {
         let db = open_waiting_for_lock(dir, cache_bytes)?;
-        match db.get(SCHEMA_KEY).map_err(backend)? {
+        match db.get(SCHEMA_KEY).map_err(sled_err)? {
             None => {
                 db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-                    .map_err(backend)?;
-                db.flush().map_err(backend)?;
+                    .map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
             Some(v) => {
@@ -80,28 +215,25 @@ impl SledMetaStore {
         }
         // sled keeps its log in `<dir>/db`; any descriptor of the file can
         // make it durable.
-        let log = std::fs::File::open(dir.join("db"))
-            .map(Arc::new)
-            .map_err(|e| {
-                MetaError::Backend(crate::error::caused("opening sled's log for syncing", e))
-            })?;
-        Ok(SledMetaStore {
+        let log = std::fs::File::open(dir.join("db")).map_err(|e| {
+            MetaError::Backend(crate::error::caused("opening sled's log for syncing", e))
+        })?;
+        Ok(Open {
             log,
-            commits: Arc::default(),
-            uploads: db.open_tree("uploads").map_err(backend)?,
-            expiry: db.open_tree("expiry").map_err(backend)?,
-            tombstones: db.open_tree("tombstones").map_err(backend)?,
-            waiters: db.open_tree("waiters").map_err(backend)?,
-            destinations: db.open_tree("destinations").map_err(backend)?,
-            outbox: db.open_tree("outbox").map_err(backend)?,
-            event_outbox: db.open_tree("event_outbox").map_err(backend)?,
+            commits: GroupCommit::default(),
+            uploads: db.open_tree("uploads").map_err(sled_err)?,
+            expiry: db.open_tree("expiry").map_err(sled_err)?,
+            tombstones: db.open_tree("tombstones").map_err(sled_err)?,
+            waiters: db.open_tree("waiters").map_err(sled_err)?,
+            destinations: db.open_tree("destinations").map_err(sled_err)?,
+            outbox: db.open_tree("outbox").map_err(sled_err)?,
+            event_outbox: db.open_tree("event_outbox").map_err(sled_err)?,
             db,
         })
     }
 
-    /// Waits until every write so far is on disk. Concurrent callers share
-    /// flushes ([`GroupCommit`]).
-    pub async fn flush(&self) -> Result<(), MetaError> {
+    /// Waits until every write so far to this opening is on disk.
+    async fn flush(self: &Arc<Self>) -> Result<(), MetaError> {
         // Not `flush_async`: in sled 0.34 concurrent `flush_async` futures
         // can miss their wake-up and hang forever (spacejam/sled#1308,
         // #1241; fixed only on sled's unreleased main). A blocking flush on
@@ -113,76 +245,77 @@ impl SledMetaStore {
         // An `fdatasync` of the log after sled's flush closes that.
         self.commits
             .flush(|| {
-                self.blocking(|s| {
-                    s.db.flush().map_err(backend)?;
-                    s.log.sync_data().map_err(backend)
+                blocking(self.clone(), |s| {
+                    s.db.flush().map_err(sled_err)?;
+                    s.log.sync_data().map_err(|e| sled_err(sled::Error::Io(e)))
                 })
             })
             .await
     }
+}
 
-    /// Runs blocking sled work off the async executor.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, MetaError>
-    where
-        T: Send + 'static,
-        F: FnOnce(SledMetaStore) -> Result<T, MetaError> + Send + 'static,
-    {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || f(me))
-            .await
-            .map_err(|e| MetaError::Backend(crate::error::caused("blocking task failed", e)))?
-    }
+/// Runs blocking sled work off the async executor.
+async fn blocking<T, F>(open: Arc<Open>, f: F) -> Result<T, MetaError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Open) -> Result<T, MetaError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || f(&open))
+        .await
+        .map_err(|e| MetaError::Backend(crate::error::caused("blocking task failed", e)))?
 }
 
 impl SledMetaStore {
     /// Everything stored, for `tusker migrate-meta`.
     pub async fn dump(&self) -> Result<MetaDump, MetaError> {
-        self.blocking(|s| {
-            let id_of = |k: &[u8]| -> Result<UploadId, MetaError> {
-                std::str::from_utf8(k)
-                    .ok()
-                    .and_then(|v| UploadId::parse(v).ok())
-                    .ok_or_else(|| MetaError::Corrupt {
-                        key: String::from_utf8_lossy(k).into_owned(),
-                        reason: "not an upload id".into(),
-                    })
-            };
-            let mut dump = MetaDump::default();
-            for item in s.uploads.iter() {
-                let (k, v) = item.map_err(backend)?;
-                dump.uploads.push(decode(&k, &v)?);
-            }
-            for item in s.tombstones.iter() {
-                let (k, v) = item.map_err(backend)?;
-                let at = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-                dump.tombstones.push((id_of(&k)?, at));
-            }
-            for item in s.waiters.iter() {
-                let (k, _) = item.map_err(backend)?;
-                let Some(split) = k.iter().position(|b| *b == 0) else {
-                    continue;
+        self.with(|open| {
+            blocking(open, |s| {
+                let id_of = |k: &[u8]| -> Result<UploadId, MetaError> {
+                    std::str::from_utf8(k)
+                        .ok()
+                        .and_then(|v| UploadId::parse(v).ok())
+                        .ok_or_else(|| MetaError::Corrupt {
+                            key: String::from_utf8_lossy(k).into_owned(),
+                            reason: "not an upload id".into(),
+                        })
                 };
-                dump.waiters
-                    .push((id_of(&k[..split])?, id_of(&k[split + 1..])?));
-            }
-            for item in s.destinations.iter() {
-                let (k, v) = item.map_err(backend)?;
-                dump.destinations
-                    .push((String::from_utf8_lossy(&k).into_owned(), id_of(&v)?));
-            }
-            dump.event_debts = s.event_debts(usize::MAX)?;
-            Ok(dump)
+                let mut dump = MetaDump::default();
+                for item in s.uploads.iter() {
+                    let (k, v) = item.map_err(sled_err)?;
+                    dump.uploads.push(decode(&k, &v)?);
+                }
+                for item in s.tombstones.iter() {
+                    let (k, v) = item.map_err(sled_err)?;
+                    let at = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                    dump.tombstones.push((id_of(&k)?, at));
+                }
+                for item in s.waiters.iter() {
+                    let (k, _) = item.map_err(sled_err)?;
+                    let Some(split) = k.iter().position(|b| *b == 0) else {
+                        continue;
+                    };
+                    dump.waiters
+                        .push((id_of(&k[..split])?, id_of(&k[split + 1..])?));
+                }
+                for item in s.destinations.iter() {
+                    let (k, v) = item.map_err(sled_err)?;
+                    dump.destinations
+                        .push((String::from_utf8_lossy(&k).into_owned(), id_of(&v)?));
+                }
+                dump.event_debts = s.event_debts(usize::MAX)?;
+                Ok(dump)
+            })
         })
         .await
     }
 }
 
-impl SledMetaStore {
+impl Open {
     /// Up to `limit` owed events, in key order.
     fn event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError> {
         let mut out = Vec::new();
         for item in self.event_outbox.iter().take(limit) {
-            let (k, v) = item.map_err(backend)?;
+            let (k, v) = item.map_err(sled_err)?;
             out.push(serde_json::from_slice(&v).map_err(|e| MetaError::Corrupt {
                 key: String::from_utf8_lossy(&k).into_owned(),
                 reason: e.to_string(),
@@ -214,13 +347,29 @@ fn open_waiting_for_lock(dir: &Path, cache_bytes: u64) -> Result<sled::Db, MetaE
                 tracing::debug!(dir = %dir.display(), "meta database is locked; waiting for its previous owner");
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            Err(e) => return Err(backend(e)),
+            Err(e) => return Err(sled_err(e)),
         }
     }
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> MetaError {
     MetaError::Backend(Box::new(e))
+}
+
+/// Sorts a sled error: a full disk (or quota) is [`MetaError::NoSpace`].
+/// sled hands a failed log write to later callers as a copy that keeps
+/// the I/O error's kind only.
+fn sled_err(e: sled::Error) -> MetaError {
+    use std::io::ErrorKind;
+    match &e {
+        sled::Error::Io(io)
+            if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+                || matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) =>
+        {
+            MetaError::NoSpace(Box::new(e))
+        }
+        _ => backend(e),
+    }
 }
 
 fn expiry_key(at: u64, id: &UploadId) -> Vec<u8> {
@@ -251,7 +400,7 @@ fn encode(info: &UploadInfo) -> Result<Vec<u8>, MetaError> {
 fn tx<T>(r: Result<T, TransactionError<MetaError>>) -> Result<T, MetaError> {
     r.map_err(|e| match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => backend(e),
+        TransactionError::Storage(e) => sled_err(e),
     })
 }
 
@@ -263,14 +412,17 @@ impl MetaStore for SledMetaStore {
         // the blocking pool cost more (5-7 % of uploads/s with many small
         // uploads).
         // The flush, which waits for the disk, goes to the pool.
-        self.insert_new(info)?;
-        self.flush().await
+        self.with(|s| async move {
+            s.insert_new(info)?;
+            s.flush().await
+        })
+        .await
     }
 
     async fn create_deferred(&self, info: &UploadInfo) -> Result<(), MetaError> {
         // sled's log is recovered in order: the flush of a later save
         // covers this write too.
-        self.insert_new(info)
+        self.with(|s| async move { s.insert_new(info) }).await
     }
 
     async fn sync(&self) -> Result<(), MetaError> {
@@ -278,13 +430,16 @@ impl MetaStore for SledMetaStore {
     }
 
     async fn get(&self, id: &UploadId) -> Result<Option<Lookup>, MetaError> {
-        let id = id.clone();
-        self.blocking(move |s| {
+        // On the calling thread, as `create` and `save`: the record of an
+        // upload in use is in sled's cache, a lookup of microseconds. On
+        // the blocking pool a HEAD waited for a free thread and two
+        // wake-ups, behind the file writes and syncs of the uploads.
+        self.with(|s| async move {
             let key = id.as_str().as_bytes();
-            if let Some(v) = s.uploads.get(key).map_err(backend)? {
+            if let Some(v) = s.uploads.get(key).map_err(sled_err)? {
                 return Ok(Some(Lookup::Live(Box::new(decode(key, &v)?))));
             }
-            if s.tombstones.get(key).map_err(backend)?.is_some() {
+            if s.tombstones.get(key).map_err(sled_err)?.is_some() {
                 return Ok(Some(Lookup::Gone));
             }
             Ok(None)
@@ -297,64 +452,80 @@ impl MetaStore for SledMetaStore {
         // so its page is cached.
         let expected = info.version;
         info.version = expected.saturating_add(1);
-        if let Err(e) = self.replace(info, expected) {
+        let mut replaced = false;
+        let saved = self
+            .with(|s| {
+                let (info, replaced) = (&*info, &mut replaced);
+                async move {
+                    s.replace(info, expected)?;
+                    *replaced = true;
+                    s.flush().await
+                }
+            })
+            .await;
+        if !replaced {
             info.version = expected;
-            return Err(e);
         }
-        self.flush().await
+        saved
     }
 
     async fn remove(&self, info: &UploadInfo) -> Result<(), MetaError> {
         let (id, expected) = (info.id.clone(), info.version);
-        self.blocking(move |s| {
-            let key = id.as_str().as_bytes().to_vec();
-            let now = now_secs().to_be_bytes();
-            tx(
-                (&s.uploads, &s.expiry, &s.tombstones).transaction(|(uploads, expiry, tombs)| {
-                    if let Some(old) = uploads.remove(key.as_slice())? {
-                        let old =
-                            decode(&key, &old).map_err(ConflictableTransactionError::Abort)?;
-                        if old.version != expected {
-                            return Err(ConflictableTransactionError::Abort(MetaError::Stale(
-                                id.clone(),
-                            )));
+        self.with(|open| async move {
+            blocking(open.clone(), move |s| {
+                let key = id.as_str().as_bytes().to_vec();
+                let now = now_secs().to_be_bytes();
+                tx((&s.uploads, &s.expiry, &s.tombstones).transaction(
+                    |(uploads, expiry, tombs)| {
+                        if let Some(old) = uploads.remove(key.as_slice())? {
+                            let old =
+                                decode(&key, &old).map_err(ConflictableTransactionError::Abort)?;
+                            if old.version != expected {
+                                return Err(ConflictableTransactionError::Abort(MetaError::Stale(
+                                    id.clone(),
+                                )));
+                            }
+                            if let Some(at) = old.expires_at {
+                                expiry.remove(expiry_key(at, &id))?;
+                            }
                         }
-                        if let Some(at) = old.expires_at {
-                            expiry.remove(expiry_key(at, &id))?;
-                        }
-                    }
-                    tombs.insert(key.as_slice(), &now)?;
-                    Ok(())
-                }),
-            )
+                        tombs.insert(key.as_slice(), &now)?;
+                        Ok(())
+                    },
+                ))
+            })
+            .await?;
+            open.flush().await
         })
-        .await?;
-        self.flush().await
+        .await
     }
 
     async fn expired(&self, now: u64, limit: usize) -> Result<Vec<UploadId>, MetaError> {
-        self.blocking(move |s| s.expired_ids(now, limit)).await
+        self.with(|open| blocking(open, move |s| s.expired_ids(now, limit)))
+            .await
     }
 
     async fn prune_tombstones(&self, before: u64) -> Result<usize, MetaError> {
-        let n = self
-            .blocking(move |s| {
+        self.with(|open| async move {
+            let n = blocking(open.clone(), move |s| {
                 let mut n = 0;
                 for item in s.tombstones.iter() {
-                    let (k, v) = item.map_err(backend)?;
+                    let (k, v) = item.map_err(sled_err)?;
                     let at = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
                     if at < before {
-                        s.tombstones.remove(k).map_err(backend)?;
+                        s.tombstones.remove(k).map_err(sled_err)?;
                         n += 1;
                     }
                 }
                 Ok(n)
             })
             .await?;
-        if n > 0 {
-            self.flush().await?;
-        }
-        Ok(n)
+            if n > 0 {
+                open.flush().await?;
+            }
+            Ok(n)
+        })
+        .await
     }
 
     async fn add_concat_waiters(
@@ -363,33 +534,38 @@ impl MetaStore for SledMetaStore {
         partials: &[UploadId],
     ) -> Result<(), MetaError> {
         let (final_id, partials) = (final_id.clone(), partials.to_vec());
-        self.blocking(move |s| {
-            let mut batch = sled::Batch::default();
-            for p in &partials {
-                batch.insert(waiter_key(p, &final_id), &[]);
-            }
-            s.waiters.apply_batch(batch).map_err(backend)
+        self.with(|open| async move {
+            blocking(open.clone(), move |s| {
+                let mut batch = sled::Batch::default();
+                for p in &partials {
+                    batch.insert(waiter_key(p, &final_id), &[]);
+                }
+                s.waiters.apply_batch(batch).map_err(sled_err)
+            })
+            .await?;
+            open.flush().await
         })
-        .await?;
-        self.flush().await
+        .await
     }
 
     async fn concat_waiters(&self, partial: &UploadId) -> Result<Vec<UploadId>, MetaError> {
         let partial = partial.clone();
-        self.blocking(move |s| {
-            let mut prefix = partial.as_str().as_bytes().to_vec();
-            prefix.push(0);
-            let mut out = Vec::new();
-            for item in s.waiters.scan_prefix(&prefix) {
-                let (k, _) = item.map_err(backend)?;
-                if let Some(id) = std::str::from_utf8(&k[prefix.len()..])
-                    .ok()
-                    .and_then(|s| UploadId::parse(s).ok())
-                {
-                    out.push(id);
+        self.with(|open| {
+            blocking(open, move |s| {
+                let mut prefix = partial.as_str().as_bytes().to_vec();
+                prefix.push(0);
+                let mut out = Vec::new();
+                for item in s.waiters.scan_prefix(&prefix) {
+                    let (k, _) = item.map_err(sled_err)?;
+                    if let Some(id) = std::str::from_utf8(&k[prefix.len()..])
+                        .ok()
+                        .and_then(|s| UploadId::parse(s).ok())
+                    {
+                        out.push(id);
+                    }
                 }
-            }
-            Ok(out)
+                Ok(out)
+            })
         })
         .await
     }
@@ -400,21 +576,24 @@ impl MetaStore for SledMetaStore {
         partials: &[UploadId],
     ) -> Result<(), MetaError> {
         let (final_id, partials) = (final_id.clone(), partials.to_vec());
-        self.blocking(move |s| {
-            let mut batch = sled::Batch::default();
-            for p in &partials {
-                batch.remove(waiter_key(p, &final_id));
-            }
-            s.waiters.apply_batch(batch).map_err(backend)
+        self.with(|open| async move {
+            blocking(open.clone(), move |s| {
+                let mut batch = sled::Batch::default();
+                for p in &partials {
+                    batch.remove(waiter_key(p, &final_id));
+                }
+                s.waiters.apply_batch(batch).map_err(sled_err)
+            })
+            .await?;
+            open.flush().await
         })
-        .await?;
-        self.flush().await
+        .await
     }
 
     async fn claim_destination(&self, destination: &str, id: &UploadId) -> Result<bool, MetaError> {
         let (destination, id) = (destination.to_owned(), id.clone());
-        let claimed = self
-            .blocking(move |s| {
+        self.with(|open| async move {
+            let claimed = blocking(open.clone(), move |s| {
                 let won = s
                     .destinations
                     .compare_and_swap(
@@ -422,7 +601,7 @@ impl MetaStore for SledMetaStore {
                         None as Option<&[u8]>,
                         Some(id.as_str().as_bytes()),
                     )
-                    .map_err(backend)?;
+                    .map_err(sled_err)?;
                 Ok(match won {
                     Ok(()) => true,
                     // Claimed before by the same upload (a retried create).
@@ -430,67 +609,80 @@ impl MetaStore for SledMetaStore {
                 })
             })
             .await?;
-        self.flush().await?;
-        Ok(claimed)
+            open.flush().await?;
+            Ok(claimed)
+        })
+        .await
     }
 
     async fn release_destination(&self, destination: &str, id: &UploadId) -> Result<(), MetaError> {
         let (destination, id) = (destination.to_owned(), id.clone());
-        self.blocking(move |s| {
-            // Only the holder may release.
-            let _ = s
-                .destinations
-                .compare_and_swap(
-                    destination.as_bytes(),
-                    Some(id.as_str().as_bytes()),
-                    None as Option<&[u8]>,
-                )
-                .map_err(backend)?;
-            Ok(())
+        self.with(|open| async move {
+            blocking(open.clone(), move |s| {
+                // Only the holder may release.
+                let _ = s
+                    .destinations
+                    .compare_and_swap(
+                        destination.as_bytes(),
+                        Some(id.as_str().as_bytes()),
+                        None as Option<&[u8]>,
+                    )
+                    .map_err(sled_err)?;
+                Ok(())
+            })
+            .await?;
+            open.flush().await
         })
-        .await?;
-        self.flush().await
+        .await
     }
 
     async fn pending_finish_hooks(&self, limit: usize) -> Result<Vec<UploadId>, MetaError> {
-        self.blocking(move |s| {
-            let mut out = Vec::new();
-            for item in s.outbox.iter().take(limit) {
-                let (k, _) = item.map_err(backend)?;
-                if let Some(id) = std::str::from_utf8(&k)
-                    .ok()
-                    .and_then(|s| UploadId::parse(s).ok())
-                {
-                    out.push(id);
+        self.with(|open| {
+            blocking(open, move |s| {
+                let mut out = Vec::new();
+                for item in s.outbox.iter().take(limit) {
+                    let (k, _) = item.map_err(sled_err)?;
+                    if let Some(id) = std::str::from_utf8(&k)
+                        .ok()
+                        .and_then(|s| UploadId::parse(s).ok())
+                    {
+                        out.push(id);
+                    }
                 }
-            }
-            Ok(out)
+                Ok(out)
+            })
         })
         .await
     }
 
     async fn add_event_debt(&self, debt: &EventDebt) -> Result<(), MetaError> {
         let value = serde_json::to_vec(debt).map_err(backend)?;
-        self.event_outbox
-            .insert(debt.id.as_bytes(), value)
-            .map_err(backend)?;
-        self.flush().await
+        self.with(|s| async move {
+            s.event_outbox
+                .insert(debt.id.as_bytes(), value)
+                .map_err(sled_err)?;
+            s.flush().await
+        })
+        .await
     }
 
     async fn pending_event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError> {
-        self.blocking(move |s| s.event_debts(limit)).await
+        self.with(|open| blocking(open, move |s| s.event_debts(limit)))
+            .await
     }
 
     async fn clear_event_debt(&self, id: &str) -> Result<(), MetaError> {
-        if self
-            .event_outbox
-            .remove(id.as_bytes())
-            .map_err(backend)?
-            .is_some()
-        {
-            self.flush().await?;
-        }
-        Ok(())
+        self.with(|s| async move {
+            if s.event_outbox
+                .remove(id.as_bytes())
+                .map_err(sled_err)?
+                .is_some()
+            {
+                s.flush().await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn job_lock(&self, _job: &str) -> Result<Option<JobGuard>, MetaError> {
@@ -499,8 +691,19 @@ impl MetaStore for SledMetaStore {
     }
 
     async fn ping(&self) -> Result<(), MetaError> {
-        self.blocking(|s| s.db.get(SCHEMA_KEY).map(|_| ()).map_err(backend))
-            .await
+        let open = self.current().await?;
+        let dir = self.shared.dir.clone();
+        blocking(open, move |s| {
+            s.db.get(SCHEMA_KEY).map_err(sled_err)?;
+            // Reads go on while the disk is full; writes would not.
+            match crate::sys::space(&dir) {
+                Ok((free, _)) if free < MIN_FREE => Err(MetaError::NoSpace(
+                    format!("{free} bytes free where the meta database is").into(),
+                )),
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 }
 
@@ -525,6 +728,15 @@ mod tests {
         ));
     }
 
+    impl SledMetaStore {
+        fn open_now(&self) -> Arc<Open> {
+            match self.state() {
+                State::Open(open) => open,
+                State::Closed(_) => panic!("closed"),
+            }
+        }
+    }
+
     /// A store in a directory of its own (removed with the guard).
     fn fresh() -> (tempfile::TempDir, SledMetaStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -543,18 +755,30 @@ mod tests {
         let moved = UploadId::generate();
         store.create(&info(&moved, Some(10))).await.unwrap();
         store.save(&mut info(&moved, Some(5000))).await.unwrap();
-        store.expiry.insert(expiry_key(10, &moved), &[]).unwrap();
+        store
+            .open_now()
+            .expiry
+            .insert(expiry_key(10, &moved), &[])
+            .unwrap();
         for _ in 0..300 {
             let gone = UploadId::generate();
-            store.expiry.insert(expiry_key(10, &gone), &[]).unwrap();
+            store
+                .open_now()
+                .expiry
+                .insert(expiry_key(10, &gone), &[])
+                .unwrap();
         }
 
         assert_eq!(store.expired(30, 5).await.unwrap(), vec![due.clone()]);
-        assert_eq!(store.expiry.len(), 303, "too young to be removed");
+        assert_eq!(
+            store.open_now().expiry.len(),
+            303,
+            "too young to be removed"
+        );
 
         let now = 10 + writes::STALE_AFTER;
         assert_eq!(store.expired(now, 5).await.unwrap(), vec![due.clone()]);
-        assert_eq!(store.expiry.len(), 2, "stale entries removed");
+        assert_eq!(store.open_now().expiry.len(), 2, "stale entries removed");
         assert_eq!(store.expired(6000, 5).await.unwrap(), vec![due, moved]);
     }
 
@@ -579,7 +803,13 @@ mod tests {
             })
             .collect();
         assert_eq!(won.len(), 1);
-        let entries: Vec<_> = store.expiry.iter().keys().map(|k| k.unwrap()).collect();
+        let entries: Vec<_> = store
+            .open_now()
+            .expiry
+            .iter()
+            .keys()
+            .map(|k| k.unwrap())
+            .collect();
         assert_eq!(entries, vec![sled::IVec::from(expiry_key(won[0], &id))]);
     }
 
@@ -595,6 +825,6 @@ mod tests {
             Err(MetaError::AlreadyExists(_))
         ));
         assert_eq!(store.get(&id).await.unwrap(), Some(Lookup::Gone));
-        assert_eq!(store.expiry.len(), 0);
+        assert_eq!(store.open_now().expiry.len(), 0);
     }
 }

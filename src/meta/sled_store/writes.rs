@@ -15,14 +15,14 @@
 //! ordered so that no such prefix loses an index entry a record needs:
 //! an entry is added before the record that needs it and removed after the
 //! record that needed it has changed. What a prefix can leave is a *stale*
-//! entry, which [`SledMetaStore::expired_ids`] skips and, once it is
+//! entry, which [`Open::expired_ids`] skips and, once it is
 //! [`STALE_AFTER`] past its time, removes.
 //!
 //! The outbox (finished uploads owing a post-finish hook) is not treated
 //! this way: a save that changes whether a hook is owed keeps the
 //! transaction. Those saves are one per finished upload with hooks on.
 
-use super::{backend, decode, encode, expiry_key, tx, SledMetaStore};
+use super::{decode, encode, expiry_key, sled_err, tx, Open};
 use crate::meta::MetaError;
 use crate::model::UploadInfo;
 use crate::protocol::UploadId;
@@ -41,24 +41,24 @@ fn expiry_entry(info: &UploadInfo) -> Option<Vec<u8>> {
     info.expires_at.map(|at| expiry_key(at, &info.id))
 }
 
-impl SledMetaStore {
+impl Open {
     /// `MetaStore::create`, before the flush.
     pub(super) fn insert_new(&self, info: &UploadInfo) -> Result<(), MetaError> {
         let key = info.id.as_str().as_bytes();
         let taken = || MetaError::AlreadyExists(info.id.clone());
-        if self.tombstones.get(key).map_err(backend)?.is_some() {
+        if self.tombstones.get(key).map_err(sled_err)?.is_some() {
             return Err(taken());
         }
         let value = encode(info)?;
         let entry = expiry_entry(info);
         if let Some(k) = &entry {
-            self.expiry.insert(k.as_slice(), &[]).map_err(backend)?;
+            self.expiry.insert(k.as_slice(), &[]).map_err(sled_err)?;
         }
         let none: Option<&[u8]> = None;
         if let Err(holder) = self
             .uploads
             .compare_and_swap(key, none, Some(value.as_slice()))
-            .map_err(backend)?
+            .map_err(sled_err)?
         {
             // The entry added above goes, unless the holder needs the same.
             let holders = holder
@@ -67,20 +67,20 @@ impl SledMetaStore {
                 .and_then(|v| decode(key, v).ok())
                 .and_then(|h| expiry_entry(&h));
             if let Some(k) = entry.filter(|k| holders.as_ref() != Some(k)) {
-                self.expiry.remove(k).map_err(backend)?;
+                self.expiry.remove(k).map_err(sled_err)?;
             }
             return Err(taken());
         }
         // A removal (a transaction, so wholly before or after each step
         // here) may have come between the check above and the insert: its
         // tombstone keeps the id from being used again.
-        if self.tombstones.get(key).map_err(backend)?.is_some() {
+        if self.tombstones.get(key).map_err(sled_err)?.is_some() {
             let _ = self
                 .uploads
                 .compare_and_swap(key, Some(value.as_slice()), none)
-                .map_err(backend)?;
+                .map_err(sled_err)?;
             if let Some(k) = entry {
-                self.expiry.remove(k).map_err(backend)?;
+                self.expiry.remove(k).map_err(sled_err)?;
             }
             return Err(taken());
         }
@@ -97,7 +97,7 @@ impl SledMetaStore {
             let old_value = self
                 .uploads
                 .get(key)
-                .map_err(backend)?
+                .map_err(sled_err)?
                 .ok_or_else(|| MetaError::NotFound(info.id.clone()))?;
             let old = decode(key, &old_value)?;
             fenced(&old, info, expected)?;
@@ -107,15 +107,15 @@ impl SledMetaStore {
             let old_entry = expiry_entry(&old);
             let moved = old_entry != entry;
             if let Some(k) = entry.as_ref().filter(|_| moved) {
-                self.expiry.insert(k.as_slice(), &[]).map_err(backend)?;
+                self.expiry.insert(k.as_slice(), &[]).map_err(sled_err)?;
             }
             let swapped = self
                 .uploads
                 .compare_and_swap(key, Some(&old_value), Some(value.as_slice()))
-                .map_err(backend)?;
+                .map_err(sled_err)?;
             if swapped.is_ok() {
                 if let Some(k) = old_entry.filter(|_| moved) {
-                    self.expiry.remove(k).map_err(backend)?;
+                    self.expiry.remove(k).map_err(sled_err)?;
                 }
                 return Ok(());
             }
@@ -168,9 +168,9 @@ impl SledMetaStore {
             if out.len() >= limit {
                 break;
             }
-            let (k, _) = item.map_err(backend)?;
+            let (k, _) = item.map_err(sled_err)?;
             let (at, id) = parse_expiry_key(&k)?;
-            let needed = match self.uploads.get(id.as_str()).map_err(backend)? {
+            let needed = match self.uploads.get(id.as_str()).map_err(sled_err)? {
                 // A record that cannot be read is the sweeper's to report.
                 Some(v) => {
                     decode(&k, &v).map_or(true, |r| expiry_entry(&r).as_deref() == Some(&*k))
@@ -180,7 +180,7 @@ impl SledMetaStore {
             if needed {
                 out.push(id);
             } else if at.saturating_add(STALE_AFTER) <= now {
-                self.expiry.remove(&k).map_err(backend)?;
+                self.expiry.remove(&k).map_err(sled_err)?;
             }
         }
         Ok(out)
