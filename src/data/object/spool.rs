@@ -131,8 +131,12 @@ struct FileWrite {
 fn write_durably(dir: &std::path::Path, writes: Vec<FileWrite>) -> std::io::Result<()> {
     let mut created = false;
     if !dir.exists() {
+        // The spool directory itself may be new too.
+        let spool = dir.parent();
+        let new_spool = spool.is_some_and(|p| !p.exists());
         std::fs::create_dir_all(dir)?;
-        if let Some(parent) = dir.parent() {
+        let grandparent = spool.and_then(|p| p.parent()).filter(|_| new_spool);
+        for parent in [spool, grandparent].into_iter().flatten() {
             std::fs::File::open(parent)?.sync_all()?;
         }
     }
