@@ -7,6 +7,8 @@
 #   BYTES=268435456 bench/s3.sh      # 256 MiB
 #   S3_SERVER=moto MOTO=/tmp/motovenv/bin/moto_server bench/s3.sh
 #   CHUNKS=0,50,5,1 TUSKER_ARGS="--s3-tail-staging bucket" bench/s3.sh
+# CHUNKS: PATCH sizes in MiB (0 = one PATCH); TUSKER_ARGS: extra tusker
+# flags; TUSKER_BIN: measure that tusker binary instead of the built one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
