@@ -186,7 +186,12 @@ pub(super) struct Core {
     /// replaced upload's late result from the live one's.
     live: HashMap<usize, (u64, AbortHandle)>,
     generation: u64,
+    /// Parts cut since `spooled_upto` that are still uploading; a part
+    /// that finished leaves (its memory goes back at once).
     unspooled: BTreeMap<usize, Unspooled>,
+    /// Every cut part before this index is in its spool file or named by
+    /// the durable state.
+    spooled_upto: usize,
     /// Spool files before this one are deleted.
     first_file: usize,
 }
@@ -203,6 +208,7 @@ impl Core {
             live: HashMap::new(),
             generation: 0,
             unspooled: BTreeMap::new(),
+            spooled_upto: 0,
             first_file,
         };
         core.rewind();
@@ -226,6 +232,7 @@ impl Core {
         });
         self.done.retain(|idx, _| *idx < next);
         self.unspooled.retain(|idx, _| *idx < next);
+        self.spooled_upto = next;
     }
 
     /// The durable parts followed by those finished since, in order.
@@ -252,6 +259,9 @@ impl Core {
         self.live.remove(&idx);
         let part = result.map_err(convert)?;
         self.done.insert(idx, part.content_id);
+        // Its bytes are in the bucket: no need to hold them (nor their
+        // memory) for the spool.
+        self.unspooled.remove(&idx);
         Ok(())
     }
 
@@ -512,6 +522,17 @@ impl SpoolWriter {
                 core.reap_one().await?;
             }
         }
+        // A part that finished after a part still uploading is no longer
+        // in memory: the state can only name it once those before it end.
+        loop {
+            let parts = core.ordered().len();
+            let gap = (core.spooled_upto.max(parts)..core.next)
+                .any(|idx| !core.unspooled.contains_key(&idx));
+            if !gap || core.inflight.is_empty() {
+                break;
+            }
+            core.reap_one().await?;
+        }
         let parts = core.ordered();
         let mut writes = Vec::new();
         for (&idx, u) in &core.unspooled {
@@ -552,6 +573,7 @@ impl SpoolWriter {
         }
         let core = self.core()?;
         core.unspooled.clear();
+        core.spooled_upto = core.next;
         core.filled += pending_len;
         let k = parts.len();
         core.done.retain(|idx, _| *idx >= k);
