@@ -381,40 +381,10 @@ impl Engine {
                 now_secs(),
             )
         };
-        let answer = self.pre_hook(HookType::PreCreate, &info, ctx).await?;
         // A random id made here for this request (122 random bits) cannot
         // be taken; one announced earlier or chosen by the hook can.
-        let mut fresh_id = new.id.is_none();
-        if let Some(change) = answer.change_file_info {
-            if let Some(id) = change.id.filter(|i| !i.is_empty()) {
-                if new.id.is_some() {
-                    // The URL was already announced (IETF 104 interim
-                    // response): it cannot change any more.
-                    tracing::warn!(upload = %info.id, requested = %id, "pre-create hook's ID change ignored: the upload URL was already sent");
-                } else {
-                    info.id = UploadId::parse(&id).map_err(|_| {
-                        UploadError::HookFailed(format!("hook chose an invalid upload id {id:?}"))
-                    })?;
-                    fresh_id = false;
-                }
-            }
-            if let Some(pairs) = change.meta_data {
-                info.metadata = Some(crate::protocol::Metadata::from_pairs(pairs).encode())
-                    .filter(|m| !m.is_empty());
-            }
-            if let Some(storage) = change.storage {
-                // Everything is checked before the destination is claimed.
-                hook_dispatch::apply_storage_choices(self.data.as_ref(), &mut info, &storage)?;
-                if let Some(dest) = storage.get("Key").or_else(|| storage.get("Path")) {
-                    info.destination = Some(validate_destination(dest)?);
-                    if let Some(claim) = info.destination_claim() {
-                        if !self.meta.claim_destination(&claim, &info.id).await? {
-                            return Err(UploadError::DestinationTaken(claim));
-                        }
-                    }
-                }
-            }
-        }
+        let id_changed = self.pre_create(&mut info, new.id.is_some(), ctx).await?;
+        let fresh_id = new.id.is_none() && !id_changed;
         // Storage is prepared before the record is written: make sure an id
         // that may be taken is free first, so a reused id never touches
         // another upload's bytes. (The record's insert checks every id.)
@@ -451,6 +421,52 @@ impl Engine {
         };
         let created = self.created(result, &info, ctx).await?;
         Ok((created, held))
+    }
+
+    /// The pre-create hook's say on `info`: it may reject the upload, or
+    /// change its id (unless `announced`: the URL was already sent), its
+    /// metadata and its destination (claimed here). True when it changed
+    /// the id.
+    async fn pre_create(
+        &self,
+        info: &mut UploadInfo,
+        announced: bool,
+        ctx: &RequestInfo,
+    ) -> Result<bool, UploadError> {
+        let answer = self.pre_hook(HookType::PreCreate, info, ctx).await?;
+        let Some(change) = answer.change_file_info else {
+            return Ok(false);
+        };
+        let mut id_changed = false;
+        if let Some(id) = change.id.filter(|i| !i.is_empty()) {
+            if announced {
+                // The URL was already announced (IETF 104 interim
+                // response): it cannot change any more.
+                tracing::warn!(upload = %info.id, requested = %id, "pre-create hook's ID change ignored: the upload URL was already sent");
+            } else {
+                info.id = UploadId::parse(&id).map_err(|_| {
+                    UploadError::HookFailed(format!("hook chose an invalid upload id {id:?}"))
+                })?;
+                id_changed = true;
+            }
+        }
+        if let Some(pairs) = change.meta_data {
+            info.metadata = Some(crate::protocol::Metadata::from_pairs(pairs).encode())
+                .filter(|m| !m.is_empty());
+        }
+        if let Some(storage) = change.storage {
+            // Everything is checked before the destination is claimed.
+            hook_dispatch::apply_storage_choices(self.data.as_ref(), info, &storage)?;
+            if let Some(dest) = storage.get("Key").or_else(|| storage.get("Path")) {
+                info.destination = Some(validate_destination(dest)?);
+                if let Some(claim) = info.destination_claim() {
+                    if !self.meta.claim_destination(&claim, &info.id).await? {
+                        return Err(UploadError::DestinationTaken(claim));
+                    }
+                }
+            }
+        }
+        Ok(id_changed)
     }
 
     /// After a creation: its post-create (and, for an empty upload,
