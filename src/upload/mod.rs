@@ -189,7 +189,7 @@ pub struct Engine {
     pub(crate) events: Option<Arc<events::EventState>>,
     /// Per-upload I/O gates: work left running by a dropped request ends
     /// before the next request reads the upload's state.
-    pub(crate) gates: IoGates,
+    pub(crate) gates: Arc<IoGates>,
     /// Slots for assembling final uploads (`max_concurrent_assemblies`).
     pub(crate) assemblies: Arc<tokio::sync::Semaphore>,
 }
@@ -204,7 +204,7 @@ impl Engine {
             locks,
             hooks: None,
             events: None,
-            gates: IoGates::default(),
+            gates: Arc::default(),
             assemblies: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_assemblies.max(1),
             )),
@@ -320,12 +320,7 @@ impl Engine {
 
     /// Loads a live, unexpired upload.
     pub(crate) async fn load(&self, id: &UploadId) -> Result<UploadInfo, UploadError> {
-        match self.meta.get(id).await? {
-            Some(Lookup::Live(info)) if info.is_expired(now_secs()) => Err(UploadError::Gone),
-            Some(Lookup::Live(info)) => Ok(*info),
-            Some(Lookup::Gone) => Err(UploadError::Gone),
-            None => Err(UploadError::NotFound),
-        }
+        load_live(&*self.meta, id).await
     }
 
     /// Creates an upload (the bytes, if any, follow through `append`).
@@ -719,6 +714,16 @@ pub(crate) struct Held<'a> {
     /// ([`MetaStore::create_deferred`]): before answering, the caller saves
     /// it or calls [`MetaStore::sync`].
     pub(crate) deferred: bool,
+}
+
+/// Loads a live, unexpired upload from `meta`.
+async fn load_live(meta: &dyn MetaStore, id: &UploadId) -> Result<UploadInfo, UploadError> {
+    match meta.get(id).await? {
+        Some(Lookup::Live(info)) if info.is_expired(now_secs()) => Err(UploadError::Gone),
+        Some(Lookup::Live(info)) => Ok(*info),
+        Some(Lookup::Gone) => Err(UploadError::Gone),
+        None => Err(UploadError::NotFound),
+    }
 }
 
 /// An id lent by the data store for a new upload (see
