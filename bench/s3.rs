@@ -1,6 +1,9 @@
 //! S3 throughput: the same bytes through a release tusker (one PATCH, and
-//! 5 MiB PATCHes) and through object_store's own `WriteMultipart`, to the
-//! same S3 server. Run through `bench/s3.sh`, which starts the server; by
+//! 50, 5 and 1 MiB PATCHes as tus clients with a `chunkSize` send them) and
+//! through object_store's own `WriteMultipart`, to the same S3 server. Each
+//! tusker case runs right after a direct multipart upload of its own, and
+//! its ratio is to that neighbour, so load that drifts during the run
+//! weighs on both sides alike. Run through `bench/s3.sh`, which starts the server; by
 //! hand:
 //!
 //! ```sh
@@ -9,7 +12,11 @@
 //!   cargo bench --bench s3
 //! ```
 //!
-//! `TUSKER_BENCH_BYTES` (default 1 GiB) sets the upload size.
+//! `TUSKER_BENCH_BYTES` (default 1 GiB) sets the upload size,
+//! `TUSKER_BENCH_CHUNKS` (MiB, comma-separated, 0 = one PATCH; default
+//! `0,50,5,1`) the cases, `TUSKER_BENCH_ARGS` extra tusker flags
+//! (whitespace-separated), `TUSKER_BENCH_BIN` another tusker binary (an
+//! older build, for a before/after).
 
 use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
@@ -120,11 +127,22 @@ async fn through_tusker(
         patch(c, &url, block, offset, n).await;
         offset += n;
     }
-    start.elapsed()
+    let took = start.elapsed();
+    // Terminated once measured, so the server holds one object at a time.
+    let gone = c
+        .delete(&url)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(gone.status(), 204, "DELETE");
+    took
 }
 
 async fn through_object_store(store: &dyn ObjectStore, block: &Bytes, total: u64) -> Duration {
     let path = Path::from("object_store/plain");
+    // The previous round's object goes first: the server holds less.
+    let _ = store.delete(&path).await;
     let start = Instant::now();
     let upload = store.put_multipart(&path).await.expect("put_multipart");
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE as usize);
@@ -154,6 +172,12 @@ async fn main() {
     let total: u64 = env("TUSKER_BENCH_BYTES")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024 * MIB);
+    let chunks: Vec<u64> = env("TUSKER_BENCH_CHUNKS")
+        .unwrap_or_else(|| "0,50,5,1".to_owned())
+        .split(',')
+        .map(|c| c.trim().parse().expect("TUSKER_BENCH_CHUNKS: MiB numbers"))
+        .collect();
+    let extra = env("TUSKER_BENCH_ARGS").unwrap_or_default();
     let block = block();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -161,18 +185,21 @@ async fn main() {
         .expect("free port")
         .port();
     let _tusker = Tusker(
-        Command::new(env!("CARGO_BIN_EXE_tusker"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--storage", &format!("s3://{bucket}/tusker")])
-            .args(["--s3-endpoint", &s3])
-            .args(["--part-size", &PART_SIZE.to_string()])
-            .args(["--part-concurrency", &CONCURRENCY.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start tusker"),
+        Command::new(
+            env("TUSKER_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_tusker").to_owned()),
+        )
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--storage", &format!("s3://{bucket}/tusker")])
+        .args(["--s3-endpoint", &s3])
+        .args(["--part-size", &PART_SIZE.to_string()])
+        .args(["--part-concurrency", &CONCURRENCY.to_string()])
+        .args(extra.split_whitespace())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start tusker"),
     );
     let endpoint = format!("http://127.0.0.1:{port}/files/");
     let c = reqwest::Client::builder()
@@ -203,28 +230,34 @@ async fn main() {
         .expect("object_store client");
 
     println!(
-        "{} MiB, {} MiB parts, {CONCURRENCY} in flight, server {s3}",
+        "{} MiB, {} MiB parts, {CONCURRENCY} in flight, server {s3}, tusker flags {extra:?}",
         total / MIB,
         PART_SIZE / MIB
     );
-    let plain = through_object_store(&store, &block, total).await;
+    let mut ratios = Vec::new();
+    for chunk in chunks {
+        let plain = through_object_store(&store, &block, total).await;
+        let name = match chunk {
+            0 => "one PATCH".to_owned(),
+            n => format!("{n} MiB PATCHes"),
+        };
+        let size = if chunk == 0 { total } else { chunk * MIB };
+        let took = through_tusker(&c, &endpoint, &block, total, size).await;
+        let ratio = plain.as_secs_f64() / took.as_secs_f64();
+        println!(
+            "object_store WriteMultipart : {:8.1} MB/s  ({:.1} s)",
+            mbps(total, plain),
+            plain.as_secs_f64()
+        );
+        println!(
+            "tusker, {name:<20}: {:8.1} MB/s  ({:.1} s)  ratio {ratio:.2}",
+            mbps(total, took),
+            took.as_secs_f64(),
+        );
+        ratios.push(format!("{name}: {ratio:.2}"));
+    }
     println!(
-        "object_store WriteMultipart : {:8.1} MB/s  ({:.1} s)",
-        mbps(total, plain),
-        plain.as_secs_f64()
-    );
-    let one = through_tusker(&c, &endpoint, &block, total, total).await;
-    println!(
-        "tusker, one PATCH           : {:8.1} MB/s  ({:.1} s)  ratio {:.2}",
-        mbps(total, one),
-        one.as_secs_f64(),
-        plain.as_secs_f64() / one.as_secs_f64()
-    );
-    let small = through_tusker(&c, &endpoint, &block, total, 5 * MIB).await;
-    println!(
-        "tusker, 5 MiB PATCHes       : {:8.1} MB/s  ({:.1} s)  ratio {:.2}",
-        mbps(total, small),
-        small.as_secs_f64(),
-        plain.as_secs_f64() / small.as_secs_f64()
+        "ratios to the direct multipart upload: {}",
+        ratios.join(", ")
     );
 }

@@ -6,6 +6,9 @@
 #   bench/s3.sh                      # 1 GiB, s3s-fs
 #   BYTES=268435456 bench/s3.sh      # 256 MiB
 #   S3_SERVER=moto MOTO=/tmp/motovenv/bin/moto_server bench/s3.sh
+#   CHUNKS=0,50,5,1 TUSKER_ARGS="--s3-tail-staging bucket" bench/s3.sh
+# CHUNKS: PATCH sizes in MiB (0 = one PATCH); TUSKER_ARGS: extra tusker
+# flags; TUSKER_BIN: measure that tusker binary instead of the built one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,4 +59,7 @@ fi
 TUSKER_BENCH_S3_ENDPOINT="http://127.0.0.1:$PORT" \
 TUSKER_BENCH_BUCKET=bench \
 TUSKER_BENCH_BYTES="$BYTES" \
+TUSKER_BENCH_CHUNKS="${CHUNKS:-0,50,5,1}" \
+TUSKER_BENCH_ARGS="${TUSKER_ARGS:-}" \
+TUSKER_BENCH_BIN="${TUSKER_BIN:-}" \
     cargo bench --bench s3

@@ -175,10 +175,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         config.meta_cache_size,
     )
     .await?;
+    let mut storage_options = config.storage_options.clone();
+    if config
+        .tail_staging
+        .is_local(matches!(meta_url, meta::MetaUrl::Sled(_)))
+    {
+        storage_options.tuning.tail_dir = Some(config.data_dir.join("object-tails"));
+    }
     let data = data::open::open(
         config.storage.as_deref(),
         &config.data_dir,
-        &config.storage_options,
+        &storage_options,
     )?;
     if config.download_redirect.is_some() && data.kind() == "file" {
         return Err(StartError::Data(data::DataError::Backend(

@@ -140,3 +140,62 @@ async fn sigkill_mid_patch_never_loses_acknowledged_bytes() {
     );
     tusker.kill();
 }
+
+/// SIGKILL right after a run of acknowledged 1 MiB PATCHes, with the local
+/// tail spool (the default with sled): their parts are still uploading in
+/// the background when the process dies, and every acknowledged byte is
+/// there after the restart, uploaded from the spool files.
+#[tokio::test]
+#[ignore = "needs TUSKER_TEST_S3_ENDPOINT"]
+async fn sigkill_with_parts_in_flight_after_acknowledged_chunks() {
+    let s3 = s3::endpoint();
+    let bucket = bucket(&s3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let log = dir.path().join("tusker.log");
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let data = bytes(23 * MIB + 4321, 57);
+
+    let mut tusker = Spawn::new(&data_dir, &log)
+        .s3(&s3, &bucket, "uploads")
+        .args(["--s3-tail-staging", "local"])
+        .start()
+        .await;
+    let url = create(&c, &tusker.endpoint(), data.len() as u64).await;
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    let mut acked = 0;
+    // 7 MiB, then 6 MiB more: each round ends with a part just cut.
+    for (round, end) in [7 * MIB, 13 * MIB, 20 * MIB].into_iter().enumerate() {
+        let url = tusker.url(&id);
+        upload_in_chunks(&c, &url, acked, &data[acked..end], MIB).await;
+        acked = end;
+        tusker.kill();
+        tusker.restart().await;
+        let head = offset(&c, &tusker.url(&id)).await;
+        assert_eq!(
+            head,
+            acked as u64,
+            "round {round}: HEAD after the kill; log:\n{}",
+            tusker.log_text()
+        );
+    }
+    let url = tusker.url(&id);
+    upload_in_chunks(&c, &url, acked, &data[acked..], MIB).await;
+    assert!(
+        download(&c, &url).await == data,
+        "upload differs; log:\n{}",
+        tusker.log_text()
+    );
+    assert_eq!(open_multipart_uploads(&s3, &bucket).await, 0);
+    assert_eq!(
+        keys_under(&s3, &bucket, "uploads/.tusker-staging/").await,
+        0,
+        "nothing is staged in the bucket"
+    );
+    let spool = data_dir.join("object-tails").join(&id);
+    assert!(!spool.exists(), "the finished upload's spool was left");
+    tusker.kill();
+}

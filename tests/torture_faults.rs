@@ -490,6 +490,7 @@ async fn staged_segments_go_even_when_listing_and_deleting_them_fails_at_first()
     let mut cfg = common::s3::s3_config(dir.path(), &proxy.url, &bucket);
     cfg.storage_options.tuning.retry_attempts = 4;
     cfg.storage_options.tuning.retry_max_delay = Duration::from_millis(100);
+    cfg.tail_staging = tusker::config::TailStaging::Bucket;
     let server = TestServer::start(cfg);
     let c = client();
     // A part and a staged tail of two segments.

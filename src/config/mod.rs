@@ -73,6 +73,34 @@ pub enum ForwardedHeaders {
     Forwarded,
 }
 
+/// Where uploads on object storage stage the bytes that do not fill a
+/// part yet (docs/storage.md, "Staged tails").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum TailStaging {
+    /// `local` with the sled meta store (one instance), `bucket` with
+    /// PostgreSQL (several).
+    Auto,
+    /// `fdatasync`'d files under the data directory; parts upload in the
+    /// background. Only the instance that staged a tail can continue it.
+    Local,
+    /// Segment objects in the bucket, visible to every instance. The
+    /// default while `local` can hold buffer memory past its budget when
+    /// the store stalls (docs/storage.md, "Staged tails").
+    #[default]
+    Bucket,
+}
+
+impl TailStaging {
+    /// Whether tails are staged locally, given the meta store's kind.
+    pub fn is_local(self, single_instance: bool) -> bool {
+        match self {
+            TailStaging::Auto => single_instance,
+            TailStaging::Local => true,
+            TailStaging::Bucket => false,
+        }
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -225,6 +253,12 @@ pub struct ServeArgs {
     /// Longest pause between two attempts (exponential backoff with jitter).
     #[arg(long, env = "TUSKER_STORAGE_RETRY_MAX_DELAY", default_value = "8s", value_parser = humantime::parse_duration)]
     pub storage_retry_max_delay: Duration,
+    /// Where object-storage uploads stage bytes short of a part: `local`
+    /// (files in the data directory, one instance), `bucket` (segment
+    /// objects, several instances; the default), or `auto` (local with
+    /// sled, bucket with PostgreSQL).
+    #[arg(long, env = "TUSKER_S3_TAIL_STAGING", value_enum, default_value_t = TailStaging::Bucket)]
+    pub s3_tail_staging: TailStaging,
     /// Timeout of one object-storage request (e.g. one part upload).
     #[arg(long, env = "TUSKER_STORAGE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub storage_timeout: Duration,
@@ -450,6 +484,8 @@ pub struct Config {
     /// `--download-redirect`: how long presigned download URLs are valid;
     /// `None` streams downloads through tusker.
     pub download_redirect: Option<Duration>,
+    /// `--s3-tail-staging`; resolved against the meta store at start.
+    pub tail_staging: TailStaging,
     /// Hook delivery; `None` when no receiver is configured.
     pub hooks: Option<HookConfig>,
     /// Event sinks; `None` when no broker is configured.
@@ -628,8 +664,10 @@ impl From<ServeArgs> for Config {
                     buffer_memory: a.buffer_memory,
                     retry_attempts: a.storage_retries.max(1),
                     retry_max_delay: a.storage_retry_max_delay,
+                    tail_dir: None,
                 },
             },
+            tail_staging: a.s3_tail_staging,
         }
     }
 }

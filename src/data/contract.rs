@@ -239,8 +239,8 @@ where
 }
 
 /// Runs `f` on a fresh bucket of the S3 server `TUSKER_TEST_S3_ENDPOINT`
-/// names, opened as `--storage s3://…` is.
-async fn on_s3<F, Fut>(f: F)
+/// names, opened as `--storage s3://…` is; `local`: tails in a local spool.
+async fn on_s3<F, Fut>(local: bool, f: F)
 where
     F: FnOnce(Arc<dyn DataStore>) -> Fut,
     Fut: Future<Output = ()>,
@@ -269,6 +269,7 @@ where
         tuning: ObjectTuning {
             part_size: MIN_PART_SIZE,
             retry_max_delay: std::time::Duration::from_millis(500),
+            tail_dir: local.then(|| dir.path().join("object-tails")),
             ..ObjectTuning::default()
         },
         ..StorageOptions::default()
@@ -297,7 +298,17 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 #[ignore = "needs TUSKER_TEST_S3_ENDPOINT"]
                 async fn $name() {
-                    super::on_s3(|s| async move { super::$name(&*s).await }).await;
+                    super::on_s3(false, |s| async move { super::$name(&*s).await }).await;
+                }
+            )*
+        }
+        /// Tails staged in a local spool (`--s3-tail-staging local`).
+        mod s3_local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs TUSKER_TEST_S3_ENDPOINT"]
+                async fn $name() {
+                    super::on_s3(true, |s| async move { super::$name(&*s).await }).await;
                 }
             )*
         }

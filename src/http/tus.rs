@@ -60,66 +60,8 @@ pub async fn create(
         return Err(ApiError::unsupported_media_type());
     }
     let checksum = checksum(&req)?;
-    let new = match concat {
-        Some(UploadConcat::Final(urls)) => {
-            if with_body {
-                return Err(ApiError::new(
-                    code::FINAL_UPLOAD_IMMUTABLE,
-                    "a final upload cannot carry data",
-                ));
-            }
-            // Its length is the sum of its parts; the client must not send one.
-            if hdrs.contains_key("upload-length") {
-                return Err(ApiError::new(
-                    code::INVALID_UPLOAD_LENGTH,
-                    "a final upload takes its length from its parts; send no Upload-Length",
-                ));
-            }
-            NewUpload {
-                id: None,
-                length: None,
-                metadata,
-                concat: NewConcat::Final(concat_ids(&state.settings, &urls)?),
-            }
-        }
-        partial => {
-            let length = u64_header(hdrs, "upload-length")?;
-            let deferred = header(hdrs, "upload-defer-length")?
-                .map(headers::parse_defer_length)
-                .transpose()?
-                .is_some();
-            match (length, deferred) {
-                (Some(_), true) => {
-                    return Err(ApiError::new(
-                        code::INVALID_UPLOAD_LENGTH,
-                        "send either Upload-Length or Upload-Defer-Length, not both",
-                    ))
-                }
-                (None, false) => {
-                    return Err(ApiError::new(
-                        code::MISSING_UPLOAD_LENGTH,
-                        "Upload-Length or Upload-Defer-Length: 1 is required",
-                    ))
-                }
-                _ => {}
-            }
-            NewUpload {
-                id: None,
-                length,
-                metadata,
-                concat: match partial {
-                    Some(UploadConcat::Partial) => NewConcat::Partial,
-                    _ => NewConcat::None,
-                },
-            }
-        }
-    };
+    let new = new_upload(&req, &state, concat, metadata, with_body)?;
     let content_length = content_length(hdrs)?;
-    // Limits (body size, concurrent uploads) apply before anything is created.
-    let slot = with_body
-        .then(|| slots::begin_upload(&state, &req))
-        .transpose()?;
-    let ctx = request_info(&req);
     let info = if with_body {
         let append = AppendRequest {
             offset: 0,
@@ -128,30 +70,9 @@ pub async fn create(
             content_length,
             complete: false,
         };
-        let (body, _) = body_limit::limit_body(
-            super::interim::continue_on_read(&req, body),
-            state.settings.max_body_size,
-        );
-        let (created, appended) = state
-            .engine
-            .create_with_body(new, append, body, &ctx)
-            .await?;
-        drop(slot);
-        match appended {
-            Ok(after) => after,
-            Err(e) => {
-                // The upload exists: answer with its URL and what was kept,
-                // so the client resumes with PATCH instead of starting over.
-                tracing::warn!(upload = %created.id, error = %e, "data sent with creation was not (fully) stored");
-                state
-                    .engine
-                    .head(&created.id, &ctx)
-                    .await
-                    .unwrap_or(created)
-            }
-        }
+        create_with_body(&req, body, &state, new, append).await?
     } else {
-        state.engine.create(new, &ctx).await?
+        state.engine.create(new, &request_info(&req)).await?
     };
     let mut res = HttpResponse::Created();
     res.insert_header((LOCATION, upload_url(&req, &state.settings, &info.id)));
@@ -160,6 +81,103 @@ pub async fn create(
     }
     expires(&mut res, &info);
     Ok(res.finish())
+}
+
+/// The upload a POST asks for: a final upload made of its parts, or one
+/// with a length (or a deferred one), partial or not.
+fn new_upload(
+    req: &HttpRequest,
+    state: &AppState,
+    concat: Option<UploadConcat>,
+    metadata: Option<String>,
+    with_body: bool,
+) -> Result<NewUpload, ApiError> {
+    let hdrs = req.headers();
+    if let Some(UploadConcat::Final(urls)) = concat {
+        if with_body {
+            return Err(ApiError::new(
+                code::FINAL_UPLOAD_IMMUTABLE,
+                "a final upload cannot carry data",
+            ));
+        }
+        // Its length is the sum of its parts; the client must not send one.
+        if hdrs.contains_key("upload-length") {
+            return Err(ApiError::new(
+                code::INVALID_UPLOAD_LENGTH,
+                "a final upload takes its length from its parts; send no Upload-Length",
+            ));
+        }
+        return Ok(NewUpload {
+            id: None,
+            length: None,
+            metadata,
+            concat: NewConcat::Final(concat_ids(&state.settings, &urls)?),
+        });
+    }
+    let length = u64_header(hdrs, "upload-length")?;
+    let deferred = header(hdrs, "upload-defer-length")?
+        .map(headers::parse_defer_length)
+        .transpose()?
+        .is_some();
+    match (length, deferred) {
+        (Some(_), true) => {
+            return Err(ApiError::new(
+                code::INVALID_UPLOAD_LENGTH,
+                "send either Upload-Length or Upload-Defer-Length, not both",
+            ))
+        }
+        (None, false) => {
+            return Err(ApiError::new(
+                code::MISSING_UPLOAD_LENGTH,
+                "Upload-Length or Upload-Defer-Length: 1 is required",
+            ))
+        }
+        _ => {}
+    }
+    Ok(NewUpload {
+        id: None,
+        length,
+        metadata,
+        concat: match concat {
+            Some(UploadConcat::Partial) => NewConcat::Partial,
+            _ => NewConcat::None,
+        },
+    })
+}
+
+/// Creation with data: the limits (body size, concurrent uploads) apply
+/// before anything is created. When the upload was created but its data
+/// not (fully) stored, the answer is its URL and what was kept, so the
+/// client resumes with PATCH instead of starting over.
+async fn create_with_body(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+    new: NewUpload,
+    append: AppendRequest,
+) -> Result<UploadInfo, ApiError> {
+    let slot = slots::begin_upload(state, req)?;
+    let ctx = request_info(req);
+    let (body, _) = body_limit::limit_body(
+        super::interim::continue_on_read(req, body),
+        state.settings.max_body_size,
+    );
+    let (created, appended) = state
+        .engine
+        .create_with_body(new, append, body, &ctx)
+        .await?;
+    drop(slot);
+    Ok(match appended {
+        Ok(after) => after,
+        Err(e) => {
+            tracing::warn!(upload = %created.id, error = %e, "data sent with creation was not (fully) stored");
+            state
+                .engine
+                .head(&created.id, &ctx)
+                .await
+                .unwrap_or(created)
+        }
+    })
 }
 
 /// HEAD: the offset to resume from, and everything the upload was created

@@ -8,13 +8,14 @@
 //! holds the lock; only then is the record read, so it shows what that
 //! work did.
 
-use super::lock::{Contend, UploadLock};
-use super::{Engine, UploadError};
-use crate::data::IoPermit;
-use crate::meta::Lookup;
+use super::lock::{Contend, Locker, UploadLock};
+use super::{load_live, Engine, UploadError};
+use crate::data::{IoGates, IoPermit};
+use crate::meta::{Lookup, MetaStore};
 use crate::model::UploadInfo;
 use crate::protocol::UploadId;
 use futures_util::FutureExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Who enters, which decides how long to wait and what a running holder
@@ -31,6 +32,10 @@ pub(crate) enum Entry {
     /// The expiry sweep: enters only an upload nobody is busy with, and
     /// reads its record even when it has expired.
     Sweep,
+    /// Bookkeeping after work done for the upload (recording a delivered
+    /// post-finish): waits like [`Entry::Follow`], and reads the record
+    /// even when it has expired, as it stands until the sweep removes it.
+    Settle,
 }
 
 /// An upload entered: held until dropped.
@@ -41,19 +46,20 @@ pub(crate) struct Entered<'a> {
     pub(crate) info: UploadInfo,
 }
 
-impl Engine {
-    /// Enters upload `id`: lock, I/O gate, record. `Locked` when the lock
-    /// or the gate is not free in time; `NotFound` or `Gone` when there is
-    /// no live record (for [`Entry::Sweep`], an expired one counts as
-    /// live).
-    pub(crate) async fn enter(
-        &self,
-        id: &UploadId,
-        entry: Entry,
-    ) -> Result<Entered<'_>, UploadError> {
+/// What entering an upload takes, borrowed from the engine or from an
+/// [`Entrance`].
+struct Door<'a> {
+    meta: &'a dyn MetaStore,
+    locker: &'a Locker,
+    gates: &'a IoGates,
+    lock_timeout: Duration,
+}
+
+impl<'a> Door<'a> {
+    async fn enter(self, id: &UploadId, entry: Entry) -> Result<Entered<'a>, UploadError> {
         let (wait, contend) = match entry {
-            Entry::Request => (self.config.lock_timeout, Contend::StopHolder),
-            Entry::Follow => (self.config.lock_timeout, Contend::Wait),
+            Entry::Request => (self.lock_timeout, Contend::StopHolder),
+            Entry::Follow | Entry::Settle => (self.lock_timeout, Contend::Wait),
             Entry::Sweep => (Duration::ZERO, Contend::Wait),
         };
         let lock = self.locker.acquire(id, wait, contend).await?;
@@ -63,17 +69,85 @@ impl Engine {
                 .acquire(id.as_str())
                 .now_or_never()
                 .ok_or(UploadError::Locked)?,
-            _ => self.io_gate(id).await?,
+            _ => self.gate(id).await?,
         };
         let info = match entry {
-            Entry::Sweep => match self.meta.get(id).await? {
+            Entry::Sweep | Entry::Settle => match self.meta.get(id).await? {
                 Some(Lookup::Live(info)) => *info,
                 Some(Lookup::Gone) => return Err(UploadError::Gone),
                 None => return Err(UploadError::NotFound),
             },
-            _ => self.load(id).await?,
+            _ => load_live(self.meta, id).await?,
         };
         Ok(Entered { lock, permit, info })
+    }
+
+    /// The upload's I/O gate, waited for up to the lock timeout.
+    async fn gate(&self, id: &UploadId) -> Result<IoPermit, UploadError> {
+        tokio::time::timeout(self.lock_timeout, self.gates.acquire(id.as_str()))
+            .await
+            .map_err(|_| UploadError::Locked)
+    }
+}
+
+/// The engine's way into an upload, for work that outlives the request
+/// that started it (recording a delivered post-finish in the background).
+#[derive(Clone)]
+pub(crate) struct Entrance {
+    pub(crate) meta: Arc<dyn MetaStore>,
+    locker: Locker,
+    gates: Arc<IoGates>,
+    lock_timeout: Duration,
+}
+
+impl Entrance {
+    /// [`Engine::enter`].
+    pub(crate) async fn enter(
+        &self,
+        id: &UploadId,
+        entry: Entry,
+    ) -> Result<Entered<'_>, UploadError> {
+        Door {
+            meta: &*self.meta,
+            locker: &self.locker,
+            gates: &self.gates,
+            lock_timeout: self.lock_timeout,
+        }
+        .enter(id, entry)
+        .await
+    }
+}
+
+impl Engine {
+    fn door(&self) -> Door<'_> {
+        Door {
+            meta: &*self.meta,
+            locker: &self.locker,
+            gates: &self.gates,
+            lock_timeout: self.config.lock_timeout,
+        }
+    }
+
+    /// The way into an upload for work that outlives this request.
+    pub(crate) fn entrance(&self) -> Entrance {
+        Entrance {
+            meta: self.meta.clone(),
+            locker: self.locker.clone(),
+            gates: self.gates.clone(),
+            lock_timeout: self.config.lock_timeout,
+        }
+    }
+
+    /// Enters upload `id`: lock, I/O gate, record. `Locked` when the lock
+    /// or the gate is not free in time; `NotFound` or `Gone` when there is
+    /// no live record (for [`Entry::Sweep`] and [`Entry::Settle`], an
+    /// expired one counts as live).
+    pub(crate) async fn enter(
+        &self,
+        id: &UploadId,
+        entry: Entry,
+    ) -> Result<Entered<'_>, UploadError> {
+        self.door().enter(id, entry).await
     }
 
     /// Enters an upload this request just created, holding the lock taken
@@ -91,8 +165,6 @@ impl Engine {
     /// Waits (up to the lock timeout) until work left running by an
     /// earlier request on `id` is over; the caller holds the upload's lock.
     pub(crate) async fn io_gate(&self, id: &UploadId) -> Result<IoPermit, UploadError> {
-        tokio::time::timeout(self.config.lock_timeout, self.gates.acquire(id.as_str()))
-            .await
-            .map_err(|_| UploadError::Locked)
+        self.door().gate(id).await
     }
 }

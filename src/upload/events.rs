@@ -123,19 +123,12 @@ impl Engine {
             return;
         }
         let owed = self.finish_event(&info.id, &self.event(info, ctx));
-        let (meta, locker, wait, id) = (
-            self.meta.clone(),
-            self.locker.clone(),
-            self.config.lock_timeout,
-            info.id.clone(),
-        );
+        let (entrance, id) = (self.entrance(), info.id.clone());
         let Some(state) = self.events.clone() else {
             // Owed from a run that notified someone this one does not.
             tokio::spawn(async move {
-                if claimed || matches!(meta.claim_finish_hook(&id).await, Ok(true)) {
-                    if let Err(e) =
-                        super::hook_dispatch::clear_finish_debt(&*meta, &locker, &id, wait).await
-                    {
+                if claimed || matches!(entrance.meta.claim_finish_hook(&id).await, Ok(true)) {
+                    if let Err(e) = super::hook_dispatch::clear_finish_debt(&entrance, &id).await {
                         tracing::error!(upload = %id, error = %e, "dropping an unwanted post-finish debt failed");
                     }
                 }
@@ -147,8 +140,8 @@ impl Engine {
         }
         let runner = state.clone();
         runner.events.spawn(async move {
-            if super::hook_dispatch::claim(&*meta, &id, claimed).await && publish_owed(owed).await {
-                if let Err(e) = super::hook_dispatch::clear_finish_debt(&*meta, &locker, &id, wait).await {
+            if super::hook_dispatch::claim(&*entrance.meta, &id, claimed).await && publish_owed(owed).await {
+                if let Err(e) = super::hook_dispatch::clear_finish_debt(&entrance, &id).await {
                     tracing::error!(upload = %id, error = %e, "recording post-finish delivery failed");
                 }
             }

@@ -6,7 +6,7 @@
 //! (`finish_hook_pending` in the record, indexed by the meta store) and
 //! re-delivered after a restart until the receiver accepts it.
 
-use super::lock::{Contend, Locker};
+use super::entry::{Entrance, Entry};
 use super::{Engine, UploadError};
 use crate::data::{BucketChoice, DataStore};
 use crate::hooks::{
@@ -426,15 +426,10 @@ impl Engine {
         }
         let event = self.event(info, ctx);
         let owed_event = self.finish_event(&info.id, &event);
-        let (id, meta, locker, lock_wait) = (
-            info.id.clone(),
-            self.meta.clone(),
-            self.locker.clone(),
-            self.config.lock_timeout,
-        );
+        let (id, entrance) = (info.id.clone(), self.entrance());
         let runner = state.clone();
         runner.spawn(async move {
-            if !claim(&*meta, &id, claimed).await {
+            if !claim(&*entrance.meta, &id, claimed).await {
                 lock(&state.finishing).remove(&id);
                 return;
             }
@@ -452,7 +447,7 @@ impl Engine {
                     state.settle(&id, true);
                     if !published {
                         tracing::error!(upload = %id, "post-finish event not confirmed by every broker; retried by the next sweep")
-                    } else if let Err(e) = clear_finish_debt(&*meta, &locker, &id, lock_wait).await {
+                    } else if let Err(e) = clear_finish_debt(&entrance, &id).await {
                         tracing::error!(upload = %id, error = %e, "recording post-finish delivery failed");
                     }
                 }
@@ -543,18 +538,21 @@ pub(super) async fn claim(meta: &dyn MetaStore, id: &UploadId, claimed: bool) ->
     }
 }
 
+/// Records that `id`'s owed post-finish was delivered, entering the upload
+/// like every path that changes its record; an upload removed meanwhile
+/// owes nothing any more.
 pub(super) async fn clear_finish_debt(
-    meta: &dyn MetaStore,
-    locker: &Locker,
+    entrance: &Entrance,
     id: &UploadId,
-    wait: std::time::Duration,
 ) -> Result<(), UploadError> {
-    let _lock = locker.acquire(id, wait, Contend::Wait).await?;
-    if let Some(Lookup::Live(mut info)) = meta.get(id).await? {
-        if info.finish_hook_pending {
-            info.finish_hook_pending = false;
-            meta.save(&mut info).await?;
-        }
+    let mut entered = match entrance.enter(id, Entry::Settle).await {
+        Ok(entered) => entered,
+        Err(UploadError::NotFound | UploadError::Gone) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if entered.info.finish_hook_pending {
+        entered.info.finish_hook_pending = false;
+        entrance.meta.save(&mut entered.info).await?;
     }
     Ok(())
 }
@@ -676,6 +674,47 @@ mod tests {
             "a\nb",
         ] {
             assert!(validate_destination(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Recording a delivered post-finish enters the upload like every
+    /// path that changes its record: it waits at the I/O gate for work a
+    /// dropped request left running, and clears the debt of an expired
+    /// record too (the sweep removes that record later).
+    #[tokio::test]
+    async fn clearing_a_finish_debt_waits_at_the_gate() {
+        use crate::meta::{Lookup, MetaStore, SledMetaStore};
+        use crate::upload::{Engine, EngineConfig, NewUpload};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = Arc::new(SledMetaStore::open(&dir.path().join("meta")).expect("meta"));
+        let data = Arc::new(crate::data::FileStore::open(dir.path().join("data")).expect("data"));
+        let engine = Engine::new(meta.clone(), data, EngineConfig::default());
+        let new = NewUpload {
+            length: Some(10),
+            ..NewUpload::default()
+        };
+        let ctx = crate::hooks::RequestInfo::default();
+        let created = engine.create(new, &ctx).await.expect("create");
+        let mut owed = engine.load(&created.id).await.expect("load");
+        owed.finish_hook_pending = true;
+        owed.expires_at = Some(1);
+        meta.save(&mut owed).await.expect("save");
+
+        // Work a dropped request left running holds the gate.
+        let left_running = engine.io_gate(&created.id).await.expect("gate");
+        let waited = engine.gates.waiting.notified();
+        let entrance = engine.entrance();
+        let clear = super::clear_finish_debt(&entrance, &created.id);
+        tokio::pin!(clear);
+        tokio::select! {
+            r = &mut clear => panic!("the debt was cleared while the gate was closed: {r:?}"),
+            _ = waited => {}
+        }
+        drop(left_running);
+        clear.await.expect("clear");
+        match meta.get(&created.id).await.expect("get") {
+            Some(Lookup::Live(info)) => assert!(!info.finish_hook_pending),
+            other => panic!("record: {other:?}"),
         }
     }
 }

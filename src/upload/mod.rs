@@ -189,7 +189,7 @@ pub struct Engine {
     pub(crate) events: Option<Arc<events::EventState>>,
     /// Per-upload I/O gates: work left running by a dropped request ends
     /// before the next request reads the upload's state.
-    pub(crate) gates: IoGates,
+    pub(crate) gates: Arc<IoGates>,
     /// Slots for assembling final uploads (`max_concurrent_assemblies`).
     pub(crate) assemblies: Arc<tokio::sync::Semaphore>,
 }
@@ -204,7 +204,7 @@ impl Engine {
             locks,
             hooks: None,
             events: None,
-            gates: IoGates::default(),
+            gates: Arc::default(),
             assemblies: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_assemblies.max(1),
             )),
@@ -320,12 +320,7 @@ impl Engine {
 
     /// Loads a live, unexpired upload.
     pub(crate) async fn load(&self, id: &UploadId) -> Result<UploadInfo, UploadError> {
-        match self.meta.get(id).await? {
-            Some(Lookup::Live(info)) if info.is_expired(now_secs()) => Err(UploadError::Gone),
-            Some(Lookup::Live(info)) => Ok(*info),
-            Some(Lookup::Gone) => Err(UploadError::Gone),
-            None => Err(UploadError::NotFound),
-        }
+        load_live(&*self.meta, id).await
     }
 
     /// Creates an upload (the bytes, if any, follow through `append`).
@@ -381,40 +376,10 @@ impl Engine {
                 now_secs(),
             )
         };
-        let answer = self.pre_hook(HookType::PreCreate, &info, ctx).await?;
         // A random id made here for this request (122 random bits) cannot
         // be taken; one announced earlier or chosen by the hook can.
-        let mut fresh_id = new.id.is_none();
-        if let Some(change) = answer.change_file_info {
-            if let Some(id) = change.id.filter(|i| !i.is_empty()) {
-                if new.id.is_some() {
-                    // The URL was already announced (IETF 104 interim
-                    // response): it cannot change any more.
-                    tracing::warn!(upload = %info.id, requested = %id, "pre-create hook's ID change ignored: the upload URL was already sent");
-                } else {
-                    info.id = UploadId::parse(&id).map_err(|_| {
-                        UploadError::HookFailed(format!("hook chose an invalid upload id {id:?}"))
-                    })?;
-                    fresh_id = false;
-                }
-            }
-            if let Some(pairs) = change.meta_data {
-                info.metadata = Some(crate::protocol::Metadata::from_pairs(pairs).encode())
-                    .filter(|m| !m.is_empty());
-            }
-            if let Some(storage) = change.storage {
-                // Everything is checked before the destination is claimed.
-                hook_dispatch::apply_storage_choices(self.data.as_ref(), &mut info, &storage)?;
-                if let Some(dest) = storage.get("Key").or_else(|| storage.get("Path")) {
-                    info.destination = Some(validate_destination(dest)?);
-                    if let Some(claim) = info.destination_claim() {
-                        if !self.meta.claim_destination(&claim, &info.id).await? {
-                            return Err(UploadError::DestinationTaken(claim));
-                        }
-                    }
-                }
-            }
-        }
+        let id_changed = self.pre_create(&mut info, new.id.is_some(), ctx).await?;
+        let fresh_id = new.id.is_none() && !id_changed;
         // Storage is prepared before the record is written: make sure an id
         // that may be taken is free first, so a reused id never touches
         // another upload's bytes. (The record's insert checks every id.)
@@ -451,6 +416,52 @@ impl Engine {
         };
         let created = self.created(result, &info, ctx).await?;
         Ok((created, held))
+    }
+
+    /// The pre-create hook's say on `info`: it may reject the upload, or
+    /// change its id (unless `announced`: the URL was already sent), its
+    /// metadata and its destination (claimed here). True when it changed
+    /// the id.
+    async fn pre_create(
+        &self,
+        info: &mut UploadInfo,
+        announced: bool,
+        ctx: &RequestInfo,
+    ) -> Result<bool, UploadError> {
+        let answer = self.pre_hook(HookType::PreCreate, info, ctx).await?;
+        let Some(change) = answer.change_file_info else {
+            return Ok(false);
+        };
+        let mut id_changed = false;
+        if let Some(id) = change.id.filter(|i| !i.is_empty()) {
+            if announced {
+                // The URL was already announced (IETF 104 interim
+                // response): it cannot change any more.
+                tracing::warn!(upload = %info.id, requested = %id, "pre-create hook's ID change ignored: the upload URL was already sent");
+            } else {
+                info.id = UploadId::parse(&id).map_err(|_| {
+                    UploadError::HookFailed(format!("hook chose an invalid upload id {id:?}"))
+                })?;
+                id_changed = true;
+            }
+        }
+        if let Some(pairs) = change.meta_data {
+            info.metadata = Some(crate::protocol::Metadata::from_pairs(pairs).encode())
+                .filter(|m| !m.is_empty());
+        }
+        if let Some(storage) = change.storage {
+            // Everything is checked before the destination is claimed.
+            hook_dispatch::apply_storage_choices(self.data.as_ref(), info, &storage)?;
+            if let Some(dest) = storage.get("Key").or_else(|| storage.get("Path")) {
+                info.destination = Some(validate_destination(dest)?);
+                if let Some(claim) = info.destination_claim() {
+                    if !self.meta.claim_destination(&claim, &info.id).await? {
+                        return Err(UploadError::DestinationTaken(claim));
+                    }
+                }
+            }
+        }
+        Ok(id_changed)
     }
 
     /// After a creation: its post-create (and, for an empty upload,
@@ -703,6 +714,16 @@ pub(crate) struct Held<'a> {
     /// ([`MetaStore::create_deferred`]): before answering, the caller saves
     /// it or calls [`MetaStore::sync`].
     pub(crate) deferred: bool,
+}
+
+/// Loads a live, unexpired upload from `meta`.
+async fn load_live(meta: &dyn MetaStore, id: &UploadId) -> Result<UploadInfo, UploadError> {
+    match meta.get(id).await? {
+        Some(Lookup::Live(info)) if info.is_expired(now_secs()) => Err(UploadError::Gone),
+        Some(Lookup::Live(info)) => Ok(*info),
+        Some(Lookup::Gone) => Err(UploadError::Gone),
+        None => Err(UploadError::NotFound),
+    }
 }
 
 /// An id lent by the data store for a new upload (see

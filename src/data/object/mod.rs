@@ -8,6 +8,10 @@
 //! upload, so every instance can continue it; the next part consumes them.
 //! The multipart id, every part's ETag and the segment list are returned as
 //! store state, which the engine persists before acknowledging the bytes.
+//!
+//! With one instance (`ObjectTuning::tail_dir`), tails are staged in local
+//! files instead and parts upload in the background across requests
+//! (`spool`): an upload records which of the two it uses when created.
 
 use super::{ByteStream, DataError, DataStore, IoPermit, UploadWriter};
 use crate::model::UploadInfo;
@@ -31,8 +35,10 @@ use super::tail_cache::{SegmentId, TailCache};
 
 mod attributes;
 mod buckets;
+mod spool;
 mod writer;
 pub use buckets::Buckets;
+use spool::{Spool, SpoolWriter};
 use writer::ObjectWriter;
 
 /// Smallest non-last part S3 accepts.
@@ -61,6 +67,11 @@ pub struct ObjectTuning {
     pub retry_attempts: usize,
     /// Longest pause between attempts.
     pub retry_max_delay: Duration,
+    /// Where new uploads stage their tails: this local directory (one
+    /// instance; acknowledged bytes are `fdatasync`'d files there and parts
+    /// upload in the background), or, when `None`, segment objects in the
+    /// bucket (visible to every instance).
+    pub tail_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ObjectTuning {
@@ -71,6 +82,7 @@ impl Default for ObjectTuning {
             buffer_memory: 512 * 1024 * 1024,
             retry_attempts: 6,
             retry_max_delay: Duration::from_secs(8),
+            tail_dir: None,
         }
     }
 }
@@ -87,6 +99,8 @@ pub struct ObjectData {
     tails: Arc<TailCache>,
     /// Presigns download URLs (`--download-redirect`), where the backend can.
     signer: Option<Arc<dyn Signer>>,
+    /// Local tail staging, when `tuning.tail_dir` is set.
+    spool: Option<Arc<Spool>>,
 }
 
 /// Persisted per-upload state.
@@ -105,6 +119,12 @@ struct State {
     next_segment: u64,
     /// The multipart upload is completed (or replaced by a single PUT).
     completed: bool,
+    /// Tails are staged in this instance's local spool, not in the bucket.
+    #[serde(default)]
+    local: bool,
+    /// Bytes after `parts` in the local spool (`local` uploads only).
+    #[serde(default)]
+    tail: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +146,7 @@ impl State {
     }
 
     fn offset(&self) -> u64 {
-        self.parts.len() as u64 * self.part_size + self.staged()
+        self.parts.len() as u64 * self.part_size + self.staged() + self.tail
     }
 
     fn load(info: &UploadInfo) -> Result<State, DataError> {
@@ -238,6 +258,7 @@ impl ObjectData {
             kind,
             memory: Arc::new(Semaphore::new(permits)),
             tails: Arc::new(TailCache::new(tuning.buffer_memory / 4)),
+            spool: tuning.tail_dir.clone().map(|dir| Arc::new(Spool::new(dir))),
             tuning,
             signer: None,
         }
@@ -361,6 +382,72 @@ impl ObjectData {
         }
     }
 
+    /// The local spool of a `local` upload.
+    fn spool(&self, info: &UploadInfo) -> Result<Arc<Spool>, DataError> {
+        self.spool.clone().ok_or_else(|| {
+            DataError::Backend(format!(
+                "upload {} stages its tail in a local spool, and this instance has none (--s3-tail-staging)",
+                info.id
+            ).into())
+        })
+    }
+
+    /// `finish` of an upload staging its tail locally.
+    async fn finish_local(
+        &self,
+        info: &UploadInfo,
+        mut state: State,
+    ) -> Result<serde_json::Value, DataError> {
+        let spool = self.spool(info)?;
+        let id = info.id.as_str();
+        let path = Path::from(state.key.as_str());
+        if self.assembled(&path, info.offset).await? {
+            // Assembled before a restart, the record not yet saved.
+            tracing::info!(upload = %info.id, "object already assembled before a restart");
+            if info.offset < state.part_size {
+                if let Err(e) = self.abort(&state).await {
+                    tracing::warn!(upload = %info.id, error = %e, "aborting the multipart upload of an assembled object failed");
+                }
+            }
+        } else {
+            match spool::upload_rest(self, &spool, id, &state, info.offset).await? {
+                None => {
+                    let bytes = if info.offset == 0 {
+                        Bytes::new()
+                    } else {
+                        spool::read_part(spool.upload_dir(id), 0, info.offset).await?
+                    };
+                    let payload = PutPayload::from(bytes);
+                    retry(&self.tuning, "put object", || {
+                        self.store.put(&path, payload.clone())
+                    })
+                    .await
+                    .map_err(convert)?;
+                    self.abort(&state).await?;
+                }
+                Some(parts) => {
+                    let mp = state.multipart_id.clone();
+                    let completed = retry(&self.tuning, "complete multipart", || {
+                        self.store.complete_multipart(&path, &mp, parts.clone())
+                    })
+                    .await;
+                    if let Err(e) = completed {
+                        match self.store.head(&path).await {
+                            Ok(meta) if meta.size == info.offset => {
+                                tracing::info!(upload = %info.id, "multipart upload was already completed")
+                            }
+                            _ => return Err(convert(e)),
+                        }
+                    }
+                }
+            }
+        }
+        spool.remove(id).await;
+        state.completed = true;
+        state.tail = 0;
+        Ok(state.to_value())
+    }
+
     async fn abort(&self, state: &State) -> Result<(), DataError> {
         let path = Path::from(state.key.as_str());
         let id = state.multipart_id.clone();
@@ -445,6 +532,7 @@ impl DataStore for ObjectData {
             key,
             multipart_id,
             part_size: self.part_size_for(info.length),
+            local: self.spool.is_some(),
             ..State::default()
         }
         .to_value())
@@ -453,9 +541,11 @@ impl DataStore for ObjectData {
     async fn writer(
         &self,
         info: &UploadInfo,
-        // Parts run in the writer's JoinSet, which aborts them when the
-        // writer is dropped: nothing outlives it that needs the permit.
-        _permit: IoPermit,
+        // Bucket staging: parts run in the writer's JoinSet, which aborts
+        // them when the writer is dropped, so nothing outlives it that
+        // needs the permit. Local staging: its file writes hold it; its
+        // background parts touch no file a later request writes.
+        permit: IoPermit,
     ) -> Result<Box<dyn UploadWriter>, DataError> {
         let state = State::load(info)?;
         if state.offset() != info.offset {
@@ -468,6 +558,16 @@ impl DataStore for ObjectData {
                 )
                 .into(),
             ));
+        }
+        if state.local {
+            return Ok(Box::new(SpoolWriter::open(
+                self.clone(),
+                self.spool(info)?,
+                info.id.to_string(),
+                state,
+                info.length,
+                permit,
+            )));
         }
         let staging = self.staging_prefix(info);
         let tail = if state.segments.is_empty() {
@@ -487,6 +587,9 @@ impl DataStore for ObjectData {
         let mut state = State::load(info)?;
         if state.completed {
             return Ok(state.to_value());
+        }
+        if state.local {
+            return self.finish_local(info, state).await;
         }
         let path = Path::from(state.key.as_str());
         let staging = self.staging_prefix(info);
@@ -592,8 +695,14 @@ impl DataStore for ObjectData {
             Err(e) => return Err(e),
         };
         self.tails.remove(&self.staging_prefix(info));
+        if let Some(spool) = self.spool.as_ref().filter(|_| state.local) {
+            spool.forget(info.id.as_str());
+        }
         if !state.completed {
             self.abort(&state).await?;
+        }
+        if let Some(spool) = self.spool.as_ref().filter(|_| state.local) {
+            spool.remove(info.id.as_str()).await;
         }
         self.delete_staging(info).await;
         let path = Path::from(state.key.as_str());

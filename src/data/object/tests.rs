@@ -391,3 +391,162 @@ fn store_tuning() -> ObjectTuning {
         ..ObjectTuning::default()
     }
 }
+
+/// A store staging tails in `dir` (one instance's local spool).
+fn spooled<B: Backend>(backend: Arc<B>, dir: &std::path::Path) -> ObjectData {
+    let tuning = ObjectTuning {
+        tail_dir: Some(dir.to_owned()),
+        ..store_tuning()
+    };
+    ObjectData::new(backend, "uploads", "spooled", tuning)
+}
+
+/// One request as the engine runs it: write, sync, record, `committed`.
+async fn spooled_append(data: &ObjectData, info: &mut UploadInfo, bytes: &[u8]) {
+    let mut w = data.writer(info, IoPermit::unshared()).await.unwrap();
+    w.write(Bytes::copy_from_slice(bytes)).await.unwrap();
+    let d = w.sync().await.unwrap();
+    info.offset = d.offset;
+    info.storage = d.storage;
+    w.committed().await;
+}
+
+async fn read_all(data: &ObjectData, info: &UploadInfo) -> Vec<u8> {
+    data.read(info, 0, info.offset)
+        .await
+        .unwrap()
+        .try_collect::<Vec<Bytes>>()
+        .await
+        .unwrap()
+        .concat()
+}
+
+/// With a local spool a request is acknowledged while its parts are still
+/// in flight (nothing goes to the bucket but parts), and what it
+/// acknowledged survives a crash that took every part in flight with it:
+/// the restarted instance uploads those parts from the spool files.
+#[tokio::test]
+async fn spooled_requests_end_before_their_parts_and_survive_a_crash() {
+    let backend = Arc::new(Flaky::new());
+    let spool = tempfile::tempdir().unwrap();
+    let data = spooled(backend.clone(), spool.path());
+    let part = MIN_PART_SIZE as usize;
+    let len = 3 * part + 1234;
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 249) as u8).collect();
+    let mut info = UploadInfo::new(UploadId::generate(), Some(len as u64), 0);
+    info.storage = data.create(&info).await.unwrap();
+
+    // Part uploads are held: requests still end, their bytes spooled.
+    let held = backend.parts.lock().await;
+    let mut at = 0;
+    for piece in [1 << 20, part, part + 7] {
+        spooled_append(&data, &mut info, &bytes[at..at + piece]).await;
+        at += piece;
+        assert_eq!(info.offset, at as u64);
+    }
+    let state = State::load(&info).unwrap();
+    assert!(state.local && state.parts.is_empty() && state.segments.is_empty());
+    assert_eq!(state.tail, at as u64, "every byte is in the spool");
+    assert!(
+        backend.staged(&data, &info).await.is_empty(),
+        "nothing is staged in the bucket"
+    );
+
+    // The crash: the pipeline and its held parts are gone.
+    drop(data);
+    drop(held);
+    let data = spooled(backend.clone(), spool.path());
+    spooled_append(&data, &mut info, &bytes[at..]).await;
+    assert_eq!(info.offset, len as u64);
+    info.storage = data.finish(&info).await.unwrap();
+    assert!(read_all(&data, &info).await == bytes, "object differs");
+    assert!(
+        !spool.path().join(info.id.as_str()).exists(),
+        "the spool of a finished upload was left"
+    );
+}
+
+/// Parts finished in the background between requests are recorded by the
+/// next request, and their spool files go once that record is saved.
+#[tokio::test]
+async fn background_parts_are_recorded_by_the_next_request() {
+    let backend = Arc::new(InMemory::new());
+    let spool = tempfile::tempdir().unwrap();
+    let data = spooled(backend.clone(), spool.path());
+    let part = MIN_PART_SIZE as usize;
+    let len = 4 * part;
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
+    let mut info = UploadInfo::new(UploadId::generate(), Some(len as u64), 0);
+    info.storage = data.create(&info).await.unwrap();
+    let dir = spool.path().join(info.id.as_str());
+
+    spooled_append(&data, &mut info, &bytes[..2 * part + 10]).await;
+    // Let the two parts land, then one more request.
+    let mut recorded = 0;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let at = info.offset as usize;
+        spooled_append(&data, &mut info, &bytes[at..at + 10]).await;
+        recorded = State::load(&info).unwrap().parts.len();
+        if recorded == 2 {
+            break;
+        }
+    }
+    assert_eq!(recorded, 2, "the finished parts were never recorded");
+    assert!(!dir.join("0").exists() && !dir.join("1").exists());
+    assert!(dir.join("2").exists(), "the tail's file is needed");
+
+    let start = info.offset as usize;
+    spooled_append(&data, &mut info, &bytes[start..]).await;
+    info.storage = data.finish(&info).await.unwrap();
+    assert!(read_all(&data, &info).await == bytes, "object differs");
+}
+
+/// A discarded request (checksum mismatch) leaves the spool as the record
+/// says, and the bytes sent again replace what it had cut.
+#[tokio::test]
+async fn a_discarded_spooled_request_keeps_the_durable_bytes() {
+    let backend = Arc::new(InMemory::new());
+    let spool = tempfile::tempdir().unwrap();
+    let data = spooled(backend.clone(), spool.path());
+    let part = MIN_PART_SIZE as usize;
+    let len = 2 * part + 99;
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 239) as u8).collect();
+    let mut info = UploadInfo::new(UploadId::generate(), Some(len as u64), 0);
+    info.storage = data.create(&info).await.unwrap();
+    spooled_append(&data, &mut info, &bytes[..3000]).await;
+
+    let mut w = data.writer(&info, IoPermit::unshared()).await.unwrap();
+    w.write(Bytes::from(vec![0xEE; part + 5000])).await.unwrap();
+    let d = w.discard().await.unwrap();
+    assert_eq!(d.offset, 3000);
+    drop(w);
+
+    spooled_append(&data, &mut info, &bytes[3000..]).await;
+    assert_eq!(info.offset, len as u64);
+    info.storage = data.finish(&info).await.unwrap();
+    assert!(read_all(&data, &info).await == bytes, "object differs");
+}
+
+/// Smaller than a part: one PUT from the spool, and termination of another
+/// upload removes its spool.
+#[tokio::test]
+async fn small_spooled_uploads_and_termination() {
+    let backend = Arc::new(InMemory::new());
+    let spool = tempfile::tempdir().unwrap();
+    let data = spooled(backend.clone(), spool.path());
+    let bytes: Vec<u8> = (0..5000).map(|i| (i % 233) as u8).collect();
+    let mut info = UploadInfo::new(UploadId::generate(), Some(5000), 0);
+    info.storage = data.create(&info).await.unwrap();
+    spooled_append(&data, &mut info, &bytes[..2000]).await;
+    spooled_append(&data, &mut info, &bytes[2000..]).await;
+    info.storage = data.finish(&info).await.unwrap();
+    assert!(read_all(&data, &info).await == bytes, "object differs");
+
+    let mut gone = UploadInfo::new(UploadId::generate(), None, 0);
+    gone.storage = data.create(&gone).await.unwrap();
+    spooled_append(&data, &mut gone, &bytes).await;
+    assert!(spool.path().join(gone.id.as_str()).exists());
+    data.delete(&gone).await.unwrap();
+    assert!(!spool.path().join(gone.id.as_str()).exists());
+}
