@@ -559,6 +559,8 @@ pub fn normalize_base_path(p: &str) -> String {
 }
 
 impl From<ServeArgs> for Config {
+    /// Flags to settings, one field at a time in `Config`'s order: a flat
+    /// mapping, longer than 100 lines because it reads best whole.
     fn from(a: ServeArgs) -> Self {
         let sweep_interval = a
             .expire_after
