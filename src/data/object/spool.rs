@@ -432,26 +432,8 @@ impl SpoolWriter {
         Ok(())
     }
 
-    fn take_pending(&mut self, mut n: u64) -> Vec<Bytes> {
-        let whole = self
-            .pending
-            .iter()
-            .take_while(|c| {
-                let fits = (c.len() as u64) <= n;
-                if fits {
-                    n -= c.len() as u64;
-                }
-                fits
-            })
-            .count();
-        let mut out: Vec<Bytes> = self.pending.drain(..whole).collect();
-        if n > 0 {
-            if let Some(first) = self.pending.first_mut() {
-                out.push(first.split_to(n as usize));
-            }
-        }
-        self.pending_len -= out.iter().map(|b| b.len() as u64).sum::<u64>();
-        out
+    fn take_pending(&mut self, n: u64) -> Vec<Bytes> {
+        super::writer::take_front(&mut self.pending, &mut self.pending_len, n)
     }
 
     /// Cuts part `core.next` (its spooled start + pending bytes) and

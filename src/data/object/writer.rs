@@ -112,27 +112,8 @@ impl ObjectWriter {
     }
 
     /// Takes exactly `n` bytes from the front of `pending`.
-    fn take_pending(&mut self, mut n: u64) -> Vec<Bytes> {
-        // Whole chunks first, in one drain (a part holds hundreds).
-        let whole = self
-            .pending
-            .iter()
-            .take_while(|c| {
-                let fits = (c.len() as u64) <= n;
-                if fits {
-                    n -= c.len() as u64;
-                }
-                fits
-            })
-            .count();
-        let mut out: Vec<Bytes> = self.pending.drain(..whole).collect();
-        if n > 0 {
-            if let Some(first) = self.pending.first_mut() {
-                out.push(first.split_to(n as usize));
-            }
-        }
-        self.pending_len -= out.iter().map(|b| b.len() as u64).sum::<u64>();
-        out
+    fn take_pending(&mut self, n: u64) -> Vec<Bytes> {
+        take_front(&mut self.pending, &mut self.pending_len, n)
     }
 
     /// Cuts one part (staged segments + pending bytes) and starts its upload.
@@ -349,5 +330,56 @@ impl UploadWriter for ObjectWriter {
             offset: self.durable.offset(),
             storage: self.durable.to_value(),
         })
+    }
+}
+
+/// Takes exactly `n` bytes from the front of `pending` (whose bytes number
+/// `pending_len`), splitting a chunk where `n` ends inside one. Whole
+/// chunks go first, in one drain: a part holds hundreds.
+pub(super) fn take_front(
+    pending: &mut Vec<Bytes>,
+    pending_len: &mut u64,
+    mut n: u64,
+) -> Vec<Bytes> {
+    let whole = pending
+        .iter()
+        .take_while(|c| {
+            let fits = (c.len() as u64) <= n;
+            if fits {
+                n -= c.len() as u64;
+            }
+            fits
+        })
+        .count();
+    let mut out: Vec<Bytes> = pending.drain(..whole).collect();
+    if n > 0 {
+        if let Some(first) = pending.first_mut() {
+            out.push(first.split_to(n as usize));
+        }
+    }
+    *pending_len -= out.iter().map(|b| b.len() as u64).sum::<u64>();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_front;
+    use bytes::Bytes;
+
+    #[test]
+    fn takes_whole_chunks_then_splits_the_next() {
+        let mut pending: Vec<Bytes> = [&b"abc"[..], b"defg", b"hijkl"]
+            .iter()
+            .map(|c| Bytes::copy_from_slice(c))
+            .collect();
+        let mut len = 12;
+        let taken = take_front(&mut pending, &mut len, 5);
+        assert_eq!(taken.concat(), b"abcde");
+        assert_eq!(pending.concat(), b"fghijkl");
+        assert_eq!(len, 7);
+        assert_eq!(take_front(&mut pending, &mut len, 0), Vec::<Bytes>::new());
+        assert_eq!(take_front(&mut pending, &mut len, 7).concat(), b"fghijkl");
+        assert!(pending.is_empty());
+        assert_eq!(len, 0);
     }
 }
