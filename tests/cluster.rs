@@ -9,16 +9,15 @@
 mod common;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
+use common::pg_db::Db;
 use common::proc::{Spawn, Tusker};
 use common::*;
 use serde_json::Value;
-use sqlx::Connection;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tusker::meta::postgres::with_database;
 
 const MIB: usize = 1024 * 1024;
 
@@ -33,42 +32,6 @@ fn env() -> Env {
         pg_admin: std::env::var("TUSKER_TEST_POSTGRES_URL")
             .expect("TUSKER_TEST_POSTGRES_URL must name a PostgreSQL server"),
         s3: common::s3::endpoint(),
-    }
-}
-
-/// A throw-away database, dropped at the end of the test.
-struct Db {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Db {
-    async fn create(admin: &str) -> Db {
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        Db {
-            admin: admin.to_owned(),
-            url: with_database(admin, &name),
-            name,
-        }
-    }
-
-    async fn drop(self) {
-        let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        let _ = conn.close().await;
     }
 }
 

@@ -9,6 +9,7 @@
 mod common;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
+use common::pg_db::Db;
 use common::s3::*;
 use common::*;
 use serde_json::{json, Value};
@@ -665,44 +666,6 @@ async fn redirects_only_after_access_checks() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.bytes().await.unwrap().as_ref(), b"hello");
     server.stop().await;
-}
-
-/// A throw-away PostgreSQL database.
-struct Db {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Db {
-    async fn create(admin: &str) -> Db {
-        use sqlx::Connection;
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        Db {
-            admin: admin.to_owned(),
-            url: tusker::meta::postgres::with_database(admin, &name),
-            name,
-        }
-    }
-
-    async fn drop(self) {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        let _ = conn.close().await;
-    }
 }
 
 /// Two instances on one PostgreSQL meta store: an upload one of them put

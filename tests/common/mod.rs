@@ -4,6 +4,7 @@
 
 pub mod fault_proxy;
 pub mod logs;
+pub mod pg_db;
 pub mod pg_private;
 pub mod proc;
 pub mod raw;
