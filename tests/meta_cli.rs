@@ -7,16 +7,10 @@
 
 mod common;
 
+use common::pg_db::Db;
 use common::*;
 use sqlx::Connection;
 use std::process::Command;
-use tusker::meta::postgres::with_database;
-
-async fn admin_exec(admin: &str, sql: &str) {
-    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-    sqlx::query(sql).execute(&mut conn).await.unwrap();
-    let _ = conn.close().await;
-}
 
 fn tusker(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tusker"))
@@ -31,9 +25,8 @@ fn tusker(args: &[&str]) -> std::process::Output {
 async fn single_node_moves_from_sled_to_postgres() {
     let admin = std::env::var("TUSKER_TEST_POSTGRES_URL")
         .expect("TUSKER_TEST_POSTGRES_URL must name a PostgreSQL server");
-    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    admin_exec(&admin, &format!("CREATE DATABASE {name}")).await;
-    let db = with_database(&admin, &name);
+    let database = Db::create(&admin).await;
+    let db = database.url.clone();
 
     // `tusker migrate` creates the schema.
     let out = tusker(&["migrate", "--meta", &db]);
@@ -99,9 +92,5 @@ async fn single_node_moves_from_sled_to_postgres() {
         &db,
     ]);
     assert!(!out.status.success());
-    admin_exec(
-        &admin,
-        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-    )
-    .await;
+    database.drop().await;
 }
