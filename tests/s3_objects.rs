@@ -15,6 +15,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
+use tusker::config::TailStaging;
 
 type Answer = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
 
@@ -168,10 +169,24 @@ async fn upload_with(
 #[tokio::test]
 #[ignore = "needs TUSKER_TEST_S3_ENDPOINT"]
 async fn objects_carry_their_uploads_metadata() {
+    objects_carry_metadata_with(TailStaging::Bucket).await;
+}
+
+/// The same with tails staged in local files, whose finish writes the
+/// object by its own path.
+#[tokio::test]
+#[ignore = "needs TUSKER_TEST_S3_ENDPOINT"]
+async fn objects_carry_their_uploads_metadata_with_local_tails() {
+    objects_carry_metadata_with(TailStaging::Local).await;
+}
+
+async fn objects_carry_metadata_with(staging: TailStaging) {
     let endpoint = s3::endpoint();
     let bucket = bucket(&endpoint).await;
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(s3_config(dir.path(), &endpoint, &bucket));
+    let mut config = s3_config(dir.path(), &endpoint, &bucket);
+    config.tail_staging = staging;
+    let server = TestServer::start(config);
     let c = client();
     let meta = metadata(&[
         ("filename", "Vidéo finale.mp4"),

@@ -234,6 +234,13 @@ where
 }
 
 /// `--buffer-memory` in semaphore units of `PERMIT_UNIT` bytes.
+/// Permits of buffer memory for one part of `part_size`, capped by the budget.
+fn part_units(tuning: &ObjectTuning, part_size: u64) -> u32 {
+    part_size
+        .div_ceil(PERMIT_UNIT)
+        .min(u64::from(budget_units(tuning))) as u32
+}
+
 fn budget_units(tuning: &ObjectTuning) -> u32 {
     (tuning.buffer_memory / PERMIT_UNIT).clamp(1, Semaphore::MAX_PERMITS as u64) as u32
 }
@@ -417,35 +424,62 @@ impl ObjectData {
                     } else {
                         spool::read_part(spool.upload_dir(id), 0, info.offset).await?
                     };
-                    let payload = PutPayload::from(bytes);
-                    retry(&self.tuning, "put object", || {
-                        self.store.put(&path, payload.clone())
-                    })
-                    .await
-                    .map_err(convert)?;
+                    self.put_whole(info, &path, PutPayload::from(bytes)).await?;
                     self.abort(&state).await?;
                 }
-                Some(parts) => {
-                    let mp = state.multipart_id.clone();
-                    let completed = retry(&self.tuning, "complete multipart", || {
-                        self.store.complete_multipart(&path, &mp, parts.clone())
-                    })
-                    .await;
-                    if let Err(e) = completed {
-                        match self.store.head(&path).await {
-                            Ok(meta) if meta.size == info.offset => {
-                                tracing::info!(upload = %info.id, "multipart upload was already completed")
-                            }
-                            _ => return Err(convert(e)),
-                        }
-                    }
-                }
+                Some(parts) => self.complete(info, &path, &state, parts).await?,
             }
         }
         spool.remove(id).await;
         state.completed = true;
         state.tail = 0;
         Ok(state.to_value())
+    }
+
+    /// Puts the whole object in one request, with the upload's headers and
+    /// metadata (keys left out were logged at creation).
+    async fn put_whole(
+        &self,
+        info: &UploadInfo,
+        path: &Path,
+        payload: PutPayload,
+    ) -> Result<(), DataError> {
+        let options = PutOptions {
+            attributes: attributes::attributes(info, self.kind).0,
+            ..PutOptions::default()
+        };
+        retry(&self.tuning, "put object", || {
+            self.store.put_opts(path, payload.clone(), options.clone())
+        })
+        .await
+        .map_err(convert)?;
+        Ok(())
+    }
+
+    /// Completes the multipart upload from `parts`. A failure after which
+    /// the object is there whole means it was completed before a crash,
+    /// with the record not yet saved: that counts as done.
+    async fn complete(
+        &self,
+        info: &UploadInfo,
+        path: &Path,
+        state: &State,
+        parts: Vec<PartId>,
+    ) -> Result<(), DataError> {
+        let id = &state.multipart_id;
+        let completed = retry(&self.tuning, "complete multipart", || {
+            self.store.complete_multipart(path, id, parts.clone())
+        })
+        .await;
+        if let Err(e) = completed {
+            match self.store.head(path).await {
+                Ok(meta) if meta.size == info.offset => {
+                    tracing::info!(upload = %info.id, "multipart upload was already completed")
+                }
+                _ => return Err(convert(e)),
+            }
+        }
+        Ok(())
     }
 
     async fn abort(&self, state: &State) -> Result<(), DataError> {
@@ -617,16 +651,7 @@ impl DataStore for ObjectData {
         let tail = PutPayload::from_iter(tail);
         if state.parts.is_empty() {
             // Fits in one request: a plain PUT, and the multipart upload goes.
-            let options = PutOptions {
-                // Keys left out were logged at creation.
-                attributes: attributes::attributes(info, self.kind).0,
-                ..PutOptions::default()
-            };
-            retry(&self.tuning, "put object", || {
-                self.store.put_opts(&path, tail.clone(), options.clone())
-            })
-            .await
-            .map_err(convert)?;
+            self.put_whole(info, &path, tail).await?;
             self.abort(&state).await?;
         } else {
             let mut parts: Vec<PartId> = state
@@ -646,20 +671,7 @@ impl DataStore for ObjectData {
                 .map_err(convert)?;
                 parts.push(part);
             }
-            let id = state.multipart_id.clone();
-            let completed = retry(&self.tuning, "complete multipart", || {
-                self.store.complete_multipart(&path, &id, parts.clone())
-            })
-            .await;
-            if let Err(e) = completed {
-                // Completed before a crash, with the record not yet saved?
-                match self.store.head(&path).await {
-                    Ok(meta) if meta.size == info.offset => {
-                        tracing::info!(upload = %info.id, "multipart upload was already completed")
-                    }
-                    _ => return Err(convert(e)),
-                }
-            }
+            self.complete(info, &path, &state, parts).await?;
         }
         state.completed = true;
         state.segments.clear();

@@ -15,7 +15,7 @@
 //! [`Spool::cores`]; a writer takes it over when its durable state is the
 //! record's, and otherwise rebuilds it from the record and the files.
 
-use super::{budget_units, convert, retry, ObjectData, State, MAX_PARTS, PERMIT_UNIT};
+use super::{convert, part_units, retry, ObjectData, State, MAX_PARTS};
 use crate::data::{Checkpoint, DataError, Durable, IoPermit, UploadWriter};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -361,12 +361,6 @@ impl SpoolWriter {
             .ok_or_else(|| DataError::Backend("spool writer used after a failure".into()))
     }
 
-    fn part_units(&self, part_size: u64) -> u32 {
-        part_size
-            .div_ceil(PERMIT_UNIT)
-            .min(u64::from(budget_units(&self.data.tuning))) as u32
-    }
-
     /// Starts the upload of every cut part that is only in its spool file
     /// (after a restart, or a part whose upload was stopped).
     fn upload_spooled_parts(&mut self) {
@@ -384,9 +378,7 @@ impl SpoolWriter {
                 Path::from(core.durable.key.as_str()),
                 core.durable.multipart_id.clone(),
             );
-            let units = part_size
-                .div_ceil(PERMIT_UNIT)
-                .min(u64::from(budget_units(&data.tuning))) as u32;
+            let units = part_units(&data.tuning, part_size);
             core.generation += 1;
             let generation = core.generation;
             let abort = core.inflight.spawn(async move {
@@ -419,7 +411,7 @@ impl SpoolWriter {
     async fn reserve(&mut self) -> Result<(), DataError> {
         if self.reserved.is_none() {
             let part_size = self.core()?.durable.part_size;
-            let units = self.part_units(part_size);
+            let units = part_units(&self.data.tuning, part_size);
             let permit = self
                 .data
                 .memory

@@ -2,9 +2,7 @@
 //! bytes into parts, uploads them concurrently under the memory budget, and
 //! stages the remainder as a segment at each sync.
 
-use super::{
-    budget_units, convert, retry, ObjectData, ObjectTuning, Segment, State, MAX_PARTS, PERMIT_UNIT,
-};
+use super::{convert, part_units, retry, ObjectData, ObjectTuning, Segment, State, MAX_PARTS};
 use crate::data::{Checkpoint, DataError, Durable, UploadWriter};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -86,11 +84,7 @@ impl ObjectWriter {
     /// whole budget takes all of it.
     async fn reserve(&mut self) -> Result<(), DataError> {
         if self.reserved.is_none() {
-            let units = self
-                .current
-                .part_size
-                .div_ceil(PERMIT_UNIT)
-                .min(u64::from(budget_units(self.tuning()))) as u32;
+            let units = part_units(self.tuning(), self.current.part_size);
             let permit = self
                 .data
                 .memory
