@@ -142,7 +142,7 @@ async fn sigkill_mid_patch_never_loses_acknowledged_bytes() {
 }
 
 /// SIGKILL right after a run of acknowledged 1 MiB PATCHes, with the local
-/// tail spool (the default with sled): their parts are still uploading in
+/// tail spool (`--s3-tail-staging local`): their parts are still uploading in
 /// the background when the process dies, and every acknowledged byte is
 /// there after the restart, uploaded from the spool files.
 #[tokio::test]
