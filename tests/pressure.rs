@@ -15,24 +15,29 @@ use std::time::Duration;
 
 const MIB: usize = 1024 * 1024;
 
+/// `spawn` run in a mount namespace of its own (`unshare -rm`, no root
+/// needed) where a tmpfs of `size_mib` MiB is mounted on `mount`.
+fn on_tmpfs(spawn: Spawn, mount: &Path, size_mib: usize) -> Spawn {
+    std::fs::create_dir_all(mount).expect("mount point");
+    let script = format!("mount -t tmpfs -o size={size_mib}m tmpfs \"$0\" && exec \"$@\"");
+    spawn.wrapped(
+        "unshare",
+        [
+            "-rm".into(),
+            "sh".into(),
+            "-c".into(),
+            script,
+            mount.display().to_string(),
+        ],
+    )
+}
+
 /// A server whose data directory is a fresh `size_mib` MiB tmpfs; its meta
 /// store stays on the ordinary disk.
 async fn on_small_disk(dir: &Path, size_mib: usize, extra: &[&str]) -> Tusker {
     let disk = dir.join("disk");
-    std::fs::create_dir_all(&disk).expect("mount point");
-    let script = format!("mount -t tmpfs -o size={size_mib}m tmpfs \"$0\" && exec \"$@\"");
     let meta = format!("sled:{}", dir.join("meta").display());
-    Spawn::new(&disk, &dir.join("tusker.log"))
-        .wrapped(
-            "unshare",
-            [
-                "-rm".into(),
-                "sh".into(),
-                "-c".into(),
-                script,
-                disk.display().to_string(),
-            ],
-        )
+    on_tmpfs(Spawn::new(&disk, &dir.join("tusker.log")), &disk, size_mib)
         .args(["--meta", meta.as_str()])
         .args(extra.iter().copied())
         .start()
@@ -292,23 +297,15 @@ async fn upload_retrying(
 /// mount namespace through `/proc/PID/root`).
 async fn meta_on_small_disk(dir: &Path, size_mib: usize) -> (Tusker, std::path::PathBuf) {
     let disk = dir.join("metadisk");
-    std::fs::create_dir_all(&disk).expect("mount point");
-    let script = format!("mount -t tmpfs -o size={size_mib}m tmpfs \"$0\" && exec \"$@\"");
     let meta = format!("sled:{}", disk.join("meta").display());
-    let server = Spawn::new(&dir.join("data"), &dir.join("tusker.log"))
-        .wrapped(
-            "unshare",
-            [
-                "-rm".into(),
-                "sh".into(),
-                "-c".into(),
-                script,
-                disk.display().to_string(),
-            ],
-        )
-        .args(["--meta", meta.as_str()])
-        .start()
-        .await;
+    let server = on_tmpfs(
+        Spawn::new(&dir.join("data"), &dir.join("tusker.log")),
+        &disk,
+        size_mib,
+    )
+    .args(["--meta", meta.as_str()])
+    .start()
+    .await;
     (server, disk)
 }
 
