@@ -160,6 +160,58 @@ async fn through_object_store(store: &dyn ObjectStore, block: &Bytes, total: u64
     took
 }
 
+/// The ceiling of acknowledging each `chunk` only once it is in the
+/// bucket, one at a time as a sequential client's PATCHes come: the same
+/// bytes as sequential PUTs of `chunk`-byte objects.
+async fn sequential_puts(
+    store: &dyn ObjectStore,
+    block: &Bytes,
+    total: u64,
+    chunk: u64,
+) -> Duration {
+    let start = Instant::now();
+    let mut offset = 0;
+    while offset < total {
+        let n = chunk.min(total - offset);
+        let path = Path::from(format!("sequential/{}", offset / chunk));
+        let payload = object_store::PutPayload::from_iter(pieces(block, offset, n));
+        store.put(&path, payload).await.expect("put");
+        offset += n;
+    }
+    let took = start.elapsed();
+    offset = 0;
+    while offset < total {
+        let _ = store
+            .delete(&Path::from(format!("sequential/{}", offset / chunk)))
+            .await;
+        offset += chunk;
+    }
+    took
+}
+
+/// The ceiling of acknowledging each `chunk` once it is on this machine's
+/// disk (local tail staging): `chunk`-byte writes to one file under `dir`,
+/// each followed by `fdatasync`.
+fn sequential_fdatasync(dir: &std::path::Path, block: &Bytes, total: u64, chunk: u64) -> Duration {
+    use std::io::Write;
+    let path = dir.join("fdatasync-limit");
+    let mut file = std::fs::File::create(&path).expect("limit file");
+    let start = Instant::now();
+    let mut offset = 0;
+    while offset < total {
+        let n = chunk.min(total - offset);
+        for piece in pieces(block, offset, n) {
+            file.write_all(&piece).expect("write");
+        }
+        file.sync_data().expect("fdatasync");
+        offset += n;
+    }
+    let took = start.elapsed();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    took
+}
+
 #[tokio::main]
 async fn main() {
     let (Some(s3), Some(bucket)) = (env("TUSKER_BENCH_S3_ENDPOINT"), env("TUSKER_BENCH_BUCKET"))
@@ -255,6 +307,20 @@ async fn main() {
             took.as_secs_f64(),
         );
         ratios.push(format!("{name}: {ratio:.2}"));
+        if chunk > 0 {
+            // The two ways a sequential client's PATCH can be made durable
+            // before its answer, measured on the same bytes in the same run.
+            let puts = sequential_puts(&store, &block, total, size).await;
+            let disk = sequential_fdatasync(dir.path(), &block, total, size);
+            for (what, took) in [("sequential PUTs", puts), ("fdatasync'd writes", disk)] {
+                println!(
+                    "  limit, {what:<19}: {:8.1} MB/s  ({:.1} s)  ratio {:.2}",
+                    mbps(total, took),
+                    took.as_secs_f64(),
+                    plain.as_secs_f64() / took.as_secs_f64()
+                );
+            }
+        }
     }
     println!(
         "ratios to the direct multipart upload: {}",

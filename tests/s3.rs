@@ -67,6 +67,65 @@ async fn client_chunk_sizes_land_byte_exact_with_equal_parts() {
     server.stop().await;
 }
 
+/// With `--s3-part-policy variable` (what `auto` picks for this server) a
+/// PATCH's rest of 5 MiB or more becomes a part of its own, never staged;
+/// a smaller rest is staged and joins the next part. With `equal` every
+/// non-last part has the part size. Either way the object is byte-exact
+/// and the server completes the multipart upload (S3 refuses non-last
+/// parts under 5 MiB).
+#[tokio::test]
+#[ignore = "needs TUSKER_TEST_S3_ENDPOINT"]
+async fn patch_rests_of_5_mib_or_more_become_parts_with_the_variable_policy() {
+    use tusker::data::object::PartPolicy;
+    let endpoint = s3::endpoint();
+    let patches = [6, 1, 19, 3, 14].map(|m| m * MIB);
+    let total: usize = patches.iter().sum();
+    let data = bytes(total, 77);
+    for (policy, sizes, staged_after_first) in [
+        (None, vec![6, 8, 8, 7, 8, 6], 0),
+        (Some(PartPolicy::Equal), vec![8, 8, 8, 8, 8, 3], 1),
+    ] {
+        let bucket = bucket(&endpoint).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = s3_config(dir.path(), &endpoint, &bucket);
+        config.storage_options.tuning.part_size = 8 * MIB as u64;
+        config.storage_options.part_policy = policy;
+        let server = TestServer::start(config);
+        let c = client();
+        let url = create(&c, &server.endpoint, total as u64).await;
+        let id = url.rsplit('/').next().unwrap().to_owned();
+        let staging = format!("uploads/.tusker-staging/{id}/");
+        let mut offset = 0;
+        for (n, size) in patches.iter().enumerate() {
+            upload_in_chunks(&c, &url, offset, &data[offset..offset + size], *size).await;
+            offset += size;
+            if n == 0 {
+                assert_eq!(
+                    keys_under(&endpoint, &bucket, &staging).await,
+                    staged_after_first,
+                    "{policy:?}: segments staged for a 6 MiB PATCH"
+                );
+            }
+        }
+        assert!(
+            download(&c, &url).await == data,
+            "{policy:?}: object differs"
+        );
+        let key = format!("uploads/{id}");
+        let mut got = Vec::new();
+        for n in 1..=sizes.len() + 1 {
+            match part_size(&endpoint, &bucket, &key, n).await {
+                Some(size) => got.push(size / MIB as u64),
+                None => break,
+            }
+        }
+        assert_eq!(got, sizes, "{policy:?}: part sizes in MiB");
+        assert_eq!(keys_under(&endpoint, &bucket, &staging).await, 0);
+        assert_eq!(open_multipart_uploads(&endpoint, &bucket).await, 0);
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs TUSKER_TEST_S3_ENDPOINT"]
 async fn zero_byte_small_and_deferred_uploads() {

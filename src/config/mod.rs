@@ -101,6 +101,32 @@ impl TailStaging {
     }
 }
 
+/// Which part sizes the object store accepts (docs/storage.md, "Part
+/// policy").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum PartPolicyArg {
+    /// `equal` on Cloudflare R2 (known by its endpoint), `variable`
+    /// everywhere else.
+    #[default]
+    Auto,
+    /// Every part but the last has the same size.
+    Equal,
+    /// A request's remainder of 5 MiB or more becomes a part of its own.
+    Variable,
+}
+
+impl PartPolicyArg {
+    /// The policy, `None` for `auto` (resolved once the store is known).
+    pub fn chosen(self) -> Option<crate::data::object::PartPolicy> {
+        use crate::data::object::PartPolicy;
+        match self {
+            PartPolicyArg::Auto => None,
+            PartPolicyArg::Equal => Some(PartPolicy::Equal),
+            PartPolicyArg::Variable => Some(PartPolicy::Variable),
+        }
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -259,6 +285,12 @@ pub struct ServeArgs {
     /// sled, bucket with PostgreSQL).
     #[arg(long, env = "TUSKER_S3_TAIL_STAGING", value_enum, default_value_t = TailStaging::Bucket)]
     pub s3_tail_staging: TailStaging,
+    /// Part sizes the object store accepts: `variable` (a request's rest of
+    /// 5 MiB or more becomes its own part: S3, MinIO, GCS, Azure), `equal`
+    /// (R2, and any store that demands equal parts), or `auto` (equal on
+    /// R2's endpoint, variable elsewhere).
+    #[arg(long, env = "TUSKER_S3_PART_POLICY", value_enum, default_value_t = PartPolicyArg::Auto)]
+    pub s3_part_policy: PartPolicyArg,
     /// Timeout of one object-storage request (e.g. one part upload).
     #[arg(long, env = "TUSKER_STORAGE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub storage_timeout: Duration,
@@ -660,6 +692,7 @@ impl From<ServeArgs> for Config {
                 file_direct_io: a.file_direct_io,
                 file_keep_cache: a.file_keep_cache,
                 request_timeout: Some(a.storage_timeout),
+                part_policy: a.s3_part_policy.chosen(),
                 tuning: crate::data::object::ObjectTuning {
                     part_size: a.part_size,
                     part_concurrency: a.part_concurrency.max(1),
@@ -667,6 +700,7 @@ impl From<ServeArgs> for Config {
                     retry_attempts: a.storage_retries.max(1),
                     retry_max_delay: a.storage_retry_max_delay,
                     tail_dir: None,
+                    part_policy: crate::data::object::PartPolicy::Equal,
                 },
             },
             tail_staging: a.s3_tail_staging,

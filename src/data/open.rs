@@ -1,6 +1,6 @@
 //! Choosing and building the data store from `--storage`.
 
-use super::object::{Backend, Buckets, ObjectData, ObjectTuning};
+use super::object::{Backend, Buckets, ObjectData, ObjectTuning, PartPolicy};
 use super::{DataError, DataStore, FileStore};
 use object_store::signer::Signer;
 use object_store::{ClientConfigKey, RetryConfig};
@@ -62,6 +62,9 @@ pub struct StorageOptions {
     pub file_keep_cache: bool,
     /// Timeout of one storage request (a whole part upload).
     pub request_timeout: Option<Duration>,
+    /// `--s3-part-policy`; `None` chooses by store (see [`auto_part_policy`]).
+    pub part_policy: Option<PartPolicy>,
+    /// Object-storage tuning; its `part_policy` is set from the above.
     pub tuning: ObjectTuning,
 }
 
@@ -113,7 +116,7 @@ pub fn open(
             "--s3-allowed-buckets needs s3:// storage".into(),
         ));
     }
-    let tuning = options.tuning.clone();
+    let mut tuning = options.tuning.clone();
     // Each store is also its own URL signer (--download-redirect).
     let (bucket, prefix, kind, stores): (String, String, &'static str, Vec<Signed>) = match url {
         StorageUrl::File(dir) => {
@@ -135,6 +138,9 @@ pub fn open(
             if let Some(region) = &options.s3_region {
                 builder = builder.with_region(region);
             }
+            tuning.part_policy = options
+                .part_policy
+                .unwrap_or_else(|| auto_part_policy(endpoint.as_deref()));
             let allow_http = endpoint.is_some_and(|e| e.starts_with("http://"));
             for (key, value) in client_settings(options, allow_http) {
                 builder =
@@ -153,6 +159,7 @@ pub fn open(
             (bucket, prefix, "s3", stores)
         }
         StorageUrl::Gcs { bucket, prefix } => {
+            tuning.part_policy = options.part_policy.unwrap_or(PartPolicy::Variable);
             let mut builder =
                 object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket);
             for (key, value) in client_settings(options, false) {
@@ -167,6 +174,7 @@ pub fn open(
             (bucket, prefix, "gcs", stores)
         }
         StorageUrl::Azure { container, prefix } => {
+            tuning.part_policy = options.part_policy.unwrap_or(PartPolicy::Variable);
             let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_container_name(&container);
             for (key, value) in client_settings(options, false) {
@@ -193,6 +201,22 @@ pub fn open(
     Ok(Arc::new(buckets))
 }
 
+/// The part policy of an S3 endpoint: Cloudflare R2 refuses a multipart
+/// upload whose non-last parts differ in size; S3 and the S3-compatible
+/// servers tusker is tested with (MinIO, moto, s3s) accept them.
+pub fn auto_part_policy(endpoint: Option<&str>) -> PartPolicy {
+    let host = endpoint
+        .map(|e| e.split_once("://").map_or(e, |(_, rest)| rest))
+        .map(|rest| rest.split(['/', ':']).next().unwrap_or(""))
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if host.ends_with(".r2.cloudflarestorage.com") {
+        PartPolicy::Equal
+    } else {
+        PartPolicy::Variable
+    }
+}
+
 /// One bucket's store, also as the signer of its download URLs.
 struct Signed {
     name: String,
@@ -214,6 +238,27 @@ impl Signed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn part_policy_is_equal_only_on_r2() {
+        assert_eq!(auto_part_policy(None), PartPolicy::Variable);
+        assert_eq!(
+            auto_part_policy(Some("http://127.0.0.1:9000")),
+            PartPolicy::Variable
+        );
+        assert_eq!(
+            auto_part_policy(Some("https://ACCOUNT.R2.cloudflarestorage.com/")),
+            PartPolicy::Equal
+        );
+        assert_eq!(
+            auto_part_policy(Some("https://acct.eu.r2.cloudflarestorage.com:443")),
+            PartPolicy::Equal
+        );
+        assert_eq!(
+            auto_part_policy(Some("https://r2.cloudflarestorage.com.example/")),
+            PartPolicy::Variable
+        );
+    }
 
     #[test]
     fn urls() {

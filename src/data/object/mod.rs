@@ -52,6 +52,19 @@ const PERMIT_UNIT: u64 = 64 * 1024;
 pub trait Backend: ObjectStore + MultipartStore {}
 impl<T: ObjectStore + MultipartStore> Backend for T {}
 
+/// Which part sizes a store accepts (`--s3-part-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PartPolicy {
+    /// Every part but the last one has the upload's part size (R2 demands
+    /// this): a request's remainder smaller than a part is staged.
+    #[default]
+    Equal,
+    /// Parts may differ, each but the last at least 5 MiB (S3, MinIO, GCS,
+    /// Azure): a request's remainder of 5 MiB or more becomes a part of its
+    /// own at the request's end, uploaded once, never staged.
+    Variable,
+}
+
 /// Tuning of the object-storage data path.
 #[derive(Debug, Clone)]
 pub struct ObjectTuning {
@@ -72,6 +85,9 @@ pub struct ObjectTuning {
     /// upload in the background), or, when `None`, segment objects in the
     /// bucket (visible to every instance).
     pub tail_dir: Option<std::path::PathBuf>,
+    /// Which part sizes the store accepts (bucket staging only; local
+    /// staging cuts equal parts).
+    pub part_policy: PartPolicy,
 }
 
 impl Default for ObjectTuning {
@@ -83,6 +99,7 @@ impl Default for ObjectTuning {
             retry_attempts: 6,
             retry_max_delay: Duration::from_secs(8),
             tail_dir: None,
+            part_policy: PartPolicy::Equal,
         }
     }
 }
@@ -110,8 +127,13 @@ struct State {
     key: String,
     multipart_id: String,
     part_size: u64,
-    /// ETags of parts 0..n, all exactly `part_size` bytes.
+    /// ETags of parts 0..n, each `part_size` bytes unless `sizes` says.
     parts: Vec<String>,
+    /// The size of every part, once one is not `part_size` long (a short
+    /// part cut at the end of a request, `PartPolicy::Variable`); empty
+    /// while all are, and always for uploads staging locally.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sizes: Vec<u64>,
     /// Staged bytes following the parts, in order.
     segments: Vec<Segment>,
     /// Next segment sequence number; with the writer's nonce in the key,
@@ -145,8 +167,28 @@ impl State {
             .collect()
     }
 
+    /// Bytes in the parts.
+    fn parted(&self) -> u64 {
+        if self.sizes.is_empty() {
+            self.parts.len() as u64 * self.part_size
+        } else {
+            self.sizes.iter().sum()
+        }
+    }
+
     fn offset(&self) -> u64 {
-        self.parts.len() as u64 * self.part_size + self.staged() + self.tail
+        self.parted() + self.staged() + self.tail
+    }
+
+    /// Appends part `etag` of `size` bytes.
+    fn push_part(&mut self, etag: String, size: u64) {
+        if self.sizes.is_empty() && size != self.part_size {
+            self.sizes = vec![self.part_size; self.parts.len()];
+            self.sizes.push(size);
+        } else if !self.sizes.is_empty() {
+            self.sizes.push(size);
+        }
+        self.parts.push(etag);
     }
 
     fn load(info: &UploadInfo) -> Result<State, DataError> {
@@ -613,6 +655,7 @@ impl DataStore for ObjectData {
             self.clone(),
             staging,
             state,
+            info.length,
             tail,
         )))
     }

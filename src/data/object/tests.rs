@@ -550,3 +550,113 @@ async fn small_spooled_uploads_and_termination() {
     data.delete(&gone).await.unwrap();
     assert!(!spool.path().join(gone.id.as_str()).exists());
 }
+
+/// A store cutting unequal parts (`PartPolicy::Variable`) with parts of
+/// `part_size`.
+fn variable(backend: &Arc<InMemory>, part_size: u64) -> ObjectData {
+    let tuning = ObjectTuning {
+        part_size,
+        part_policy: PartPolicy::Variable,
+        ..store_tuning()
+    };
+    ObjectData::new(backend.clone(), "uploads", "memory", tuning)
+}
+
+/// Staged segment objects of `info`.
+async fn segments_in_bucket(data: &ObjectData, info: &UploadInfo) -> usize {
+    let prefix = Path::from(data.staging_prefix(info).as_str());
+    data.store.list(Some(&prefix)).count().await
+}
+
+/// With unequal parts allowed, a request's rest of 5 MiB or more becomes a
+/// part of its own and nothing is staged for it; a smaller rest is staged
+/// and joins the next part. A restarted instance continues from the
+/// recorded sizes, and the object holds every byte in order.
+#[tokio::test]
+async fn variable_parts_take_each_request_rest_of_5_mib_or_more() {
+    const MIB: usize = 1 << 20;
+    let backend = Arc::new(InMemory::new());
+    let data = variable(&backend, 8 * MIB as u64);
+    // Requests of 6, 1 (staged), 19 (with the 1: 8 + 8, and 4 staged),
+    // 3 (after a restart; with the 4: a 7 MiB part), then 14 (8 + 6).
+    let requests = [6, 1, 19, 3, 14].map(|m| m * MIB);
+    let len: usize = requests.iter().sum();
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    let mut info = UploadInfo::new(UploadId::generate(), Some(len as u64), 0);
+    info.storage = data.create(&info).await.unwrap();
+    let mut at = 0;
+    let mut seen = Vec::new();
+    for (n, size) in requests.iter().enumerate() {
+        let data = if n == 3 {
+            variable(&backend, 8 * MIB as u64)
+        } else {
+            data.clone()
+        };
+        spooled_append(&data, &mut info, &bytes[at..at + size]).await;
+        at += size;
+        assert_eq!(info.offset, at as u64);
+        let state = State::load(&info).unwrap();
+        assert_eq!(state.offset(), at as u64);
+        seen.push((
+            state
+                .sizes
+                .iter()
+                .map(|s| s / MIB as u64)
+                .collect::<Vec<_>>(),
+            state.staged() / MIB as u64,
+            segments_in_bucket(&data, &info).await,
+        ));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (vec![6], 0, 0),
+            (vec![6], 1, 1),
+            (vec![6, 8, 8], 4, 1),
+            (vec![6, 8, 8, 7], 0, 0),
+            (vec![6, 8, 8, 7, 8, 6], 0, 0),
+        ],
+        "(part sizes in MiB, staged MiB, segment objects) after each request"
+    );
+    let state = data.finish(&info).await.unwrap();
+    info.storage = state;
+    assert!(read_all(&data, &info).await == bytes, "object differs");
+    assert_eq!(segments_in_bucket(&data, &info).await, 0);
+}
+
+/// No short part when the parts left could not hold the rest of the upload
+/// at the full part size, nor for a small upload that finishes in one
+/// request (it is one PUT), nor with equal parts.
+#[tokio::test]
+async fn short_parts_keep_the_part_budget_and_the_single_put() {
+    const MIB: u64 = 1 << 20;
+    let part = 8 * MIB;
+    let cases: [(Option<u64>, PartPolicy, u64, bool); 5] = [
+        (None, PartPolicy::Variable, 6 * MIB, true),
+        (Some(MAX_PARTS * part), PartPolicy::Variable, 6 * MIB, false),
+        (Some(100 * MIB), PartPolicy::Variable, 6 * MIB, true),
+        (Some(6 * MIB), PartPolicy::Variable, 6 * MIB, false),
+        (None, PartPolicy::Equal, 6 * MIB, false),
+    ];
+    for (length, policy, size, short) in cases {
+        let backend = Arc::new(InMemory::new());
+        let tuning = ObjectTuning {
+            part_size: part,
+            part_policy: policy,
+            ..store_tuning()
+        };
+        let data = ObjectData::new(backend.clone(), "uploads", "memory", tuning);
+        let mut info = UploadInfo::new(UploadId::generate(), length, 0);
+        info.storage = data.create(&info).await.unwrap();
+        let bytes = vec![7u8; size as usize];
+        spooled_append(&data, &mut info, &bytes).await;
+        let state = State::load(&info).unwrap();
+        let case = format!("{length:?} {policy:?}");
+        assert_eq!(state.parts.len() == 1, short, "{case}: a short part");
+        assert_eq!(state.staged() == size, !short, "{case}: staged");
+        if length == Some(size) {
+            info.storage = data.finish(&info).await.unwrap();
+            assert!(read_all(&data, &info).await == bytes, "{case}");
+        }
+    }
+}

@@ -1,8 +1,13 @@
 //! The per-request writer of the object-storage path: cuts the incoming
 //! bytes into parts, uploads them concurrently under the memory budget, and
-//! stages the remainder as a segment at each sync.
+//! at each sync makes the remainder a part of its own (`PartPolicy::Variable`,
+//! when it is at least 5 MiB and the part budget allows) or stages it as a
+//! segment.
 
-use super::{convert, part_units, retry, ObjectData, ObjectTuning, Segment, State, MAX_PARTS};
+use super::{
+    convert, part_units, retry, ObjectData, ObjectTuning, PartPolicy, Segment, State, MAX_PARTS,
+    MIN_PART_SIZE,
+};
 use crate::data::{Checkpoint, DataError, Durable, UploadWriter};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,8 +31,11 @@ pub(super) struct ObjectWriter {
     tail: Option<Vec<Bytes>>,
     /// Bytes of `durable.segments`, when known in memory.
     durable_tail: Option<Vec<Bytes>>,
-    /// ETags of parts finished during this request, by index.
-    completed: Vec<Option<String>>,
+    /// Sizes of the parts cut during this request, by index, with the
+    /// ETags of those finished.
+    completed: Vec<(u64, Option<String>)>,
+    /// Declared length of the upload, when known.
+    length: Option<u64>,
     /// State as of the last `sync`.
     durable: State,
     /// `durable` plus what this request consumed/started: `parts` counts
@@ -58,6 +66,7 @@ impl ObjectWriter {
         data: ObjectData,
         staging: String,
         state: State,
+        length: Option<u64>,
         tail: Option<Vec<Bytes>>,
     ) -> Self {
         ObjectWriter {
@@ -67,6 +76,7 @@ impl ObjectWriter {
             tail: tail.clone(),
             durable_tail: tail,
             completed: Vec::new(),
+            length,
             current: state.clone(),
             durable: state,
             pending: Vec::new(),
@@ -110,8 +120,9 @@ impl ObjectWriter {
         take_front(&mut self.pending, &mut self.pending_len, n)
     }
 
-    /// Cuts one part (staged segments + pending bytes) and starts its upload.
-    async fn cut_part(&mut self) -> Result<(), DataError> {
+    /// Cuts one part of `size` bytes (staged segments + pending bytes) and
+    /// starts its upload.
+    async fn cut_part(&mut self, size: u64) -> Result<(), DataError> {
         let part_size = self.current.part_size;
         let idx = self.parts_started();
         if idx as u64 >= MAX_PARTS {
@@ -138,14 +149,14 @@ impl ObjectWriter {
             self.garbage_part = idx;
         }
         self.garbage.extend(segments.into_iter().map(|s| s.key));
-        chunks.extend(self.take_pending(part_size - staged));
+        chunks.extend(self.take_pending(size - staged));
         let payload = PutPayload::from_iter(chunks);
-        debug_assert_eq!(payload.content_length() as u64, part_size);
+        debug_assert_eq!(payload.content_length() as u64, size);
 
         let (store, tuning) = (self.data.store.clone(), self.data.tuning.clone());
         let path = Path::from(self.current.key.as_str());
         let id = self.current.multipart_id.clone();
-        self.completed.push(None);
+        self.completed.push((size, None));
         self.inflight.spawn(async move {
             let result = retry(&tuning, "put part", || {
                 store.put_part(&path, &id, idx, payload.clone())
@@ -174,15 +185,45 @@ impl ObjectWriter {
             .map_err(|e| DataError::Backend(crate::error::caused("part upload task failed", e)))?;
         let part = result.map_err(convert)?;
         let slot = idx - self.current.parts.len();
-        self.completed[slot] = Some(part.content_id);
+        self.completed[slot].1 = Some(part.content_id);
         Ok(())
     }
 
     /// Moves finished parts, in order, into `current.parts`.
     fn order_parts(&mut self) {
-        let done = self.completed.iter().take_while(|c| c.is_some()).count();
-        for etag in self.completed.drain(..done).flatten() {
-            self.current.parts.push(etag);
+        let done = self.completed.iter().take_while(|c| c.1.is_some()).count();
+        for (size, etag) in self.completed.drain(..done) {
+            if let Some(etag) = etag {
+                self.current.push_part(etag, size);
+            }
+        }
+    }
+
+    /// Whether the bytes after the last cut part (`rest` of them, at the
+    /// end of a request) become a part of their own: the store takes
+    /// unequal parts, `rest` is at least S3's smallest part, a part was cut
+    /// already or more bytes are to come (a small upload finishing now is
+    /// one PUT of its own), and the parts left still fit the rest of the
+    /// upload at the full part size. Without a declared length, short parts
+    /// take at most half the part budget.
+    fn short_part_fits(&self, rest: u64) -> bool {
+        if self.tuning().part_policy != PartPolicy::Variable || rest < MIN_PART_SIZE {
+            return false;
+        }
+        let parts_after = self.parts_started() as u64 + 1;
+        let cut: u64 = self.completed.iter().map(|(size, _)| size).sum();
+        let end = self.current.offset() + cut + self.pending_len;
+        match self.length {
+            Some(length) => {
+                let left = length.saturating_sub(end);
+                let finishing_small = left == 0 && parts_after == 1;
+                !finishing_small
+                    && MAX_PARTS
+                        .saturating_sub(parts_after)
+                        .saturating_mul(self.current.part_size)
+                        >= left
+            }
+            None => parts_after <= MAX_PARTS / 2,
         }
     }
 }
@@ -196,7 +237,7 @@ impl UploadWriter for ObjectWriter {
         self.pending_len += chunk.len() as u64;
         self.pending.push(chunk);
         while self.current.staged() + self.pending_len >= self.current.part_size {
-            self.cut_part().await?;
+            self.cut_part(self.current.part_size).await?;
             if self.pending_len > 0 {
                 self.reserve().await?;
             }
@@ -205,6 +246,10 @@ impl UploadWriter for ObjectWriter {
     }
 
     async fn sync(&mut self) -> Result<Durable, DataError> {
+        let rest = self.current.staged() + self.pending_len;
+        if self.short_part_fits(rest) {
+            self.cut_part(rest).await?;
+        }
         while !self.inflight.is_empty() {
             self.reap_one().await?;
         }
