@@ -14,6 +14,7 @@ pub mod http;
 pub mod meta;
 pub mod model;
 pub mod protocol;
+pub mod runtime;
 pub mod sys;
 pub mod telemetry;
 pub mod upload;

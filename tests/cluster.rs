@@ -29,8 +29,7 @@ struct Env {
 /// The services every test here needs; panics when one is not set.
 fn env() -> Env {
     Env {
-        pg_admin: std::env::var("TUSKER_TEST_POSTGRES_URL")
-            .expect("TUSKER_TEST_POSTGRES_URL must name a PostgreSQL server"),
+        pg_admin: common::pg_db::admin_url(),
         s3: common::s3::endpoint(),
     }
 }

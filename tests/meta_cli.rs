@@ -23,8 +23,7 @@ fn tusker(args: &[&str]) -> std::process::Output {
 #[tokio::test]
 #[ignore = "needs TUSKER_TEST_POSTGRES_URL"]
 async fn single_node_moves_from_sled_to_postgres() {
-    let admin = std::env::var("TUSKER_TEST_POSTGRES_URL")
-        .expect("TUSKER_TEST_POSTGRES_URL must name a PostgreSQL server");
+    let admin = common::pg_db::admin_url();
     let database = Db::create(&admin).await;
     let db = database.url.clone();
 

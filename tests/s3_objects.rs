@@ -689,8 +689,7 @@ async fn redirects_only_after_access_checks() {
 #[tokio::test]
 #[ignore = "needs TUSKER_TEST_POSTGRES_URL and TUSKER_TEST_S3_ENDPOINT"]
 async fn several_instances_find_an_upload_in_its_bucket() {
-    let pg = std::env::var("TUSKER_TEST_POSTGRES_URL")
-        .expect("TUSKER_TEST_POSTGRES_URL must name a PostgreSQL server");
+    let pg = common::pg_db::admin_url();
     let endpoint = s3::endpoint();
     let (main, media) = (bucket(&endpoint).await, bucket(&endpoint).await);
     let db = Db::create(&pg).await;

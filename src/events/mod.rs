@@ -15,6 +15,7 @@ pub mod nats;
 pub mod redis;
 
 use crate::hooks::{HookEvent, HookRequest, HookType};
+use crate::runtime::{SideRuntime, ThreadInit};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -149,17 +150,6 @@ struct Lane {
     queue: mpsc::Sender<Job>,
 }
 
-/// Runtime of the sink workers; shut down without blocking.
-struct Runtime(Option<tokio::runtime::Runtime>);
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -173,7 +163,8 @@ pub struct Events {
     /// so a redelivery goes to the missing ones only.
     confirmed: Mutex<HashMap<String, u64>>,
     tasks: TaskTracker,
-    runtime: Runtime,
+    /// The sink workers' runtime.
+    runtime: SideRuntime,
 }
 
 impl Events {
@@ -181,7 +172,7 @@ impl Events {
     /// use, so a broker that is down does not stop the server starting).
     pub fn start(
         config: &EventsConfig,
-        on_thread_start: Option<crate::upload::ThreadInit>,
+        on_thread_start: Option<ThreadInit>,
     ) -> Result<Events, SinkError> {
         let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
         if let Some(c) = &config.nats {
@@ -200,21 +191,12 @@ impl Events {
     pub fn with_sinks(
         sinks: Vec<Arc<dyn EventSink>>,
         config: &EventsConfig,
-        on_thread_start: Option<crate::upload::ThreadInit>,
+        on_thread_start: Option<ThreadInit>,
     ) -> Result<Events, SinkError> {
         if sinks.len() > 64 {
             return Err(SinkError::Config("at most 64 sinks".into()));
         }
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder
-            .worker_threads(1)
-            .thread_name("tusker-events")
-            .enable_all();
-        if let Some(init) = on_thread_start {
-            builder.on_thread_start(move || init());
-        }
-        let runtime = builder
-            .build()
+        let runtime = SideRuntime::start("tusker-events", 1, on_thread_start)
             .map_err(|e| SinkError::Config(format!("event runtime: {e}")))?;
         let tasks = TaskTracker::new();
         let retry = Retry {
@@ -236,7 +218,7 @@ impl Events {
             lanes,
             confirmed: Mutex::new(HashMap::new()),
             tasks,
-            runtime: Runtime(Some(runtime)),
+            runtime,
         })
     }
 
@@ -311,12 +293,7 @@ impl Events {
 
     /// Runs a delivery task on the sinks' runtime, tracked for draining.
     pub fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) {
-        match &self.runtime.0 {
-            Some(rt) => {
-                self.tasks.spawn_on(task, rt.handle());
-            }
-            None => tracing::error!("event runtime is gone; delivery dropped"),
-        }
+        self.tasks.spawn_on(task, self.runtime.handle());
     }
 
     /// At shutdown: waits (at most `limit`) until the queues are empty and

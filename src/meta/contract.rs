@@ -343,7 +343,7 @@ where
     F: FnOnce(PgMetaStore, String) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let db = pg_testing::TestDb::create().await;
+    let db = pg_db::Db::create(&pg_db::admin_url()).await;
     let store = PgMetaStore::connect(&db.url).await.unwrap();
     store.migrate().await.unwrap();
     // Applying again is a no-op.
@@ -526,60 +526,11 @@ mod shared {
     }
 }
 
-pub(crate) mod pg_testing {
-    use crate::meta::postgres::with_database;
-    use sqlx::Connection;
-
-    /// A throw-away database on the server `TUSKER_TEST_POSTGRES_URL` names.
-    pub(crate) struct TestDb {
-        admin: String,
-        name: String,
-        pub(crate) url: String,
-    }
-
-    impl TestDb {
-        /// Panics when `TUSKER_TEST_POSTGRES_URL` is not set: a test that
-        /// needs it is marked `#[ignore = "needs TUSKER_TEST_POSTGRES_URL"]`.
-        pub(crate) async fn create() -> TestDb {
-            let admin = std::env::var("TUSKER_TEST_POSTGRES_URL")
-                .expect("TUSKER_TEST_POSTGRES_URL must name a PostgreSQL server for this test");
-            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-            let url = with_database(&admin, &name);
-            TestDb { admin, name, url }
-        }
-
-        pub(crate) async fn drop(self) {
-            let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
-            sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-            let _ = conn.close().await;
-        }
-    }
-
-    #[test]
-    fn database_names_are_replaced() {
-        assert_eq!(
-            with_database("postgres://u@h:5432/postgres", "t_1"),
-            "postgres://u@h:5432/t_1"
-        );
-        assert_eq!(
-            with_database("postgres://u@h/db?sslmode=disable", "t_1"),
-            "postgres://u@h/t_1?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://h", "t_1"), "postgres://h/t_1");
-    }
-}
+/// Throw-away PostgreSQL databases: the file the integration tests use.
+#[path = "../../tests/common/pg_db.rs"]
+pub(crate) mod pg_db;
+/// For `pg_db`.
+use crate::meta::postgres::with_database;
 
 /// `migrate-meta`: everything a sled store holds arrives in PostgreSQL.
 #[tokio::test]

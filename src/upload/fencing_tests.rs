@@ -13,7 +13,7 @@ use super::*;
 use crate::data::object::tests::Flaky;
 use crate::data::object::{ObjectData, ObjectTuning, MIN_PART_SIZE};
 use crate::data::open::{open, StorageOptions};
-use crate::meta::contract::pg_testing::TestDb;
+use crate::meta::contract::pg_db::{admin_url, Db};
 use crate::meta::lease::{Attempt, Lease, LeaseError, LeaseStore};
 use crate::meta::{JobGuard, PgMetaStore};
 use async_trait::async_trait;
@@ -193,7 +193,7 @@ struct Pair {
     b: Engine,
     freezer: Arc<Freezer>,
     bucket_a: Arc<Flaky<object_store::aws::AmazonS3>>,
-    db: TestDb,
+    db: Db,
     _dir: tempfile::TempDir,
 }
 
@@ -202,7 +202,7 @@ const NEEDS: &str = "set TUSKER_TEST_POSTGRES_URL and TUSKER_TEST_S3_ENDPOINT (w
 impl Pair {
     async fn start() -> Pair {
         let endpoint = std::env::var("TUSKER_TEST_S3_ENDPOINT").expect(NEEDS);
-        let db = TestDb::create().await;
+        let db = Db::create(&admin_url()).await;
         let bucket = format!("t{}", uuid::Uuid::new_v4().simple());
         let made = reqwest::Client::new()
             .put(format!("{endpoint}/{bucket}"))

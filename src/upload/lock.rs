@@ -1,9 +1,31 @@
-//! One writer per upload. Within this process, a second request for a busy
-//! upload may ask the holder to stop (it persists what it has and returns),
-//! then waits a bounded time for the lock. With a shared meta store, a lease
-//! (see `meta::lease`) is taken on top of the in-process lock, so the
-//! holder is unique across instances too; a holder on another instance is
-//! asked to stop through the lease store.
+//! One writer per upload, and the one lock type the engine sees.
+//!
+//! What keeps work on an upload apart, in the order it is taken:
+//!
+//! - **The lock.** [`Locker::acquire`] hands out an [`UploadLock`]: the
+//!   upload's in-process lock and, when the meta store is shared by several
+//!   instances, its lease (`meta::lease`) on top, renewed by a heartbeat
+//!   while held, so the holder is unique across instances too. Within this
+//!   process a second request for a busy upload may ask the holder to stop
+//!   ([`Contend::StopHolder`]: it persists what it has and returns), then
+//!   waits a bounded time; a holder on another instance is asked through
+//!   the lease store. Both parts are private to this file; outside it there
+//!   is only the `UploadLock`.
+//! - **The I/O gate** (`data::gate`). The lock ends when a request's future
+//!   is dropped, but work it left running (a write, a save, a removal) goes
+//!   on; the gate opens once that work ended.
+//! - **The record.** Read only after lock and gate, so it shows what that
+//!   work did; its `version` fences every save, refusing a holder that
+//!   stalled past its lease (`MetaError::Stale`).
+//!
+//! `Engine::enter` (`entry.rs`) takes the three in that order and is the
+//! one way into an upload.
+//!
+//! Two other kinds of ordering are not upload locks: the hook deliveries of
+//! one upload pass its `Lane` (`hook_dispatch`), so no post-receive goes
+//! out after the post-finish; and a background job that must run on one
+//! instance at a time (the expiry sweep) holds a `meta::JobGuard` from
+//! `MetaStore::job_lock`.
 
 use crate::meta::lease::{Attempt, Lease, LeaseError, LeaseStore};
 use crate::protocol::UploadId;
@@ -43,8 +65,8 @@ struct Slot {
     stop: Mutex<Arc<Notify>>,
 }
 
-/// Per-upload locks.
-pub struct Locks {
+/// The in-process per-upload locks.
+struct Locks {
     slots: Mutex<HashMap<UploadId, Arc<Slot>>>,
     /// Set once the server shuts down: every holder, present and future,
     /// is asked to stop.
@@ -60,8 +82,8 @@ impl Default for Locks {
     }
 }
 
-/// Holds an upload's lock until dropped.
-pub struct LockGuard<'a> {
+/// Holds an upload's in-process lock until dropped.
+struct LockGuard<'a> {
     locks: &'a Locks,
     id: UploadId,
     slot: Arc<Slot>,
@@ -71,17 +93,13 @@ pub struct LockGuard<'a> {
 }
 
 impl Locks {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<UploadId, Arc<Slot>>> {
         // A panic while holding this map lock cannot leave it inconsistent.
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes the lock of `id`, waiting at most `wait`.
-    pub async fn acquire(
+    async fn acquire(
         &self,
         id: &UploadId,
         wait: Duration,
@@ -148,7 +166,7 @@ impl Locks {
     }
 
     /// Asks the current holder of `id`'s lock, if any, to stop.
-    pub fn signal_stop(&self, id: &UploadId) {
+    fn signal_stop(&self, id: &UploadId) {
         if let Some(slot) = self.slots().get(id) {
             slot.stop
                 .lock()
@@ -159,21 +177,23 @@ impl Locks {
 
     /// Asks every current holder, and every later one, to stop and persist
     /// what it has (server shutdown).
-    pub fn stop_all(&self) {
+    fn stop_all(&self) {
         self.closing.send_replace(true);
     }
 
     /// Whether [`Locks::stop_all`] was called.
-    pub fn is_stopping(&self) -> bool {
+    fn is_stopping(&self) -> bool {
         *self.closing.borrow()
     }
 
     /// Number of uploads with a lock entry (held or awaited).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.slots().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
@@ -181,7 +201,7 @@ impl Locks {
 impl LockGuard<'_> {
     /// Resolves when another request asks this holder to stop, or the
     /// server shuts down.
-    pub async fn stop_requested(&self) {
+    async fn stop_requested(&self) {
         let mut closing = self.closing.clone();
         tokio::select! {
             _ = self.stop.notified() => {}
@@ -203,11 +223,12 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-/// The in-process locks plus, for a shared meta store, leases.
-#[derive(Clone)]
+/// Hands out [`UploadLock`]s: the in-process locks plus, for a shared meta
+/// store, leases. Clones share the same locks.
+#[derive(Clone, Default)]
 pub struct Locker {
-    pub(crate) local: Arc<Locks>,
-    pub(crate) leases: Option<Arc<dyn LeaseStore>>,
+    local: Arc<Locks>,
+    leases: Option<Arc<dyn LeaseStore>>,
 }
 
 /// A lease held for the life of an [`UploadLock`], renewed by a heartbeat.
@@ -276,8 +297,35 @@ const LEASE_RETRY_MIN: Duration = Duration::from_millis(20);
 const LEASE_RETRY_MAX: Duration = Duration::from_millis(200);
 
 impl Locker {
-    pub fn new(local: Arc<Locks>, leases: Option<Arc<dyn LeaseStore>>) -> Self {
-        Locker { local, leases }
+    /// In-process locks only (a meta store used by one instance).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes a lease from `leases` on top of every in-process lock (a meta
+    /// store shared by several instances).
+    pub fn with_leases(self, leases: Arc<dyn LeaseStore>) -> Self {
+        Locker {
+            leases: Some(leases),
+            ..self
+        }
+    }
+
+    /// Asks this instance's holder of `id`'s lock, if any, to stop (a
+    /// request from another instance, or a hook's answer).
+    pub fn signal_stop(&self, id: &UploadId) {
+        self.local.signal_stop(id);
+    }
+
+    /// Asks every current holder, and every later one, to stop and persist
+    /// what it has (server shutdown).
+    pub fn stop_all(&self) {
+        self.local.stop_all();
+    }
+
+    /// Whether [`Locker::stop_all`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.local.is_stopping()
     }
 
     /// Takes the in-process lock of `id`, then its lease if any, waiting at
@@ -373,7 +421,7 @@ mod tests {
 
     #[tokio::test]
     async fn second_acquirer_stops_the_first() {
-        let locks = Locks::new();
+        let locks = Locks::default();
         let id = UploadId::generate();
         let first = locks
             .acquire(&id, Duration::from_secs(1), Contend::StopHolder)
@@ -392,7 +440,7 @@ mod tests {
 
     #[tokio::test]
     async fn stop_all_reaches_current_and_later_holders() {
-        let locks = Locks::new();
+        let locks = Locks::default();
         let first = locks
             .acquire(&UploadId::generate(), Duration::from_secs(1), Contend::Wait)
             .await
@@ -413,7 +461,7 @@ mod tests {
 
     #[tokio::test]
     async fn times_out_when_holder_does_not_stop() {
-        let locks = Locks::new();
+        let locks = Locks::default();
         let id = UploadId::generate();
         let _first = locks
             .acquire(&id, Duration::from_secs(1), Contend::Wait)
@@ -484,7 +532,7 @@ mod lease_tests {
     }
 
     fn locker(fake: &Arc<FakeLeases>) -> Locker {
-        Locker::new(Arc::new(Locks::new()), Some(fake.clone()))
+        Locker::new().with_leases(fake.clone())
     }
 
     #[tokio::test]

@@ -15,6 +15,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tusker::config::Config;
+/// For `pg_db`, which the library's unit tests include too.
+use tusker::meta::postgres::with_database;
 
 pub const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
 pub const OCTET: (&str, &str) = ("Content-Type", "application/offset+octet-stream");

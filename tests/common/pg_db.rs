@@ -1,7 +1,17 @@
 //! A throw-away PostgreSQL database on the server of
 //! `TUSKER_TEST_POSTGRES_URL`, for tests that need a meta store of their own.
+//! The integration tests and the library's unit tests (`meta/contract.rs`)
+//! share this file; each provides `with_database` in the parent module.
 
+use super::with_database;
 use sqlx::Connection;
+
+/// The server `TUSKER_TEST_POSTGRES_URL` names. Panics when it is not set:
+/// a test that needs it is `#[ignore = "needs TUSKER_TEST_POSTGRES_URL"]`.
+pub fn admin_url() -> String {
+    std::env::var("TUSKER_TEST_POSTGRES_URL")
+        .expect("TUSKER_TEST_POSTGRES_URL must name a PostgreSQL server")
+}
 
 /// A database made for one test; `drop` removes it (also while instances
 /// still hold connections).
@@ -24,7 +34,7 @@ impl Db {
         let _ = conn.close().await;
         Db {
             admin: admin.to_owned(),
-            url: tusker::meta::postgres::with_database(admin, &name),
+            url: with_database(admin, &name),
             name,
         }
     }

@@ -144,7 +144,7 @@ impl LeaseStore for PgMetaStore {
         let me = self.inner.instance.clone();
         let mut listener = Some(self.run(listen).await.map_err(lease_err)?);
         let (pool, limit) = (self.inner.pool.clone(), self.inner.query_timeout);
-        self.handle().map_err(lease_err)?.spawn(async move {
+        self.handle().spawn(async move {
             let mut pause = RELISTEN_MIN;
             loop {
                 let Some(l) = listener.as_mut() else {

@@ -12,14 +12,21 @@ use super::lease::{Attempt, Lease, LeaseError, LeaseStore};
 use super::{EventDebt, JobGuard, Lookup, MetaError, MetaStore};
 use crate::model::{now_secs, UploadInfo};
 use crate::protocol::UploadId;
+use crate::runtime::SideRuntime;
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Row};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Row;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod advisory;
+mod errors;
+mod import;
 mod leases;
+
+pub use errors::TimedOut;
+use errors::{backend, classify};
 
 /// Embedded schema migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -37,16 +44,6 @@ pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound of the schema migrations at start.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 
-struct Runtime(Option<tokio::runtime::Runtime>);
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 struct Inner {
     pool: PgPool,
     instance: String,
@@ -54,7 +51,7 @@ struct Inner {
     hook_claim: Duration,
     query_timeout: Duration,
     // Last field: dropped after the pool.
-    rt: Runtime,
+    rt: SideRuntime,
 }
 
 /// PostgreSQL-backed meta store and lease store.
@@ -81,61 +78,6 @@ pub fn with_database(url: &str, name: &str) -> String {
         out.push_str(q);
     }
     out
-}
-
-fn backend(e: impl std::error::Error + Send + Sync + 'static) -> MetaError {
-    MetaError::Backend(Box::new(e))
-}
-
-/// A call that did not finish within the store's query timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("PostgreSQL did not answer within {0:?}")]
-pub struct TimedOut(pub Duration);
-
-/// What a driver error calls for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    /// Worth retrying soon: [`MetaError::Unavailable`].
-    Unavailable,
-    /// The database's disk is full: [`MetaError::NoSpace`].
-    NoSpace,
-    /// Anything else: [`MetaError::Backend`].
-    Other,
-}
-
-/// Sorts a SQLSTATE: 08 (connection exception), 57P01-03 (admin or crash
-/// shutdown, cannot connect now) and 53300 (too many connections) are
-/// worth retrying; 53100 (disk full: the statement's transaction was
-/// rolled back, nothing of it is stored) waits for space.
-fn class_of_state(code: &str) -> Class {
-    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
-        Class::Unavailable
-    } else if code == "53100" {
-        Class::NoSpace
-    } else {
-        Class::Other
-    }
-}
-
-/// Sorts a driver error: lost or refused connections, an exhausted pool and
-/// a server shutting down or starting up are [`MetaError::Unavailable`]
-/// (worth retrying); a full disk is [`MetaError::NoSpace`]; everything else
-/// is a backend error.
-fn classify(e: sqlx::Error) -> MetaError {
-    let class = match &e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => Class::Unavailable,
-        sqlx::Error::Database(db) => db.code().map_or(Class::Other, |c| class_of_state(&c)),
-        _ => Class::Other,
-    };
-    match class {
-        Class::Unavailable => MetaError::Unavailable(Box::new(e)),
-        Class::NoSpace => MetaError::NoSpace(Box::new(e)),
-        Class::Other => backend(e),
-    }
 }
 
 fn secs(v: u64) -> i64 {
@@ -166,14 +108,10 @@ impl PgMetaStore {
     /// Connects (lazily: the first query opens the first connection, and
     /// fails if the database is unreachable).
     pub async fn connect(url: &str) -> Result<Self, MetaError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("tusker-pg")
-            .enable_all()
-            .build()
-            .map_err(backend)?;
+        let rt = SideRuntime::start("tusker-pg", 2, None).map_err(backend)?;
         let url = url.to_owned();
         let pool = rt
+            .handle()
             .spawn(async move {
                 PgPoolOptions::new()
                     .max_connections(16)
@@ -193,7 +131,7 @@ impl PgMetaStore {
                 lease_ttl: DEFAULT_LEASE_TTL,
                 hook_claim: DEFAULT_HOOK_CLAIM,
                 query_timeout: DEFAULT_QUERY_TIMEOUT,
-                rt: Runtime(Some(rt)),
+                rt,
             }),
         })
     }
@@ -250,13 +188,8 @@ impl PgMetaStore {
     }
 
     /// The store's runtime, where queries and the listener run.
-    fn handle(&self) -> Result<tokio::runtime::Handle, MetaError> {
-        self.inner
-            .rt
-            .0
-            .as_ref()
-            .map(|rt| rt.handle().clone())
-            .ok_or_else(|| MetaError::Backend("PostgreSQL runtime is gone".into()))
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.inner.rt.handle()
     }
 
     /// [`PgMetaStore::run`] with its own bound. On timeout the query is
@@ -268,7 +201,7 @@ impl PgMetaStore {
         T: Send + 'static,
     {
         let query = f(self.inner.pool.clone());
-        self.handle()?
+        self.handle()
             .spawn(async move { tokio::time::timeout(limit, query).await })
             .await
             .map_err(|e| MetaError::Backend(crate::error::caused("query task failed", e)))?
@@ -305,107 +238,43 @@ impl PgMetaStore {
         .await
     }
 
-    /// Every upload record, tombstone, waiter, destination and owed event (for
-    /// `migrate-meta` and tests).
-    pub async fn import(&self, dump: &super::MetaDump) -> Result<(), MetaError> {
-        let dump = dump.clone();
+    /// Claims the row `sql` names by `$1` for the store's claim time (`$2`,
+    /// in seconds): an owed hook or event, so one instance delivers it.
+    /// True when this call claimed it.
+    async fn claim_one(&self, sql: &'static str, key: String) -> Result<bool, MetaError> {
+        let claim = self.inner.hook_claim.as_secs_f64();
+        let n = self
+            .run(move |pool| async move {
+                sqlx::query(sql)
+                    .bind(key)
+                    .bind(claim)
+                    .execute(&pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Claims at most `limit` (`$1`) unclaimed rows `sql` picks, for the
+    /// store's claim time (`$2`, in seconds); the rows its `RETURNING`
+    /// yields.
+    async fn claim_batch(
+        &self,
+        sql: &'static str,
+        limit: usize,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, MetaError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let claim = self.inner.hook_claim.as_secs_f64();
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
-            for info in &dump.uploads {
-                let json = serde_json::to_string(info)
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-                sqlx::query(
-                    "INSERT INTO uploads (id, info, expires_at, finish_hook_pending, version)
-                     VALUES ($1, $2::jsonb, $3, $4, $5)
-                     ON CONFLICT (id) DO UPDATE SET info = EXCLUDED.info,
-                       expires_at = EXCLUDED.expires_at,
-                       finish_hook_pending = EXCLUDED.finish_hook_pending,
-                       version = EXCLUDED.version,
-                       hook_claimed_until = NULL, updated_at = now()",
-                )
-                .bind(info.id.as_str())
-                .bind(json)
-                .bind(expiry_of(info))
-                .bind(info.finish_hook_pending)
-                .bind(secs(info.version))
-                .execute(&mut *tx)
-                .await?;
-            }
-            for (id, at) in &dump.tombstones {
-                sqlx::query(
-                    "INSERT INTO tombstones (id, removed_at) VALUES ($1, $2)
-                     ON CONFLICT (id) DO UPDATE SET removed_at = EXCLUDED.removed_at",
-                )
-                .bind(id.as_str())
-                .bind(secs(*at))
-                .execute(&mut *tx)
-                .await?;
-            }
-            for (partial, final_id) in &dump.waiters {
-                sqlx::query(
-                    "INSERT INTO concat_waiters (partial_id, final_id) VALUES ($1, $2)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(partial.as_str())
-                .bind(final_id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            for (dest, id) in &dump.destinations {
-                sqlx::query(
-                    "INSERT INTO destinations (destination, upload_id) VALUES ($1, $2)
-                     ON CONFLICT (destination) DO UPDATE SET upload_id = EXCLUDED.upload_id",
-                )
-                .bind(dest)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            for debt in &dump.event_debts {
-                sqlx::query(
-                    "INSERT INTO event_outbox (id, kind, body) VALUES ($1, $2, $3)
-                     ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind,
-                       body = EXCLUDED.body, claimed_until = NULL",
-                )
-                .bind(&debt.id)
-                .bind(&debt.kind)
-                .bind(&debt.body)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await
+            sqlx::query(sql)
+                .bind(limit)
+                .bind(claim)
+                .fetch_all(&pool)
+                .await
         })
         .await
     }
-}
-
-/// Holds an advisory lock on a dedicated connection; closing the
-/// connection ends the session and so releases the lock.
-struct AdvisoryLock {
-    conn: Option<PgConnection>,
-    rt: Option<tokio::runtime::Handle>,
-}
-
-impl Drop for AdvisoryLock {
-    fn drop(&mut self) {
-        if let (Some(conn), Some(rt)) = (self.conn.take(), self.rt.take()) {
-            rt.spawn(async move {
-                if let Err(e) = conn.close().await {
-                    tracing::debug!(error = %e, "closing a job-lock connection");
-                }
-            });
-        }
-    }
-}
-
-/// Advisory lock key of a background job.
-fn job_key(job: &str) -> i64 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(b"tusker:");
-    h.update(job.as_bytes());
-    // A fixed high half keeps tusker's keys apart from small integers
-    // other applications may use on the same database.
-    (0x7475_736bi64 << 32) | i64::from(h.finalize())
 }
 
 #[async_trait]
@@ -674,52 +543,35 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn pending_finish_hooks(&self, limit: usize) -> Result<Vec<UploadId>, MetaError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let claim = self.inner.hook_claim.as_secs_f64();
-        let ids: Vec<String> = self
-            .run(move |pool| async move {
-                sqlx::query_scalar(
-                    "UPDATE uploads SET hook_claimed_until = now() + $2::float8 * interval '1 second'
-                     WHERE id IN (
-                       SELECT id FROM uploads
-                       WHERE finish_hook_pending
-                         AND (hook_claimed_until IS NULL OR hook_claimed_until < now())
-                       ORDER BY id LIMIT $1
-                       FOR UPDATE SKIP LOCKED)
-                     RETURNING id",
-                )
-                .bind(limit)
-                .bind(claim)
-                .fetch_all(&pool)
-                .await
-            })
+        let rows = self
+            .claim_batch(
+                "UPDATE uploads SET hook_claimed_until = now() + $2::float8 * interval '1 second'
+                 WHERE id IN (
+                   SELECT id FROM uploads
+                   WHERE finish_hook_pending
+                     AND (hook_claimed_until IS NULL OR hook_claimed_until < now())
+                   ORDER BY id LIMIT $1
+                   FOR UPDATE SKIP LOCKED)
+                 RETURNING id",
+                limit,
+            )
             .await?;
-        let mut ids = ids
+        let mut ids = rows
             .iter()
-            .map(|s| parse_id(s))
+            .map(|row| parse_id(&row.try_get::<String, _>(0).map_err(backend)?))
             .collect::<Result<Vec<_>, _>>()?;
         ids.sort();
         Ok(ids)
     }
 
     async fn claim_finish_hook(&self, id: &UploadId) -> Result<bool, MetaError> {
-        let key = id.as_str().to_owned();
-        let claim = self.inner.hook_claim.as_secs_f64();
-        let n = self
-            .run(move |pool| async move {
-                sqlx::query(
-                    "UPDATE uploads SET hook_claimed_until = now() + $2::float8 * interval '1 second'
-                     WHERE id = $1 AND finish_hook_pending
-                       AND (hook_claimed_until IS NULL OR hook_claimed_until < now())",
-                )
-                .bind(key)
-                .bind(claim)
-                .execute(&pool)
-                .await
-                .map(|r| r.rows_affected())
-            })
-            .await?;
-        Ok(n == 1)
+        self.claim_one(
+            "UPDATE uploads SET hook_claimed_until = now() + $2::float8 * interval '1 second'
+             WHERE id = $1 AND finish_hook_pending
+               AND (hook_claimed_until IS NULL OR hook_claimed_until < now())",
+            id.as_str().to_owned(),
+        )
+        .await
     }
 
     async fn add_event_debt(&self, debt: &EventDebt) -> Result<(), MetaError> {
@@ -741,45 +593,28 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn claim_event_debt(&self, id: &str) -> Result<bool, MetaError> {
-        let id = id.to_owned();
-        let claim = self.inner.hook_claim.as_secs_f64();
-        let n = self
-            .run(move |pool| async move {
-                sqlx::query(
-                    "UPDATE event_outbox
-                     SET claimed_until = now() + $2::float8 * interval '1 second'
-                     WHERE id = $1 AND (claimed_until IS NULL OR claimed_until < now())",
-                )
-                .bind(id)
-                .bind(claim)
-                .execute(&pool)
-                .await
-                .map(|r| r.rows_affected())
-            })
-            .await?;
-        Ok(n == 1)
+        self.claim_one(
+            "UPDATE event_outbox
+             SET claimed_until = now() + $2::float8 * interval '1 second'
+             WHERE id = $1 AND (claimed_until IS NULL OR claimed_until < now())",
+            id.to_owned(),
+        )
+        .await
     }
 
     async fn pending_event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let claim = self.inner.hook_claim.as_secs_f64();
         let rows = self
-            .run(move |pool| async move {
-                sqlx::query(
-                    "UPDATE event_outbox
-                     SET claimed_until = now() + $2::float8 * interval '1 second'
-                     WHERE id IN (
-                       SELECT id FROM event_outbox
-                       WHERE claimed_until IS NULL OR claimed_until < now()
-                       ORDER BY created_at, id LIMIT $1
-                       FOR UPDATE SKIP LOCKED)
-                     RETURNING id, kind, body, extract(epoch FROM created_at)::float8",
-                )
-                .bind(limit)
-                .bind(claim)
-                .fetch_all(&pool)
-                .await
-            })
+            .claim_batch(
+                "UPDATE event_outbox
+                 SET claimed_until = now() + $2::float8 * interval '1 second'
+                 WHERE id IN (
+                   SELECT id FROM event_outbox
+                   WHERE claimed_until IS NULL OR claimed_until < now()
+                   ORDER BY created_at, id LIMIT $1
+                   FOR UPDATE SKIP LOCKED)
+                 RETURNING id, kind, body, extract(epoch FROM created_at)::float8",
+                limit,
+            )
             .await?;
         let mut debts = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -811,28 +646,7 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn job_lock(&self, job: &str) -> Result<Option<JobGuard>, MetaError> {
-        let key = job_key(job);
-        let conn = self
-            .run(move |pool| async move {
-                let mut conn = pool.acquire().await?.detach();
-                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(key)
-                    .fetch_one(&mut conn)
-                    .await?;
-                if got {
-                    Ok(Some(conn))
-                } else {
-                    conn.close().await?;
-                    Ok(None)
-                }
-            })
-            .await?;
-        Ok(conn.map(|conn| {
-            JobGuard::holding(AdvisoryLock {
-                conn: Some(conn),
-                rt: self.inner.rt.0.as_ref().map(|rt| rt.handle().clone()),
-            })
-        }))
+        self.advisory_lock(job).await
     }
 
     async fn ping(&self) -> Result<(), MetaError> {
@@ -843,22 +657,18 @@ impl MetaStore for PgMetaStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{class_of_state, Class};
+    use super::with_database;
 
     #[test]
-    fn sqlstates_are_sorted_by_what_they_call_for() {
-        for (code, class) in [
-            ("08006", Class::Unavailable),
-            ("08001", Class::Unavailable),
-            ("57P01", Class::Unavailable),
-            ("57P03", Class::Unavailable),
-            ("53300", Class::Unavailable),
-            ("53100", Class::NoSpace),
-            ("53200", Class::Other),
-            ("23505", Class::Other),
-            ("40001", Class::Other),
-        ] {
-            assert_eq!(class_of_state(code), class, "{code}");
-        }
+    fn database_names_are_replaced() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "t_1"),
+            "postgres://u@h:5432/t_1"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "t_1"),
+            "postgres://u@h/t_1?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "t_1"), "postgres://h/t_1");
     }
 }

@@ -2,10 +2,11 @@
 //! before every write returns. The writes every upload makes go without
 //! transactions ([`writes`]), on the calling thread.
 
+mod dump;
 mod writes;
 
 use super::group_commit::GroupCommit;
-use super::{EventDebt, JobGuard, Lookup, MetaDump, MetaError, MetaStore};
+use super::{EventDebt, JobGuard, Lookup, MetaError, MetaStore};
 use crate::model::{now_secs, UploadInfo};
 use crate::protocol::UploadId;
 use async_trait::async_trait;
@@ -265,51 +266,6 @@ where
         .map_err(|e| MetaError::Backend(crate::error::caused("blocking task failed", e)))?
 }
 
-impl SledMetaStore {
-    /// Everything stored, for `tusker migrate-meta`.
-    pub async fn dump(&self) -> Result<MetaDump, MetaError> {
-        self.with(|open| {
-            blocking(open, |s| {
-                let id_of = |k: &[u8]| -> Result<UploadId, MetaError> {
-                    std::str::from_utf8(k)
-                        .ok()
-                        .and_then(|v| UploadId::parse(v).ok())
-                        .ok_or_else(|| MetaError::Corrupt {
-                            key: String::from_utf8_lossy(k).into_owned(),
-                            reason: "not an upload id".into(),
-                        })
-                };
-                let mut dump = MetaDump::default();
-                for item in s.uploads.iter() {
-                    let (k, v) = item.map_err(sled_err)?;
-                    dump.uploads.push(decode(&k, &v)?);
-                }
-                for item in s.tombstones.iter() {
-                    let (k, v) = item.map_err(sled_err)?;
-                    let at = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-                    dump.tombstones.push((id_of(&k)?, at));
-                }
-                for item in s.waiters.iter() {
-                    let (k, _) = item.map_err(sled_err)?;
-                    let Some(split) = k.iter().position(|b| *b == 0) else {
-                        continue;
-                    };
-                    dump.waiters
-                        .push((id_of(&k[..split])?, id_of(&k[split + 1..])?));
-                }
-                for item in s.destinations.iter() {
-                    let (k, v) = item.map_err(sled_err)?;
-                    dump.destinations
-                        .push((String::from_utf8_lossy(&k).into_owned(), id_of(&v)?));
-                }
-                dump.event_debts = s.event_debts(usize::MAX)?;
-                Ok(dump)
-            })
-        })
-        .await
-    }
-}
-
 impl Open {
     /// Up to `limit` owed events, in key order.
     fn event_debts(&self, limit: usize) -> Result<Vec<EventDebt>, MetaError> {
@@ -349,6 +305,42 @@ fn open_waiting_for_lock(dir: &Path, cache_bytes: u64) -> Result<sled::Db, MetaE
             }
             Err(e) => return Err(sled_err(e)),
         }
+    }
+}
+
+/// What [`SledMetaStore::change_waiters`] does.
+#[derive(Clone, Copy)]
+enum Waiters {
+    Add,
+    Remove,
+}
+
+impl SledMetaStore {
+    /// Records (or forgets) that final upload `final_id` waits for each of
+    /// `partials`, in one batch, flushed before returning.
+    async fn change_waiters(
+        &self,
+        final_id: &UploadId,
+        partials: &[UploadId],
+        change: Waiters,
+    ) -> Result<(), MetaError> {
+        let (final_id, partials) = (final_id.clone(), partials.to_vec());
+        self.with(|open| async move {
+            blocking(open.clone(), move |s| {
+                let mut batch = sled::Batch::default();
+                for p in &partials {
+                    let key = waiter_key(p, &final_id);
+                    match change {
+                        Waiters::Add => batch.insert(key, &[]),
+                        Waiters::Remove => batch.remove(key),
+                    }
+                }
+                s.waiters.apply_batch(batch).map_err(sled_err)
+            })
+            .await?;
+            open.flush().await
+        })
+        .await
     }
 }
 
@@ -533,19 +525,7 @@ impl MetaStore for SledMetaStore {
         final_id: &UploadId,
         partials: &[UploadId],
     ) -> Result<(), MetaError> {
-        let (final_id, partials) = (final_id.clone(), partials.to_vec());
-        self.with(|open| async move {
-            blocking(open.clone(), move |s| {
-                let mut batch = sled::Batch::default();
-                for p in &partials {
-                    batch.insert(waiter_key(p, &final_id), &[]);
-                }
-                s.waiters.apply_batch(batch).map_err(sled_err)
-            })
-            .await?;
-            open.flush().await
-        })
-        .await
+        self.change_waiters(final_id, partials, Waiters::Add).await
     }
 
     async fn concat_waiters(&self, partial: &UploadId) -> Result<Vec<UploadId>, MetaError> {
@@ -575,19 +555,8 @@ impl MetaStore for SledMetaStore {
         final_id: &UploadId,
         partials: &[UploadId],
     ) -> Result<(), MetaError> {
-        let (final_id, partials) = (final_id.clone(), partials.to_vec());
-        self.with(|open| async move {
-            blocking(open.clone(), move |s| {
-                let mut batch = sled::Batch::default();
-                for p in &partials {
-                    batch.remove(waiter_key(p, &final_id));
-                }
-                s.waiters.apply_batch(batch).map_err(sled_err)
-            })
-            .await?;
-            open.flush().await
-        })
-        .await
+        self.change_waiters(final_id, partials, Waiters::Remove)
+            .await
     }
 
     async fn claim_destination(&self, destination: &str, id: &UploadId) -> Result<bool, MetaError> {

@@ -15,6 +15,7 @@ use crate::hooks::{
 use crate::meta::{Lookup, MetaStore};
 use crate::model::{Concat, UploadInfo};
 use crate::protocol::{Metadata, UploadId};
+use crate::runtime::{SideRuntime, ThreadInit};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,9 +24,6 @@ use tokio_util::task::TaskTracker;
 /// How long a finishing upload waits for a post-receive being delivered
 /// (retries included) before its pre-finish hook goes out regardless.
 const PROGRESS_DRAIN: Duration = Duration::from_secs(2);
-
-/// Code run on each thread of the hook delivery runtime as it starts.
-pub type ThreadInit = Arc<dyn Fn() + Send + Sync>;
 
 /// Per-upload ordering state for notifications.
 struct Lane {
@@ -47,25 +45,8 @@ pub(crate) struct HookState {
     finishing: Mutex<HashSet<UploadId>>,
     /// Deliveries run on their own runtime so they outlive the HTTP
     /// workers at shutdown and can be drained.
-    runtime: DeliveryRuntime,
+    runtime: SideRuntime,
     tasks: TaskTracker,
-}
-
-/// A small runtime for hook deliveries; shut down without blocking.
-struct DeliveryRuntime(Option<tokio::runtime::Runtime>);
-
-impl DeliveryRuntime {
-    fn handle(&self) -> Option<&tokio::runtime::Handle> {
-        self.0.as_ref().map(|r| r.handle())
-    }
-}
-
-impl Drop for DeliveryRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -77,33 +58,20 @@ impl HookState {
         hooks: Arc<Hooks>,
         on_thread_start: Option<ThreadInit>,
     ) -> std::io::Result<Self> {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder
-            .worker_threads(1)
-            .thread_name("tusker-hooks")
-            .enable_all();
-        if let Some(init) = on_thread_start {
-            builder.on_thread_start(move || init());
-        }
-        let runtime = builder.build()?;
+        let runtime = SideRuntime::start("tusker-hooks", 1, on_thread_start)?;
         Ok(HookState {
             hooks,
             lanes: Mutex::new(HashMap::new()),
             stop_requests: Mutex::new(HashSet::new()),
             finishing: Mutex::new(HashSet::new()),
-            runtime: DeliveryRuntime(Some(runtime)),
+            runtime,
             tasks: TaskTracker::new(),
         })
     }
 
     /// Runs a delivery in the background, tracked for draining.
     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) {
-        match self.runtime.handle() {
-            Some(handle) => {
-                self.tasks.spawn_on(task, handle);
-            }
-            None => tracing::error!("hook runtime is gone; delivery dropped"),
-        }
+        self.tasks.spawn_on(task, self.runtime.handle());
     }
 
     fn gate(&self, id: &UploadId) -> Arc<tokio::sync::Mutex<bool>> {
@@ -355,7 +323,7 @@ impl Engine {
         }
         let mut event = self.event(info, ctx);
         event.upload.offset = offset;
-        let (id, locks) = (info.id.clone(), self.locks.clone());
+        let (id, locker) = (info.id.clone(), self.locker.clone());
         let runner = state.clone();
         runner.spawn(async move {
             let gate = state.gate(&id);
@@ -366,7 +334,7 @@ impl Engine {
                         Ok(r) if r.stop_upload => {
                             tracing::info!(upload = %id, "post-receive hook asked to stop the upload");
                             lock(&state.stop_requests).insert(id.clone());
-                            locks.signal_stop(&id);
+                            locker.signal_stop(&id);
                         }
                         Ok(_) => {}
                         Err(e) => {
